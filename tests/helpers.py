@@ -1,0 +1,20 @@
+"""Plain helper functions that build test data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import get_user_model
+
+from webhooks.models import Endpoint, Subscription
+
+
+def make_user(username: str = "alice") -> Any:
+    return get_user_model().objects.create_user(username=username, password="pw")  # noqa: S106
+
+
+def make_endpoint(url: str, *types: str, owner: Any = None, **fields: Any) -> Endpoint:
+    endpoint = Endpoint.objects.create(url=url, owner=owner, **fields)
+    for event_type in types or ("*",):
+        Subscription.objects.create(endpoint=endpoint, event_type=event_type)
+    return endpoint

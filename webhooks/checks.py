@@ -1,0 +1,188 @@
+"""System checks for the ``WEBHOOKS`` setting and the django-q2 settings it depends on.
+
+Every problem has a stable id: ``webhooks.E0xx`` for errors, ``webhooks.W0xx`` for warnings.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import numbers
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from django.apps import apps
+from django.conf import settings
+from django.core import checks
+
+from webhooks.conf import DEFAULTS, webhooks_settings
+from webhooks.exceptions import WebhooksConfigurationError
+
+
+def register() -> None:
+    checks.register(check_settings, "webhooks")
+    checks.register(check_catalog, "webhooks")
+    checks.register(check_task_queue, "webhooks")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _positive(value: Any) -> bool:
+    return _is_number(value) and value > 0
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _str_list(value: Any) -> bool:
+    return isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
+
+
+#: key -> (validator, what a valid value is)
+VALIDATORS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "MODELS": (lambda v: isinstance(v, Mapping), "a dict of model label to options"),
+    "EVENTS": (lambda v: isinstance(v, Mapping) and all(isinstance(d, str) for d in v.values()),
+               "a dict of event type to description"),
+    "RETRY_SCHEDULE": (lambda v: isinstance(v, list | tuple) and all(_positive(x) for x in v),
+                       "a list of positive numbers of seconds (may be empty: no retries)"),
+    "RETRY_JITTER": (lambda v: _is_number(v) and 0 <= v <= 1, "a number from 0 to 1"),
+    "TIMEOUT": (_positive, "a positive number of seconds"),
+    "CONNECT_TIMEOUT": (_positive, "a positive number of seconds"),
+    "ALLOWED_NETWORKS": (_str_list, "a list of CIDR strings such as '127.0.0.1/32'"),
+    "REQUIRE_HTTPS": (lambda v: isinstance(v, bool), "True or False"),
+    "ENCRYPTION_KEYS": (_str_list, "a list of keys"),
+    "BATCH_SIZE": (lambda v: _positive_int(v) and v <= 10_000, "a whole number from 1 to 10000"),
+    "CLAIM_TTL": (_positive, "a positive number of seconds"),
+    "TASK_TIME_LIMIT": (_positive, "a positive number of seconds"),
+    "DISABLE_AFTER": (_positive, "a positive number of seconds"),
+    "DISABLE_AFTER_FAILURES": (_positive_int, "a positive whole number"),
+    "MAX_RESPONSE_BYTES": (_positive_int, "a positive whole number of bytes"),
+    "STORED_RESPONSE_BYTES": (lambda v: isinstance(v, int) and not isinstance(v, bool)
+                              and v >= 0, "a whole number of bytes, 0 or more"),
+    "SWEEP_INTERVAL": (_positive_int, "a positive whole number of minutes"),
+    "TASK_CLUSTER": (lambda v: v is None or (isinstance(v, str) and bool(v)),
+                     "None or the name of a django-q2 cluster"),
+}
+assert set(VALIDATORS) == set(DEFAULTS)  # noqa: S101 - a table kept in step with DEFAULTS
+
+
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """E001 not a dict, E002 unknown key, E003 bad value, E004/E005/W001 delivery settings."""
+    raw = getattr(settings, "WEBHOOKS", {})
+    if not isinstance(raw, Mapping):
+        return [checks.Error("WEBHOOKS must be a dict.", id="webhooks.E001",
+                             hint="WEBHOOKS = {'MODELS': {...}, 'EVENTS': {...}}")]
+    errors: list[checks.CheckMessage] = []
+    for key in raw:
+        if key not in DEFAULTS:
+            errors.append(checks.Error(
+                f"WEBHOOKS has an unknown key {key!r}.", id="webhooks.E002",
+                hint=f"Valid keys: {', '.join(sorted(DEFAULTS))}.",
+            ))
+    bad = set()
+    for key, (valid, expected) in VALIDATORS.items():
+        if key in raw and not valid(raw[key]):
+            bad.add(key)
+            errors.append(checks.Error(
+                f"WEBHOOKS[{key!r}] = {raw[key]!r} is not valid.", id="webhooks.E003",
+                hint=f"It must be {expected}.",
+            ))
+    if "ALLOWED_NETWORKS" not in bad:
+        for network in webhooks_settings.ALLOWED_NETWORKS:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                errors.append(checks.Error(
+                    f"WEBHOOKS['ALLOWED_NETWORKS'] has {network!r}, which is not a network.",
+                    id="webhooks.E003", hint="Use CIDR notation such as '10.0.0.0/8'.",
+                ))
+        if webhooks_settings.ALLOWED_NETWORKS and not settings.DEBUG:
+            errors.append(checks.Warning(
+                "WEBHOOKS['ALLOWED_NETWORKS'] lets deliveries reach private networks while "
+                "DEBUG is off.", id="webhooks.W001",
+                hint="Keep it empty in production unless the endpoints there are trusted.",
+            ))
+    if not bad & {"CLAIM_TTL", "TIMEOUT"} and (
+        webhooks_settings.CLAIM_TTL < webhooks_settings.TIMEOUT + 5
+    ):
+        errors.append(checks.Error(
+            "WEBHOOKS['CLAIM_TTL'] must exceed WEBHOOKS['TIMEOUT'] by 5 seconds at least.",
+            id="webhooks.E004",
+            hint="A claim must outlast a whole attempt, or a second worker could send the "
+                 "same delivery while the first is still waiting for an answer.",
+        ))
+    if not bad & {"MAX_RESPONSE_BYTES", "STORED_RESPONSE_BYTES"} and (
+        raw.get("STORED_RESPONSE_BYTES", 0) > webhooks_settings.MAX_RESPONSE_BYTES
+    ):
+        errors.append(checks.Warning(
+            "WEBHOOKS['STORED_RESPONSE_BYTES'] is larger than MAX_RESPONSE_BYTES; only "
+            "MAX_RESPONSE_BYTES are read, so that is all that is stored.", id="webhooks.W002",
+        ))
+    return errors
+
+
+def check_catalog(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """E010: the ``MODELS``/``EVENTS`` catalog cannot be built (bad model, serializer,
+    owner path, event name, or a type declared twice)."""
+    raw = getattr(settings, "WEBHOOKS", {})
+    if not isinstance(raw, Mapping) or any(
+        k in raw and not VALIDATORS[k][0](raw[k]) for k in ("MODELS", "EVENTS")
+    ):
+        return []  # reported by check_settings
+    from webhooks.events import build_catalog, parse_model_entry
+
+    errors: list[checks.CheckMessage] = []
+    for label, options in webhooks_settings.MODELS.items():
+        try:
+            parse_model_entry(label, options)
+        except WebhooksConfigurationError as exc:
+            errors.append(checks.Error(str(exc), id="webhooks.E010",
+                                       hint=_MODELS_HINT, obj=label))
+    if not errors:
+        try:
+            build_catalog()
+        except WebhooksConfigurationError as exc:
+            errors.append(checks.Error(str(exc), id="webhooks.E011",
+                                       hint="Every event type must be unique and dotted."))
+    return errors
+
+
+_MODELS_HINT = ("Example: WEBHOOKS = {'MODELS': {'shop.Order': {'events': ['created', "
+                "'updated', 'deleted'], 'serializer': 'shop.api.OrderSerializer', "
+                "'owner': 'customer'}}}")
+
+
+def check_task_queue(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """E020 django-q2 missing; E021/E022 its ``timeout``/``retry`` too short for our tasks."""
+    if not apps.is_installed("django_q"):
+        return [checks.Error(
+            "django-webhooks delivers through django-q2, which is not installed.",
+            id="webhooks.E020", hint="Add 'django_q' to INSTALLED_APPS.",
+        )]
+    q_cluster = getattr(settings, "Q_CLUSTER", {}) or {}
+    if not isinstance(q_cluster, Mapping):
+        return []
+    errors: list[checks.CheckMessage] = []
+    try:
+        longest = webhooks_settings.max_task_seconds
+    except (TypeError, ValueError):
+        return []  # bad numbers are reported by check_settings
+    timeout = q_cluster.get("timeout")
+    retry = q_cluster.get("retry", 60)
+    if _is_number(timeout) and timeout <= longest:
+        errors.append(checks.Error(
+            f"Q_CLUSTER['timeout'] ({timeout}s) is shorter than a webhooks task can run "
+            f"({longest:g}s: TASK_TIME_LIMIT + CLAIM_TTL).", id="webhooks.E021",
+            hint="Raise Q_CLUSTER['timeout'] or lower WEBHOOKS['TASK_TIME_LIMIT'] / "
+                 "['CLAIM_TTL']; a worker killed mid-request causes duplicate deliveries.",
+        ))
+    if _is_number(retry) and retry <= max(longest, timeout if _is_number(timeout) else 0):
+        errors.append(checks.Error(
+            f"Q_CLUSTER['retry'] ({retry}s) is not greater than the time a webhooks task can "
+            f"run ({longest:g}s).", id="webhooks.E022",
+            hint="django-q2 hands a task to a second worker after 'retry' seconds; set it "
+                 "above both Q_CLUSTER['timeout'] and TASK_TIME_LIMIT + CLAIM_TTL.",
+        ))
+    return errors

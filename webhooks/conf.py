@@ -1,0 +1,141 @@
+"""Settings: the ``WEBHOOKS`` dict, its defaults, and typed accessors read at use time."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from django.conf import settings
+
+#: Every key the ``WEBHOOKS`` setting accepts, with its default. README.md documents each one.
+DEFAULTS: dict[str, Any] = {
+    # Model events: {"app_label.Model": {"events": [...], "serializer": path, "owner": path}}.
+    "MODELS": {},
+    # Custom event catalog: {"invoice.paid": "description"}.
+    "EVENTS": {},
+    # Seconds to wait before each retry after the first attempt (like Svix: 8 attempts in all).
+    "RETRY_SCHEDULE": [5, 300, 1800, 7200, 18000, 36000, 36000],
+    # Each retry delay is stretched by a random share of up to this fraction (never shortened).
+    "RETRY_JITTER": 0.1,
+    # Total wall-clock deadline of one attempt, in seconds.
+    "TIMEOUT": 15.0,
+    # Deadline for establishing the TCP (and TLS) connection, in seconds.
+    "CONNECT_TIMEOUT": 5.0,
+    # SSRF escape hatch: networks deliveries may reach although they are private (CIDR list).
+    "ALLOWED_NETWORKS": [],
+    # Refuse plain http:// endpoint URLs.
+    "REQUIRE_HTTPS": False,
+    # Keys that encrypt secrets at rest (newest first).
+    "ENCRYPTION_KEYS": [],
+    # Deliveries claimed by one worker in one query.
+    "BATCH_SIZE": 100,
+    # How long a claim (lease) on a batch of deliveries lasts, in seconds. A worker that dies
+    # mid-batch holds its deliveries this long at most; then any worker picks them up.
+    "CLAIM_TTL": 45.0,
+    # A delivery task stops claiming new batches after this many seconds and hands over to a
+    # fresh task, so one task never hogs a worker.
+    "TASK_TIME_LIMIT": 10.0,
+    # Disable an endpoint whose deliveries have all failed for this many seconds...
+    "DISABLE_AFTER": 5 * 24 * 3600,
+    # ...and at least this many times in a row.
+    "DISABLE_AFTER_FAILURES": 10,
+    # Response bytes read from a receiver (the rest is not read) and stored on the attempt.
+    "MAX_RESPONSE_BYTES": 64 * 1024,
+    "STORED_RESPONSE_BYTES": 20_000,
+    # Minutes between two runs of the sweep that recovers lost tasks and due retries.
+    "SWEEP_INTERVAL": 1,
+    # Name of the django-q2 cluster that runs our tasks (None: the default cluster).
+    "TASK_CLUSTER": None,
+}
+
+
+class WebhooksSettings:
+    """Typed view of ``settings.WEBHOOKS``, read on every access so ``override_settings`` works."""
+
+    @property
+    def user_settings(self) -> Mapping[str, Any]:
+        value = getattr(settings, "WEBHOOKS", None)
+        return value if isinstance(value, Mapping) else {}
+
+    def get(self, key: str) -> Any:
+        return self.user_settings.get(key, DEFAULTS[key])
+
+    @property
+    def MODELS(self) -> Mapping[str, Mapping[str, Any]]:  # noqa: N802
+        return self.get("MODELS") or {}
+
+    @property
+    def EVENTS(self) -> Mapping[str, str]:  # noqa: N802
+        return self.get("EVENTS") or {}
+
+    @property
+    def RETRY_SCHEDULE(self) -> Sequence[float]:  # noqa: N802
+        return self.get("RETRY_SCHEDULE")
+
+    @property
+    def RETRY_JITTER(self) -> float:  # noqa: N802
+        return float(self.get("RETRY_JITTER"))
+
+    @property
+    def TIMEOUT(self) -> float:  # noqa: N802
+        return float(self.get("TIMEOUT"))
+
+    @property
+    def CONNECT_TIMEOUT(self) -> float:  # noqa: N802
+        return min(float(self.get("CONNECT_TIMEOUT")), self.TIMEOUT)
+
+    @property
+    def ALLOWED_NETWORKS(self) -> Sequence[str]:  # noqa: N802
+        return self.get("ALLOWED_NETWORKS") or []
+
+    @property
+    def REQUIRE_HTTPS(self) -> bool:  # noqa: N802
+        return bool(self.get("REQUIRE_HTTPS"))
+
+    @property
+    def ENCRYPTION_KEYS(self) -> Sequence[str]:  # noqa: N802
+        return self.get("ENCRYPTION_KEYS") or []
+
+    @property
+    def BATCH_SIZE(self) -> int:  # noqa: N802
+        return int(self.get("BATCH_SIZE"))
+
+    @property
+    def CLAIM_TTL(self) -> float:  # noqa: N802
+        return float(self.get("CLAIM_TTL"))
+
+    @property
+    def TASK_TIME_LIMIT(self) -> float:  # noqa: N802
+        return float(self.get("TASK_TIME_LIMIT"))
+
+    @property
+    def DISABLE_AFTER(self) -> float:  # noqa: N802
+        return float(self.get("DISABLE_AFTER"))
+
+    @property
+    def DISABLE_AFTER_FAILURES(self) -> int:  # noqa: N802
+        return int(self.get("DISABLE_AFTER_FAILURES"))
+
+    @property
+    def MAX_RESPONSE_BYTES(self) -> int:  # noqa: N802
+        return int(self.get("MAX_RESPONSE_BYTES"))
+
+    @property
+    def STORED_RESPONSE_BYTES(self) -> int:  # noqa: N802
+        return min(int(self.get("STORED_RESPONSE_BYTES")), self.MAX_RESPONSE_BYTES)
+
+    @property
+    def SWEEP_INTERVAL(self) -> int:  # noqa: N802
+        return int(self.get("SWEEP_INTERVAL"))
+
+    @property
+    def TASK_CLUSTER(self) -> str | None:  # noqa: N802
+        return self.get("TASK_CLUSTER")
+
+    @property
+    def max_task_seconds(self) -> float:
+        """Upper bound of how long one delivery task runs (last batch started at the limit)."""
+        return self.TASK_TIME_LIMIT + self.CLAIM_TTL
+
+
+webhooks_settings = WebhooksSettings()

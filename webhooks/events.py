@@ -1,0 +1,350 @@
+"""The event catalog, model event capture (signals) and payload building."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from django.apps import apps
+from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import models
+from django.utils.module_loading import import_string
+from django.utils.translation import gettext_lazy as _
+
+from webhooks import ids
+from webhooks.conf import webhooks_settings
+from webhooks.exceptions import PayloadError, WebhooksConfigurationError
+
+logger = logging.getLogger("webhooks")
+
+#: What an event type name looks like: dotted lowercase words, at least two of them.
+EVENT_TYPE_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+#: Model actions that can publish events.
+ACTIONS = ("created", "updated", "deleted")
+#: The event type of test deliveries sent from the admin or the API.
+TEST_EVENT_TYPE = "webhook.test"
+#: Keys a ``WEBHOOKS["MODELS"]`` entry accepts.
+MODEL_OPTIONS = frozenset({"events", "serializer", "owner", "name", "description"})
+
+
+@dataclass(frozen=True)
+class EventType:
+    """One entry of the catalog."""
+
+    name: str
+    description: str
+    model: str | None = None  # "app_label.Model" for model events
+
+
+@dataclass(frozen=True)
+class ModelEvents:
+    """What one model publishes, parsed from ``WEBHOOKS["MODELS"]``."""
+
+    label: str
+    model: type[models.Model]
+    name: str
+    actions: frozenset[str]
+    serializer_path: str | None
+    owner_path: tuple[str, ...] = field(default=())
+
+    def event_type(self, action: str) -> str:
+        return f"{self.name}.{action}"
+
+    @functools.cached_property
+    def serializer_class(self) -> Any:
+        if self.serializer_path:
+            return import_string(self.serializer_path)
+        return default_serializer_for(self.model)
+
+    def serialize(self, instance: models.Model) -> Any:
+        return self.serializer_class(instance).data
+
+    def owner_id(self, instance: models.Model) -> Any:
+        """Primary key of the user ``instance`` belongs to, or ``None``.
+
+        The last hop reads the foreign key's column (``customer_id``), so a one-hop path costs
+        no query.
+        """
+        if not self.owner_path:
+            return None
+        obj: Any = instance
+        for name in self.owner_path[:-1]:
+            obj = getattr(obj, name, None)
+            if obj is None:
+                return None
+        last = obj._meta.get_field(self.owner_path[-1])
+        return getattr(obj, last.attname, None)
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Every event type the site publishes, and which models publish what."""
+
+    types: Mapping[str, EventType]
+    models: Mapping[type[models.Model], ModelEvents]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.types
+
+
+def snake_case(name: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
+
+
+def parse_model_entry(label: str, options: Any) -> ModelEvents:
+    """Parse one ``MODELS`` entry; raises :class:`WebhooksConfigurationError` when it is wrong."""
+    if not isinstance(options, Mapping):
+        raise WebhooksConfigurationError(f"WEBHOOKS['MODELS'][{label!r}] must be a dict.")
+    unknown = set(options) - MODEL_OPTIONS
+    if unknown:
+        raise WebhooksConfigurationError(
+            f"WEBHOOKS['MODELS'][{label!r}] has unknown options: {', '.join(sorted(unknown))}."
+        )
+    try:
+        model = apps.get_model(label)
+    except (LookupError, ValueError) as exc:
+        raise WebhooksConfigurationError(
+            f"WEBHOOKS['MODELS'] names {label!r}, which is not an installed model."
+        ) from exc
+    if model._meta.app_label in ("webhooks", "django_q"):
+        raise WebhooksConfigurationError(
+            f"WEBHOOKS['MODELS'] cannot publish {label!r}: the webhook machinery's own models "
+            "would publish events about themselves without end."
+        )
+    actions = options.get("events", list(ACTIONS))
+    if (
+        isinstance(actions, str)
+        or not isinstance(actions, list | tuple)
+        or not actions
+        or not set(actions) <= set(ACTIONS)
+    ):
+        raise WebhooksConfigurationError(
+            f"WEBHOOKS['MODELS'][{label!r}]['events'] must be a non-empty list drawn from "
+            f"{', '.join(ACTIONS)}."
+        )
+    name = options.get("name") or snake_case(model.__name__)
+    if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*", name):
+        raise WebhooksConfigurationError(
+            f"WEBHOOKS['MODELS'][{label!r}]['name'] must be lowercase words joined by dots."
+        )
+    serializer = options.get("serializer")
+    if serializer is not None:
+        if not isinstance(serializer, str):
+            raise WebhooksConfigurationError(
+                f"WEBHOOKS['MODELS'][{label!r}]['serializer'] must be a dotted import path."
+            )
+        try:
+            serializer_class = import_string(serializer)
+        except ImportError as exc:
+            raise WebhooksConfigurationError(
+                f"WEBHOOKS['MODELS'][{label!r}]['serializer'] = {serializer!r} cannot be "
+                f"imported: {exc}"
+            ) from exc
+        from rest_framework.serializers import BaseSerializer
+
+        if not (isinstance(serializer_class, type) and issubclass(serializer_class,
+                                                                   BaseSerializer)):
+            raise WebhooksConfigurationError(
+                f"WEBHOOKS['MODELS'][{label!r}]['serializer'] = {serializer!r} is not a DRF "
+                "serializer class."
+            )
+    owner = options.get("owner")
+    owner_path: tuple[str, ...] = ()
+    if owner is not None:
+        if not isinstance(owner, str) or not owner:
+            raise WebhooksConfigurationError(
+                f"WEBHOOKS['MODELS'][{label!r}]['owner'] must be a field path such as "
+                "'customer' or 'order__customer'."
+            )
+        owner_path = tuple(owner.split("__"))
+        _check_owner_path(label, model, owner_path)
+    return ModelEvents(
+        label=label,
+        model=model,
+        name=name,
+        actions=frozenset(actions),
+        serializer_path=serializer,
+        owner_path=owner_path,
+    )
+
+
+def _check_owner_path(label: str, model: type[models.Model], path: tuple[str, ...]) -> None:
+    user_model = apps.get_model(settings.AUTH_USER_MODEL)
+    current = model
+    for i, name in enumerate(path):
+        try:
+            field_ = current._meta.get_field(name)
+        except Exception as exc:
+            raise WebhooksConfigurationError(
+                f"WEBHOOKS['MODELS'][{label!r}]['owner']: {current.__name__} has no field "
+                f"{name!r}."
+            ) from exc
+        if not (field_.many_to_one or field_.one_to_one) or field_.auto_created:
+            raise WebhooksConfigurationError(
+                f"WEBHOOKS['MODELS'][{label!r}]['owner']: {current.__name__}.{name} is not a "
+                "foreign key."
+            )
+        current = field_.related_model  # type: ignore[assignment]
+        if i == len(path) - 1 and current is not user_model:
+            raise WebhooksConfigurationError(
+                f"WEBHOOKS['MODELS'][{label!r}]['owner'] must end at the user model "
+                f"({settings.AUTH_USER_MODEL}), not at {current._meta.label}."
+            )
+
+
+def build_catalog() -> Catalog:
+    """Build the catalog from settings; raises :class:`WebhooksConfigurationError`."""
+    types: dict[str, EventType] = {
+        TEST_EVENT_TYPE: EventType(
+            TEST_EVENT_TYPE, str(_("A test event sent from the admin or the API."))
+        ),
+    }
+    model_map: dict[type[models.Model], ModelEvents] = {}
+    for label, options in webhooks_settings.MODELS.items():
+        entry = parse_model_entry(label, options)
+        if entry.model in model_map:
+            raise WebhooksConfigurationError(f"WEBHOOKS['MODELS'] lists {label!r} twice.")
+        model_map[entry.model] = entry
+        descriptions = options.get("description") or {}
+        verbose = entry.model._meta.verbose_name
+        for action in sorted(entry.actions, key=ACTIONS.index):
+            name = entry.event_type(action)
+            description = (
+                descriptions.get(action) if isinstance(descriptions, Mapping) else None
+            ) or f"A {verbose} was {action}."
+            if name in types:
+                raise WebhooksConfigurationError(f"Event type {name!r} is declared twice.")
+            types[name] = EventType(name, str(description), model=label)
+    for name, description in webhooks_settings.EVENTS.items():
+        if not isinstance(name, str) or not EVENT_TYPE_RE.match(name):
+            raise WebhooksConfigurationError(
+                f"WEBHOOKS['EVENTS'] key {name!r} is not a valid event type: use lowercase "
+                "words joined by dots, such as 'invoice.paid'."
+            )
+        if name in types:
+            raise WebhooksConfigurationError(f"Event type {name!r} is declared twice.")
+        types[name] = EventType(name, str(description))
+    return Catalog(types=types, models=model_map)
+
+
+@functools.cache
+def get_catalog() -> Catalog:
+    """The catalog for the current settings (cached; the cache is cleared when they change)."""
+    return build_catalog()
+
+
+@functools.cache
+def default_serializer_for(model: type[models.Model]) -> Any:
+    """A ``ModelSerializer`` with every field of ``model``, used when none is configured."""
+    from rest_framework import serializers
+
+    meta = type("Meta", (), {"model": model, "fields": "__all__"})
+    return type(f"{model.__name__}WebhookSerializer", (serializers.ModelSerializer,),
+                {"Meta": meta})
+
+
+def clear_caches(**kwargs: Any) -> None:
+    """``setting_changed`` receiver: forget everything derived from ``WEBHOOKS``."""
+    if kwargs.get("setting") in (None, "WEBHOOKS", "AUTH_USER_MODEL", "INSTALLED_APPS"):
+        get_catalog.cache_clear()
+        default_serializer_for.cache_clear()
+
+
+def build_payload(event_id: Any, event_type: str, created_at: datetime, data: Any) -> str:
+    """The JSON body of an event, built once: ``{"id", "type", "timestamp", "data"}``.
+
+    Raises :class:`PayloadError` when ``data`` cannot be represented as JSON.
+    """
+    timestamp = created_at.astimezone(UTC).isoformat(timespec="milliseconds")
+    try:
+        return json.dumps(
+            {
+                "id": ids.to_public("evt", event_id),
+                "type": event_type,
+                "timestamp": timestamp.replace("+00:00", "Z"),
+                "data": data,
+            },
+            cls=DjangoJSONEncoder,
+            separators=(",", ":"),
+            ensure_ascii=False,
+            allow_nan=False,
+        )
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+        raise PayloadError(f"the payload is not JSON-serializable: {exc}") from exc
+
+
+# --- model capture ---------------------------------------------------------------------------
+
+
+def _model_events_for(sender: type[models.Model]) -> ModelEvents | None:
+    try:
+        return get_catalog().models.get(sender)
+    except WebhooksConfigurationError:
+        # Reported by the system checks; a broken setting must not break the site's saves.
+        logger.exception("WEBHOOKS setting is invalid; model events are not recorded")
+        return None
+
+
+def on_post_save(
+    sender: type[models.Model], instance: models.Model, created: bool = False,
+    raw: bool = False, using: str = "default", **kwargs: Any,
+) -> None:
+    """Record ``<model>.created`` / ``<model>.updated``. Never raises into the caller's save."""
+    if raw:
+        return
+    config = _model_events_for(sender)
+    if config is None:
+        return
+    action = "created" if created else "updated"
+    if action in config.actions:
+        record_model_event(config, action, instance, using)
+
+
+def on_post_delete(
+    sender: type[models.Model], instance: models.Model, using: str = "default",
+    origin: Any = None, **kwargs: Any,
+) -> None:
+    """Record ``<model>.deleted``."""
+    config = _model_events_for(sender)
+    if config is not None and "deleted" in config.actions:
+        record_model_event(config, "deleted", instance, using)
+
+
+def record_model_event(
+    config: ModelEvents, action: str, instance: models.Model, using: str
+) -> None:
+    """Serialize ``instance`` and write the event; a failure is recorded on the event itself.
+
+    Whatever the serializer does (raise, return something that is not JSON), the user's
+    save succeeds and the event is kept with its ``error`` so that staff see what went wrong.
+    """
+    from webhooks.emit import write_event
+
+    event_type = config.event_type(action)
+    error = ""
+    data: Any = None
+    owner_id: Any = None
+    try:
+        owner_id = config.owner_id(instance)
+        data = config.serialize(instance)
+    except Exception as exc:  # a site's serializer may raise anything
+        logger.exception("Could not serialize %s for event %s", config.label, event_type)
+        error = f"{type(exc).__name__}: {exc}"
+    write_event(event_type, data, owner_id=owner_id, using=using, error=error, strict=False)
+
+
+def connect() -> None:
+    """Connect the model signal receivers (called once from ``AppConfig.ready``)."""
+    from django.core.signals import setting_changed
+    from django.db.models.signals import post_delete, post_save
+
+    post_save.connect(on_post_save, dispatch_uid="webhooks.events.on_post_save")
+    post_delete.connect(on_post_delete, dispatch_uid="webhooks.events.on_post_delete")
+    setting_changed.connect(clear_caches, dispatch_uid="webhooks.events.clear_caches")

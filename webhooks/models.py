@@ -1,0 +1,275 @@
+"""Models: endpoints and their subscriptions, events (the outbox), deliveries and attempts."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from webhooks import ids, signing
+from webhooks.querysets import DeliveryQuerySet, EndpointQuerySet, EventQuerySet
+
+WILDCARD = "*"
+
+
+class Endpoint(models.Model):
+    """A URL that receives webhooks, owned by a user or (owner empty) by the site itself."""
+
+    id = models.UUIDField(primary_key=True, default=ids.uuid7, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("owner"),
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="webhook_endpoints",
+        help_text=_("The user whose events this endpoint receives. Empty: a site-wide endpoint "
+                    "that receives every user's events."),
+    )
+    url = models.URLField(_("URL"), max_length=2048)
+    description = models.CharField(_("description"), max_length=255, blank=True)
+    is_active = models.BooleanField(_("active"), default=True)
+    signing_secret = models.CharField(
+        _("signing secret"), max_length=255, default=signing.generate_secret, editable=False
+    )
+    previous_secret = models.CharField(max_length=255, blank=True, default="", editable=False)
+    previous_secret_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    headers = models.JSONField(
+        _("custom headers"),
+        default=dict,
+        blank=True,
+        help_text=_("Extra HTTP headers sent with every delivery. They never replace ours."),
+    )
+    rate_limit = models.PositiveIntegerField(
+        _("rate limit"),
+        null=True,
+        blank=True,
+        help_text=_("Most deliveries per second to this endpoint. Empty: no limit."),
+    )
+    disabled_reason = models.CharField(_("disabled reason"), max_length=255, blank=True)
+    disabled_at = models.DateTimeField(_("disabled at"), null=True, blank=True)
+    failing_since = models.DateTimeField(_("failing since"), null=True, blank=True)
+    consecutive_failures = models.PositiveIntegerField(_("consecutive failures"), default=0)
+    last_success_at = models.DateTimeField(_("last success"), null=True, blank=True)
+    last_failure_at = models.DateTimeField(_("last failure"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created"), default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    objects = EndpointQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("endpoint")
+        verbose_name_plural = _("endpoints")
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["owner", "-created_at"], name="webhooks_endpoint_owner")]
+
+    def __str__(self) -> str:
+        return self.url
+
+    @property
+    def secret(self) -> str:
+        """The current ``whsec_…`` signing secret."""
+        return self.signing_secret
+
+    def signing_secrets(self, now: datetime | None = None) -> list[str]:
+        """Secrets to sign with: the current one, then the previous one during its grace period."""
+        now = now or timezone.now()
+        result = [self.signing_secret]
+        expires = self.previous_secret_expires_at
+        if self.previous_secret and expires is not None and expires > now:
+            result.append(self.previous_secret)
+        return result
+
+    def rotate_secret(self, grace: timedelta = timedelta(hours=24)) -> str:
+        """Replace the secret; the old one keeps signing (alongside) for ``grace``. Saves."""
+        self.previous_secret = self.signing_secret
+        self.previous_secret_expires_at = timezone.now() + grace if grace else None
+        self.signing_secret = signing.generate_secret()
+        self.save(update_fields=["signing_secret", "previous_secret",
+                                 "previous_secret_expires_at", "updated_at"])
+        return self.signing_secret
+
+    @property
+    def event_types(self) -> list[str]:
+        """Subscribed event types (``"*"`` stands for all of them)."""
+        return [s.event_type for s in self.subscriptions.all()]
+
+
+class Subscription(models.Model):
+    """One event type an endpoint receives; ``"*"`` subscribes it to every type."""
+
+    endpoint = models.ForeignKey(
+        Endpoint, on_delete=models.CASCADE, related_name="subscriptions",
+        verbose_name=_("endpoint"),
+    )
+    event_type = models.CharField(_("event type"), max_length=100)
+
+    class Meta:
+        verbose_name = _("subscription")
+        verbose_name_plural = _("subscriptions")
+        constraints = [
+            models.UniqueConstraint(fields=["endpoint", "event_type"],
+                                    name="webhooks_subscription_unique"),
+        ]
+        indexes = [models.Index(fields=["event_type"], name="webhooks_subscription_type")]
+
+    def __str__(self) -> str:
+        return self.event_type
+
+
+class Event(models.Model):
+    """Something that happened, written in the same transaction as the change (the outbox).
+
+    ``payload`` holds the exact JSON body every delivery sends, built once when the event is
+    recorded. ``error`` is set instead when the payload could not be built.
+    """
+
+    id = models.UUIDField(primary_key=True, default=ids.uuid7, editable=False)
+    type = models.CharField(_("type"), max_length=100)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("owner"),
+        null=True,
+        blank=True,
+        # No database constraint: a "deleted" event may name an owner deleted in the same
+        # transaction. Deleting a user sets the owner of their past events to NULL.
+        on_delete=models.SET_NULL,
+        db_constraint=False,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(_("created"), default=timezone.now)
+    payload = models.TextField(_("payload"), blank=True)
+    error = models.TextField(_("error"), blank=True)
+    dispatched_at = models.DateTimeField(_("dispatched"), null=True, blank=True)
+
+    objects = EventQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("event")
+        verbose_name_plural = _("events")
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["type", "-created_at"], name="webhooks_event_type"),
+            models.Index(
+                fields=["created_at"],
+                name="webhooks_event_undispatched",
+                condition=models.Q(dispatched_at__isnull=True),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.public_id}"
+
+    @property
+    def public_id(self) -> str:
+        """The id receivers see (``webhook-id`` header and ``id`` in the body): ``evt_…``."""
+        return ids.to_public("evt", self.id)
+
+    @property
+    def data(self) -> Any:
+        """The ``data`` member of the payload, decoded (``None`` when the payload failed)."""
+        if not self.payload:
+            return None
+        return json.loads(self.payload)["data"]
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending", _("Pending")
+    SUCCEEDED = "succeeded", _("Succeeded")
+    FAILED = "failed", _("Failed")
+
+
+class Delivery(models.Model):
+    """One event to one endpoint: the unit of retries and of the at-least-once guarantee.
+
+    A worker claims a due delivery by moving ``next_attempt_at`` to the end of its lease and
+    writing its ``claim_token``; if the worker dies, the delivery is simply due again when the
+    lease ends.
+    """
+
+    Status = DeliveryStatus
+
+    id = models.UUIDField(primary_key=True, default=ids.uuid7, editable=False)
+    event = models.ForeignKey(
+        Event, on_delete=models.CASCADE, related_name="deliveries", verbose_name=_("event")
+    )
+    endpoint = models.ForeignKey(
+        Endpoint, on_delete=models.CASCADE, related_name="deliveries", verbose_name=_("endpoint")
+    )
+    status = models.CharField(
+        _("status"), max_length=16, choices=DeliveryStatus.choices,
+        default=DeliveryStatus.PENDING,
+    )
+    attempts = models.PositiveIntegerField(_("attempts"), default=0)
+    next_attempt_at = models.DateTimeField(_("next attempt"), null=True, blank=True)
+    claim_token = models.UUIDField(null=True, blank=True, editable=False)
+    last_attempt_at = models.DateTimeField(_("last attempt"), null=True, blank=True)
+    last_status_code = models.PositiveSmallIntegerField(_("last status code"), null=True,
+                                                        blank=True)
+    last_error = models.CharField(_("last error"), max_length=255, blank=True)
+    created_at = models.DateTimeField(_("created"), default=timezone.now)
+
+    objects = DeliveryQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("delivery")
+        verbose_name_plural = _("deliveries")
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["event", "endpoint"], name="webhooks_delivery_unique"),
+        ]
+        indexes = [
+            # The "due deliveries" query: status = pending AND next_attempt_at <= now.
+            models.Index(
+                fields=["next_attempt_at"],
+                name="webhooks_delivery_due",
+                condition=models.Q(status="pending"),
+            ),
+            models.Index(fields=["endpoint", "-created_at"], name="webhooks_delivery_endpoint"),
+            models.Index(fields=["status", "-created_at"], name="webhooks_delivery_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_id} → {self.endpoint_id}"
+
+    @property
+    def public_id(self) -> str:
+        return ids.to_public("dlv", self.id)
+
+
+class DeliveryAttempt(models.Model):
+    """One HTTP request of a delivery and what came back (or why nothing did)."""
+
+    id = models.UUIDField(primary_key=True, default=ids.uuid7, editable=False)
+    delivery = models.ForeignKey(
+        Delivery, on_delete=models.CASCADE, related_name="attempt_log",
+        verbose_name=_("delivery"),
+    )
+    number = models.PositiveSmallIntegerField(_("attempt number"))
+    created_at = models.DateTimeField(_("sent at"), default=timezone.now)
+    url = models.CharField(_("URL"), max_length=2048)
+    request_headers = models.JSONField(_("request headers"), default=dict)
+    status_code = models.PositiveSmallIntegerField(_("status code"), null=True, blank=True)
+    response_headers = models.JSONField(_("response headers"), default=dict, blank=True)
+    response_body = models.TextField(_("response body"), blank=True)
+    duration = models.FloatField(_("duration (seconds)"), default=0.0)
+    error_class = models.CharField(_("error class"), max_length=64, blank=True)
+    error = models.TextField(_("error"), blank=True)
+
+    class Meta:
+        verbose_name = _("delivery attempt")
+        verbose_name_plural = _("delivery attempts")
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["created_at"], name="webhooks_attempt_created")]
+
+    def __str__(self) -> str:
+        return f"#{self.number} {self.status_code or self.error_class}"
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300

@@ -1,0 +1,53 @@
+"""Querysets with adjective-named filters for the hot queries (``.due()``, ``.active()``…)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from django.db import models
+from django.utils import timezone
+
+if TYPE_CHECKING:  # pragma: no cover
+    from webhooks.models import Delivery, Endpoint, Event
+
+    _EndpointBase = models.QuerySet[Endpoint]
+    _EventBase = models.QuerySet[Event]
+    _DeliveryBase = models.QuerySet[Delivery]
+else:
+    _EndpointBase = _EventBase = _DeliveryBase = models.QuerySet
+
+
+class EndpointQuerySet(_EndpointBase):
+    def active(self) -> EndpointQuerySet:
+        return self.filter(is_active=True)
+
+    def owned_by(self, user: Any) -> EndpointQuerySet:
+        """Endpoints of ``user`` (a user or primary key); ``None`` means site-wide endpoints."""
+        if user is None:
+            return self.filter(owner__isnull=True)
+        return self.filter(owner=user)
+
+
+class EventQuerySet(_EventBase):
+    def undispatched(self) -> EventQuerySet:
+        """Events not yet fanned out into deliveries (the outbox backlog)."""
+        return self.filter(dispatched_at__isnull=True)
+
+
+class DeliveryQuerySet(_DeliveryBase):
+    def pending(self) -> DeliveryQuerySet:
+        return self.filter(status="pending")
+
+    def succeeded(self) -> DeliveryQuerySet:
+        return self.filter(status="succeeded")
+
+    def failed(self) -> DeliveryQuerySet:
+        return self.filter(status="failed")
+
+    def due(self, now: datetime | None = None) -> DeliveryQuerySet:
+        """Pending deliveries whose next attempt time has come (an expired claim counts).
+
+        Served by the partial index ``webhooks_delivery_due`` on ``next_attempt_at``.
+        """
+        return self.filter(status="pending", next_attempt_at__lte=now or timezone.now())

@@ -1,0 +1,73 @@
+"""django-q2 entry points. The only module that imports django-q2.
+
+``dispatch`` fans out newly committed events and delivers; ``drain`` delivers what is due;
+``sweep`` runs on a django-q2 schedule and recovers whatever a lost task or a dead worker left
+behind (events not fanned out, retries that came due, expired claims).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from django.utils import timezone
+from django_q.models import Schedule
+from django_q.tasks import async_task
+
+from webhooks import delivery
+from webhooks.conf import webhooks_settings as conf
+
+logger = logging.getLogger("webhooks")
+
+SWEEP_SCHEDULE_NAME = "webhooks.sweep"
+#: An event younger than this is left to its own dispatch task by the sweep.
+SWEEP_GRACE = timedelta(seconds=30)
+
+
+def enqueue(task: str, *args: Any) -> None:
+    """Queue ``webhooks.tasks.<task>`` without storing its result on success."""
+    options: dict[str, Any] = {"save": False, "task_name": f"webhooks.{task}"}
+    if conf.TASK_CLUSTER:
+        options["cluster"] = conf.TASK_CLUSTER
+    async_task(f"webhooks.tasks.{task}", *args, q_options=options)
+
+
+def dispatch(event_ids: list[str]) -> None:
+    """Fan out the events a transaction committed, then deliver what is due."""
+    delivery.fan_out(event_ids)
+    drain()
+
+
+def drain() -> None:
+    """Deliver due deliveries for a while; hand over to a new task if work remains."""
+    if delivery.drain():
+        enqueue("drain")
+
+
+def sweep() -> None:
+    """Periodic safety net: dispatch events whose task was lost, then deliver what is due."""
+    cutoff = timezone.now() - SWEEP_GRACE
+    while delivery.fan_out(created_before=cutoff):
+        pass
+    drain()
+
+
+def ensure_schedule(**kwargs: Any) -> None:
+    """Create or update the sweep's django-q2 schedule (idempotent; run after ``migrate``)."""
+    defaults = {
+        "func": "webhooks.tasks.sweep",
+        "schedule_type": Schedule.MINUTES,
+        "minutes": conf.SWEEP_INTERVAL,
+        "repeats": -1,
+        "cluster": conf.TASK_CLUSTER,
+    }
+    existing = Schedule.objects.filter(name=SWEEP_SCHEDULE_NAME).first()
+    if existing is None:
+        Schedule.objects.create(name=SWEEP_SCHEDULE_NAME, next_run=timezone.now(), **defaults)
+        return
+    changed = [k for k, v in defaults.items() if getattr(existing, k) != v]
+    if changed:
+        for key in changed:
+            setattr(existing, key, defaults[key])
+        existing.save(update_fields=changed)
