@@ -18,3 +18,14 @@ def make_endpoint(url: str, *types: str, owner: Any = None, **fields: Any) -> En
     for event_type in types or ("*",):
         Subscription.objects.create(endpoint=endpoint, event_type=event_type)
     return endpoint
+
+
+def override_webhooks(**values: Any) -> Any:
+    """``override_settings`` for some ``WEBHOOKS`` keys, keeping the others of the test settings.
+
+    Usable as a decorator or a context manager.
+    """
+    from django.conf import settings
+    from django.test import override_settings
+
+    return override_settings(WEBHOOKS={**settings.WEBHOOKS, **values})

@@ -107,6 +107,7 @@ WEBHOOKS = {
     "CONNECT_TIMEOUT": 2,
     "CLAIM_TTL": 10,
     "TASK_TIME_LIMIT": 5,
+    "BATCH_SIZE": int(os.environ.get("WEBHOOKS_TEST_BATCH_SIZE", "100")),
 }
 SILENCED_SYSTEM_CHECKS = ["webhooks.W001"]
 

@@ -46,7 +46,6 @@ def get_session() -> requests.Session:
     if _session is None or _session_pid != pid:
         session = requests.Session()
         session.trust_env = False
-        session.max_redirects = 0
         adapter = HTTPAdapter(pool_connections=32, pool_maxsize=32, max_retries=0)
         session.mount("http://", adapter)
         session.mount("https://", adapter)

@@ -1,0 +1,88 @@
+"""Start and stop real ``qcluster`` subprocesses against the test database."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Cluster:
+    """A ``manage.py qcluster`` child process using the current test database."""
+
+    def __init__(self, **env: str) -> None:
+        self.env = env
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log = ROOT / "var" / f"qcluster-{os.getpid()}-{id(self)}.log"
+
+    def start(self) -> Cluster:
+        env = {
+            **os.environ,
+            "WEBHOOKS_TEST_ASYNC": "1",
+            "WEBHOOKS_TEST_DB_NAME": str(connection.settings_dict["NAME"]),
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "PYTHONPATH": str(ROOT),
+            **self.env,
+        }
+        self.log.parent.mkdir(exist_ok=True)
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "django", "qcluster"],
+                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self
+
+    def stop(self, timeout: float = 10) -> None:
+        """Ask the cluster to stop (its parent stops its workers), then make sure of it."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: the cluster and every worker, at once."""
+        if self.process is None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait(5)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def __enter__(self) -> Cluster:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+        if exc[0] is not None:
+            sys.stderr.write(f"--- qcluster output ---\n{self.output()[-5000:]}\n")
+        else:
+            self.log.unlink(missing_ok=True)
+
+
+def wait_until(predicate: Any, timeout: float = 30, interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)

@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.test import override_settings
+
+from webhooks.checks import check_catalog, check_settings, check_task_queue
+from webhooks.conf import webhooks_settings
+
+
+def ids_of(messages: list[Any]) -> list[str]:
+    return [m.id for m in messages]
+
+
+def all_checks() -> list[str]:
+    return ids_of(check_settings() + check_catalog() + check_task_queue())
+
+
+@override_settings(DEBUG=True)
+def test_the_test_settings_pass() -> None:
+    assert all_checks() == []
+
+
+@override_settings(WEBHOOKS=["not", "a", "dict"])
+def test_webhooks_must_be_a_dict() -> None:
+    assert all_checks() == ["webhooks.E001"]
+
+
+@override_settings(WEBHOOKS={"RETRY_SHEDULE": [1]})
+def test_unknown_key_is_an_error_with_the_valid_keys_as_hint() -> None:
+    (message,) = check_settings()
+    assert message.id == "webhooks.E002"
+    assert "RETRY_SCHEDULE" in message.hint
+
+
+@pytest.mark.parametrize("key,value", [
+    ("RETRY_SCHEDULE", [5, -1]),
+    ("RETRY_SCHEDULE", "5,10"),
+    ("RETRY_SCHEDULE", [5, "10"]),
+    ("TIMEOUT", 0),
+    ("TIMEOUT", "10"),
+    ("BATCH_SIZE", 2.5),
+    ("REQUIRE_HTTPS", "yes"),
+    ("ALLOWED_NETWORKS", "127.0.0.1/32"),
+    ("ALLOWED_NETWORKS", ["not-a-network"]),
+    ("RETRY_JITTER", 2),
+    ("TASK_CLUSTER", ""),
+    ("EVENTS", {"a.b": 3}),
+])
+def test_bad_values_are_errors(key: str, value: Any) -> None:
+    with override_settings(WEBHOOKS={key: value}):
+        assert "webhooks.E003" in ids_of(check_settings())
+
+
+@override_settings(WEBHOOKS={"RETRY_SCHEDULE": []})
+def test_an_empty_retry_schedule_is_allowed() -> None:
+    assert check_settings() == []
+
+
+@override_settings(WEBHOOKS={"TIMEOUT": 30, "CLAIM_TTL": 20})
+def test_claim_must_outlast_an_attempt() -> None:
+    assert ids_of(check_settings()) == ["webhooks.E004"]
+
+
+@override_settings(WEBHOOKS={"ALLOWED_NETWORKS": ["10.0.0.0/8"]}, DEBUG=False)
+def test_allowed_networks_in_production_warns() -> None:
+    assert ids_of(check_settings()) == ["webhooks.W001"]
+
+
+@pytest.mark.parametrize("models,fragment", [
+    ({"nope.Model": {}}, "not an installed model"),
+    ({"testapp.Order": {"events": ["paid"]}}, "must be a non-empty list"),
+    ({"testapp.Order": {"events": "created"}}, "must be a non-empty list"),
+    ({"testapp.Order": {"serializer": "tests.testapp.nope.Serializer"}}, "cannot be imported"),
+    ({"testapp.Order": {"serializer": "tests.testapp.models.Order"}}, "not a DRF serializer"),
+    ({"testapp.Order": {"owner": "buyer"}}, "has no field 'buyer'"),
+    ({"testapp.Order": {"owner": "status"}}, "not a foreign key"),
+    ({"testapp.LineItem": {"owner": "order"}}, "must end at the user model"),
+    ({"testapp.Order": {"colour": "red"}}, "unknown options"),
+    ({"testapp.Order": {"name": "Bad Name"}}, "lowercase"),
+    ({"webhooks.Delivery": {}}, "without end"),
+])
+def test_bad_model_declarations_are_errors(models: dict[str, Any], fragment: str) -> None:
+    with override_settings(WEBHOOKS={"MODELS": models}):
+        (message,) = check_catalog()
+        assert message.id == "webhooks.E010"
+        assert fragment in message.msg
+
+
+@pytest.mark.parametrize("webhooks", [
+    {"EVENTS": {"NotDotted": "x"}},
+    {"EVENTS": {"order.created": "x"}, "MODELS": {"testapp.Order": {}}},
+])
+def test_bad_or_duplicate_event_types_are_errors(webhooks: dict[str, Any]) -> None:
+    with override_settings(WEBHOOKS=webhooks):
+        assert ids_of(check_catalog()) == ["webhooks.E011"]
+
+
+def test_django_q_timeouts_must_cover_our_tasks() -> None:
+    longest = webhooks_settings.max_task_seconds
+    with override_settings(Q_CLUSTER={"timeout": longest - 1, "retry": longest + 10}):
+        assert ids_of(check_task_queue()) == ["webhooks.E021"]
+    with override_settings(Q_CLUSTER={"timeout": longest + 5, "retry": longest + 5}):
+        assert ids_of(check_task_queue()) == ["webhooks.E022"]
+    with override_settings(Q_CLUSTER={"retry": 60},
+                           WEBHOOKS={"CLAIM_TTL": 60, "TASK_TIME_LIMIT": 10}):
+        assert ids_of(check_task_queue()) == ["webhooks.E022"]
+
+
+def test_django_q_must_be_installed(settings: Any) -> None:
+    settings.INSTALLED_APPS = [a for a in settings.INSTALLED_APPS if a != "django_q"]
+    assert ids_of(check_task_queue()) == ["webhooks.E020"]
+
+
+@pytest.mark.django_db
+def test_migrations_are_complete() -> None:
+    call_command("makemigrations", "webhooks", "--check", "--dry-run", verbosity=0)

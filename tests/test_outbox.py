@@ -1,0 +1,207 @@
+"""Events are written in the caller's transaction and dispatched only after it commits."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from django.core import serializers as django_serializers
+from django.db import connection, transaction
+from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
+
+import webhooks
+from tests.helpers import make_endpoint, make_user
+from tests.testapp.models import LineItem, Note, Order, Product
+from webhooks.delivery import fan_out
+from webhooks.exceptions import PayloadError, UnknownEventType
+from webhooks.models import Delivery, Event
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_save_writes_one_event_and_enqueues_nothing_before_commit(
+    django_capture_on_commit_callbacks: Any, enqueued: list[Any]
+) -> None:
+    user = make_user()
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        order = Order.objects.create(customer=user, total="12.30")
+        assert enqueued == []
+        (event,) = Event.objects.all()
+    assert len(callbacks) == 1
+    assert event.type == "order.created"
+    assert event.owner_id == user.pk
+    assert event.dispatched_at is None
+    assert event.data["id"] == order.pk
+    assert event.data["total"] == "12.30"
+    assert enqueued == [("dispatch", ([str(event.id)],))]
+
+
+def test_rolled_back_changes_emit_nothing(
+    django_capture_on_commit_callbacks: Any, enqueued: list[Any]
+) -> None:
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        with pytest.raises(RuntimeError), transaction.atomic():
+            Order.objects.create(total="1")
+            raise RuntimeError("checkout failed")
+    assert not Event.objects.exists()
+    assert callbacks == []
+    assert enqueued == []
+
+
+def test_one_transaction_enqueues_one_task_for_all_its_events(
+    django_capture_on_commit_callbacks: Any, enqueued: list[Any]
+) -> None:
+    with django_capture_on_commit_callbacks(execute=True) as callbacks, transaction.atomic():
+        for _ in range(100):
+            Order.objects.create(total="1")
+    assert len(callbacks) == 1
+    (task, (event_ids,)), = enqueued
+    assert task == "dispatch"
+    assert sorted(event_ids) == sorted(str(pk) for pk in Event.objects.values_list("pk",
+                                                                                  flat=True))
+    assert len(event_ids) == 100
+
+
+def test_a_rolled_back_savepoint_drops_its_events_and_later_ones_still_go(
+    django_capture_on_commit_callbacks: Any, enqueued: list[Any]
+) -> None:
+    with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
+        before = Order.objects.create(total="1")
+        with pytest.raises(RuntimeError), transaction.atomic():
+            Order.objects.create(total="2")
+            raise RuntimeError
+        after = Order.objects.create(total="3")
+    sent = [i for _, (ids,) in enqueued for i in ids]
+    kept = {str(e.id): e.data["id"] for e in Event.objects.all()}
+    assert sorted(kept.values()) == [before.pk, after.pk]
+    assert set(kept) <= set(sent)
+
+
+def test_fixture_loading_emits_nothing(enqueued: list[Any]) -> None:
+    product = Product(pk=7, name="Fixture", price="1.00")
+    data = django_serializers.serialize("json", [product])
+    for obj in django_serializers.deserialize("json", data):
+        obj.save()  # raw=True, as loaddata does
+    assert Product.objects.filter(pk=7).exists()
+    assert not Event.objects.exists()
+
+
+def test_models_not_declared_emit_nothing() -> None:
+    Note.objects.create(text="hello")
+    assert not Event.objects.exists()
+
+
+def test_update_and_delete_events(django_capture_on_commit_callbacks: Any,
+                                  enqueued: list[Any]) -> None:
+    order = Order.objects.create(total="1")
+    order.status = "paid"
+    order.save()
+    pk = order.pk
+    order.delete()
+    types = list(Event.objects.order_by("created_at").values_list("type", flat=True))
+    assert types == ["order.created", "order.updated", "order.deleted"]
+    deleted = Event.objects.get(type="order.deleted")
+    assert deleted.data["id"] == pk
+    assert Event.objects.get(type="order.updated").data["status"] == "paid"
+
+
+def test_configured_actions_only() -> None:
+    product = Product.objects.create(name="A", price="2.50")
+    product.name = "B"
+    product.save()
+    product.delete()
+    assert list(Event.objects.values_list("type", flat=True)) == ["product.created"]
+
+
+def test_configured_serializer_shapes_data() -> None:
+    product = Product.objects.create(name="A", price="2.50")
+    assert Event.objects.get().data == {"id": product.pk, "name": "A", "price": "2.50"}
+
+
+def test_owner_path_over_two_hops() -> None:
+    user = make_user()
+    order = Order.objects.create(customer=user)
+    product = Product.objects.create(name="A")
+    LineItem.objects.create(order=order, product=product)
+    assert Event.objects.get(type="line_item.created").owner_id == user.pk
+
+
+def test_no_owner_means_site_wide() -> None:
+    Order.objects.create(customer=None)
+    assert Event.objects.get().owner_id is None
+
+
+def test_the_cost_of_a_save_does_not_grow_with_subscribers() -> None:
+    def queries_for_one_save() -> int:
+        with CaptureQueriesContext(connection) as ctx, transaction.atomic():
+            Order.objects.create(total="1")
+        return len(ctx.captured_queries)
+
+    alone = queries_for_one_save()
+    for i in range(50):
+        make_endpoint(f"https://example.com/{i}", "order.created")
+    assert queries_for_one_save() == alone
+    assert alone <= 4  # savepoint, order insert, event insert, release
+
+
+@override_settings(WEBHOOKS={"MODELS": {"testapp.Product": {
+    "serializer": "tests.testapp.serializers.BrokenSerializer"}}})
+def test_unserializable_field_keeps_the_event_with_a_clear_error() -> None:
+    endpoint = make_endpoint("https://example.com/h", "product.created")
+    product = Product.objects.create(name="A")  # must not raise
+    event = Event.objects.get()
+    assert product.pk
+    assert event.payload == ""
+    assert "not JSON-serializable" in event.error
+    assert "Opaque" in event.error
+    fan_out([str(event.id)])
+    delivery = Delivery.objects.get(endpoint=endpoint)
+    assert delivery.status == "failed"
+    assert delivery.last_error.startswith("payload_error:")
+    assert delivery.next_attempt_at is None
+
+
+@override_settings(WEBHOOKS={"MODELS": {"testapp.Product": {
+    "serializer": "tests.testapp.serializers.RaisingSerializer"}}})
+def test_a_serializer_that_raises_does_not_break_the_save() -> None:
+    Product.objects.create(name="A")
+    assert Event.objects.get().error == "RuntimeError: the serializer exploded"
+
+
+def test_send_event_records_a_custom_event(django_capture_on_commit_callbacks: Any,
+                                           enqueued: list[Any]) -> None:
+    user = make_user()
+    with django_capture_on_commit_callbacks(execute=True):
+        event = webhooks.send_event("invoice.paid", {"invoice": 42, "amount": "9.99"},
+                                    owner=user)
+    assert event.owner_id == user.pk
+    body = json.loads(event.payload)
+    assert body["id"] == event.public_id
+    assert body["type"] == "invoice.paid"
+    assert body["timestamp"].endswith("Z")
+    assert body["data"] == {"invoice": 42, "amount": "9.99"}
+    assert enqueued == [("dispatch", ([str(event.id)],))]
+
+
+def test_send_event_rejects_unknown_types_and_bad_data() -> None:
+    with pytest.raises(UnknownEventType, match="not in the event catalog"):
+        webhooks.send_event("invoice.lost", {})
+    with pytest.raises(PayloadError, match="not JSON-serializable"):
+        webhooks.send_event("invoice.paid", {"x": object()})
+    with pytest.raises(PayloadError):
+        webhooks.send_event("invoice.paid", {"x": float("nan")})
+    assert not Event.objects.exists()
+
+
+def test_broker_failure_after_commit_is_not_the_callers_problem(
+    django_capture_on_commit_callbacks: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any) -> None:
+        raise ConnectionError("redis is down")
+
+    monkeypatch.setattr("webhooks.tasks.enqueue", broken)
+    with django_capture_on_commit_callbacks(execute=True):
+        Order.objects.create(total="1")
+    assert Event.objects.undispatched().count() == 1  # the sweep will find it
