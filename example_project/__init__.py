@@ -1,0 +1,1 @@
+"""The demo site: a small shop that publishes webhooks, and a receiver that verifies them."""

@@ -1,0 +1,131 @@
+"""Settings of the demo site.
+
+Read from the environment (django-environ), with defaults that work on a laptop:
+
+- ``DATABASE_URL``: any database URL; default a SQLite file, ``var/demo.sqlite3``.
+- ``REDIS_URL``: when set, django-q2 uses Redis as its broker; otherwise the database.
+- ``DEBUG`` (default on), ``SECRET_KEY`` (a development key), ``ALLOWED_HOSTS``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+env = environ.Env()
+
+DEBUG = env.bool("DEBUG", default=True)
+SECRET_KEY = env.str("SECRET_KEY", default="django-insecure-demo-key-do-not-use-in-production")
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_q",
+    "rest_framework",
+    "webhooks",
+    "example_project.shop",
+    "example_project.receiver",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "example_project.urls"
+WSGI_APPLICATION = "example_project.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- database ----------------------------------------------------------------------------------
+
+VAR_DIR = BASE_DIR / "var"
+VAR_DIR.mkdir(exist_ok=True)
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'demo.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # runserver and the qcluster workers all write to the file: wait for the lock instead of
+    # failing, and take it at the start of each transaction so that none has to be retried.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"timeout": 20, "transaction_mode": "IMMEDIATE"}
+    )
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- task queue (django-q2): run it with `python manage.py qcluster` ---------------------------
+
+REDIS_URL = env.str("REDIS_URL", default="")
+Q_CLUSTER: dict[str, Any] = {
+    "name": "demo",
+    "workers": 2,
+    "timeout": 120,
+    "retry": 180,
+    "save_limit": 100,
+    "catch_up": False,
+}
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    Q_CLUSTER.update({"orm": "default", "poll": 0.2})
+
+# --- webhooks ----------------------------------------------------------------------------------
+
+WEBHOOKS = {
+    # Model events, declared without code: order.created, order.updated, order.deleted, ...
+    "MODELS": {
+        "shop.Order": {
+            "events": ["created", "updated", "deleted"],
+            "serializer": "example_project.shop.serializers.OrderSerializer",
+            # An order's events go to its customer's endpoints (and to site-wide ones).
+            "owner": "customer",
+        },
+        "shop.Product": {"events": ["created", "updated"]},
+    },
+    # Custom events, sent from code with webhooks.send_event().
+    "EVENTS": {"invoice.paid": "An invoice was paid."},
+    # Development escape hatch: the demo receiver lives on this very site, on the loopback
+    # address, which the SSRF guard refuses by default. Keep this empty in production.
+    "ALLOWED_NETWORKS": ["127.0.0.1/32"],
+    # Quick retries, so that the demo shows them without waiting for hours.
+    "RETRY_SCHEDULE": [5, 30, 120],
+}
+
+# --- the rest ----------------------------------------------------------------------------------
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"webhooks": {"handlers": ["console"], "level": "INFO"}},
+}

@@ -1,0 +1,1 @@
+"""The shop: models whose changes are published as webhooks (see ``WEBHOOKS`` in settings)."""

@@ -1,0 +1,56 @@
+"""Admin of the demo shop: every change made here is published as a webhook."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db import transaction
+from django.db.models import QuerySet
+from django.forms import ModelForm
+from django.http import HttpRequest
+
+import webhooks
+from example_project.shop.models import Order, OrderItem, Product
+
+
+@admin.register(Product)
+class ProductAdmin(admin.ModelAdmin):
+    list_display = ["name", "price"]
+    search_fields = ["name"]
+
+
+class OrderItemInline(admin.TabularInline):
+    model = OrderItem
+    extra = 1
+
+
+@admin.register(Order)
+class OrderAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "customer", "status", "total", "created_at", "updated_at"]
+    list_filter = ["status"]
+    list_select_related = ["customer"]
+    readonly_fields = ["total", "created_at", "updated_at"]
+    inlines = [OrderItemInline]
+    actions = ["mark_paid"]
+
+    def save_related(self, request: HttpRequest, form: ModelForm, formsets: Any,
+                     change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        form.instance.update_total()
+
+    @admin.action(description="Mark as paid (sends invoice.paid)")
+    def mark_paid(self, request: HttpRequest, queryset: QuerySet[Order]) -> None:
+        count = 0
+        for order in queryset.exclude(status=Order.Status.PAID):
+            with transaction.atomic():
+                order.status = Order.Status.PAID
+                order.save()  # publishes order.updated
+                # A custom event, in the same transaction: sent only if the change commits.
+                webhooks.send_event(
+                    "invoice.paid",
+                    {"order_id": order.pk, "amount": order.total},
+                    owner=order.customer_id,
+                )
+            count += 1
+        self.message_user(request, f"{count} order(s) marked as paid.", messages.SUCCESS)
