@@ -10,7 +10,7 @@ from webhooks.models import Endpoint, Subscription
 
 
 def make_user(username: str = "alice") -> Any:
-    return get_user_model().objects.create_user(username=username, password="pw")  # noqa: S106
+    return get_user_model().objects.create_user(username=username, password="pw")
 
 
 def make_endpoint(url: str, *types: str, owner: Any = None, **fields: Any) -> Endpoint:

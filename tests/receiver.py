@@ -43,7 +43,7 @@ class Receiver:
             # body apart, and Nagle + delayed ACK then cost ~40 ms per request.
             wbufsize = 64 * 1024
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
                 with receiver._cond:

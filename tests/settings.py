@@ -16,7 +16,7 @@ import environ
 BASE_DIR = Path(__file__).resolve().parent
 env = environ.Env()
 
-SECRET_KEY = "tests-not-secret"  # noqa: S105
+SECRET_KEY = "tests-not-secret"
 DEBUG = False
 USE_TZ = True
 TIME_ZONE = "UTC"

@@ -462,3 +462,31 @@ def test_the_whole_pipeline_in_sync_mode(receiver: Receiver) -> None:
     assert [b["type"] for b in bodies] == ["order.created", "order.updated"]
     assert bodies[1]["data"]["status"] == "paid"
     assert set(Delivery.objects.values_list("status", flat=True)) == {"succeeded"}
+
+
+def test_a_near_retry_schedules_a_wakeup_and_a_far_one_is_left_to_the_sweep(
+    receiver: Receiver,
+) -> None:
+    from django_q.models import Schedule
+
+    from webhooks import tasks
+
+    receiver.script("/hook", Reply(500), Reply(500))
+    make_endpoint(receiver.url())
+    publish()
+    tasks.drain()
+    (wakeup,) = Schedule.objects.filter(name="webhooks.wakeup")
+    delivery = Delivery.objects.get()
+    assert wakeup.next_run == delivery.next_attempt_at
+    assert (wakeup.func, wakeup.schedule_type) == ("webhooks.tasks.drain", Schedule.ONCE)
+    # An earlier retry moves the one wake-up earlier; a later one leaves it.
+    earlier = wakeup.next_run - timedelta(seconds=1)
+    tasks.schedule_wakeup(earlier)
+    tasks.schedule_wakeup(earlier + timedelta(seconds=30))
+    assert list(Schedule.objects.filter(name="webhooks.wakeup").values_list(
+        "next_run", flat=True)) == [earlier]
+    Schedule.objects.filter(name="webhooks.wakeup").delete()
+    with override_webhooks(RETRY_SCHEDULE=[3600, 3600]):
+        make_due(delivery)
+        tasks.drain()
+    assert not Schedule.objects.filter(name="webhooks.wakeup").exists()

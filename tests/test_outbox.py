@@ -41,10 +41,10 @@ def test_a_save_writes_one_event_and_enqueues_nothing_before_commit(
 def test_rolled_back_changes_emit_nothing(
     django_capture_on_commit_callbacks: Any, enqueued: list[Any]
 ) -> None:
-    with django_capture_on_commit_callbacks(execute=True) as callbacks:
-        with pytest.raises(RuntimeError), transaction.atomic():
-            Order.objects.create(total="1")
-            raise RuntimeError("checkout failed")
+    with (django_capture_on_commit_callbacks(execute=True) as callbacks,
+          pytest.raises(RuntimeError), transaction.atomic()):
+        Order.objects.create(total="1")
+        raise RuntimeError("checkout failed")
     assert not Event.objects.exists()
     assert callbacks == []
     assert enqueued == []

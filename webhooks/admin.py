@@ -72,8 +72,8 @@ class ReadOnlyMixin:
 
 class AttemptInline(ReadOnlyMixin, admin.TabularInline):
     model = DeliveryAttempt
-    fields = ["number", "created_at", "status_code", "duration", "error_class", "error",
-              "response_body"]
+    fields = ("number", "created_at", "status_code", "duration", "error_class", "error",
+              "response_body")
     readonly_fields = fields
     extra = 0
     can_delete = False

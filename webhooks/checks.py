@@ -171,14 +171,15 @@ def check_task_queue(app_configs: Any = None, **kwargs: Any) -> list[checks.Chec
         return []  # bad numbers are reported by check_settings
     timeout = q_cluster.get("timeout")
     retry = q_cluster.get("retry", 60)
-    if _is_number(timeout) and timeout <= longest:
+    if timeout is not None and _is_number(timeout) and timeout <= longest:
         errors.append(checks.Error(
             f"Q_CLUSTER['timeout'] ({timeout}s) is shorter than a webhooks task can run "
             f"({longest:g}s: TASK_TIME_LIMIT + CLAIM_TTL).", id="webhooks.E021",
             hint="Raise Q_CLUSTER['timeout'] or lower WEBHOOKS['TASK_TIME_LIMIT'] / "
                  "['CLAIM_TTL']; a worker killed mid-request causes duplicate deliveries.",
         ))
-    if _is_number(retry) and retry <= max(longest, timeout if _is_number(timeout) else 0):
+    floor = max(longest, timeout if timeout is not None and _is_number(timeout) else 0)
+    if retry is not None and _is_number(retry) and retry <= floor:
         errors.append(checks.Error(
             f"Q_CLUSTER['retry'] ({retry}s) is not greater than the time a webhooks task can "
             f"run ({longest:g}s).", id="webhooks.E022",

@@ -61,75 +61,75 @@ class WebhooksSettings:
         return self.user_settings.get(key, DEFAULTS[key])
 
     @property
-    def MODELS(self) -> Mapping[str, Mapping[str, Any]]:  # noqa: N802
+    def MODELS(self) -> Mapping[str, Mapping[str, Any]]:
         return self.get("MODELS") or {}
 
     @property
-    def EVENTS(self) -> Mapping[str, str]:  # noqa: N802
+    def EVENTS(self) -> Mapping[str, str]:
         return self.get("EVENTS") or {}
 
     @property
-    def RETRY_SCHEDULE(self) -> Sequence[float]:  # noqa: N802
+    def RETRY_SCHEDULE(self) -> Sequence[float]:
         return self.get("RETRY_SCHEDULE")
 
     @property
-    def RETRY_JITTER(self) -> float:  # noqa: N802
+    def RETRY_JITTER(self) -> float:
         return float(self.get("RETRY_JITTER"))
 
     @property
-    def TIMEOUT(self) -> float:  # noqa: N802
+    def TIMEOUT(self) -> float:
         return float(self.get("TIMEOUT"))
 
     @property
-    def CONNECT_TIMEOUT(self) -> float:  # noqa: N802
+    def CONNECT_TIMEOUT(self) -> float:
         return min(float(self.get("CONNECT_TIMEOUT")), self.TIMEOUT)
 
     @property
-    def ALLOWED_NETWORKS(self) -> Sequence[str]:  # noqa: N802
+    def ALLOWED_NETWORKS(self) -> Sequence[str]:
         return self.get("ALLOWED_NETWORKS") or []
 
     @property
-    def REQUIRE_HTTPS(self) -> bool:  # noqa: N802
+    def REQUIRE_HTTPS(self) -> bool:
         return bool(self.get("REQUIRE_HTTPS"))
 
     @property
-    def ENCRYPTION_KEYS(self) -> Sequence[str]:  # noqa: N802
+    def ENCRYPTION_KEYS(self) -> Sequence[str]:
         return self.get("ENCRYPTION_KEYS") or []
 
     @property
-    def BATCH_SIZE(self) -> int:  # noqa: N802
+    def BATCH_SIZE(self) -> int:
         return int(self.get("BATCH_SIZE"))
 
     @property
-    def CLAIM_TTL(self) -> float:  # noqa: N802
+    def CLAIM_TTL(self) -> float:
         return float(self.get("CLAIM_TTL"))
 
     @property
-    def TASK_TIME_LIMIT(self) -> float:  # noqa: N802
+    def TASK_TIME_LIMIT(self) -> float:
         return float(self.get("TASK_TIME_LIMIT"))
 
     @property
-    def DISABLE_AFTER(self) -> float:  # noqa: N802
+    def DISABLE_AFTER(self) -> float:
         return float(self.get("DISABLE_AFTER"))
 
     @property
-    def DISABLE_AFTER_FAILURES(self) -> int:  # noqa: N802
+    def DISABLE_AFTER_FAILURES(self) -> int:
         return int(self.get("DISABLE_AFTER_FAILURES"))
 
     @property
-    def MAX_RESPONSE_BYTES(self) -> int:  # noqa: N802
+    def MAX_RESPONSE_BYTES(self) -> int:
         return int(self.get("MAX_RESPONSE_BYTES"))
 
     @property
-    def STORED_RESPONSE_BYTES(self) -> int:  # noqa: N802
+    def STORED_RESPONSE_BYTES(self) -> int:
         return min(int(self.get("STORED_RESPONSE_BYTES")), self.MAX_RESPONSE_BYTES)
 
     @property
-    def SWEEP_INTERVAL(self) -> int:  # noqa: N802
+    def SWEEP_INTERVAL(self) -> int:
         return int(self.get("SWEEP_INTERVAL"))
 
     @property
-    def TASK_CLUSTER(self) -> str | None:  # noqa: N802
+    def TASK_CLUSTER(self) -> str | None:
         return self.get("TASK_CLUSTER")
 
     @property

@@ -25,8 +25,7 @@ from django.utils import timezone
 
 from webhooks import http, signing
 from webhooks.conf import webhooks_settings as conf
-from webhooks.models import Delivery, DeliveryAttempt, Endpoint, Event, Subscription
-from webhooks.models import WILDCARD
+from webhooks.models import WILDCARD, Delivery, DeliveryAttempt, Endpoint, Event, Subscription
 from webhooks.signals import delivery_failed, delivery_succeeded, endpoint_disabled
 
 logger = logging.getLogger("webhooks")
@@ -195,7 +194,7 @@ def retry_delay(attempts_made: int, status_code: int | None, retry_after: str | 
     if attempts_made > len(schedule):
         return None
     scheduled = float(schedule[attempts_made - 1])
-    delay = scheduled * (1 + (rng or random).uniform(0, conf.RETRY_JITTER))  # noqa: S311
+    delay = scheduled * (1 + (rng or random).uniform(0, conf.RETRY_JITTER))
     if status_code in (429, 503) and retry_after:
         asked = parse_retry_after(retry_after)
         if asked is not None:
@@ -409,6 +408,17 @@ def _log_receiver_errors(responses: list[tuple[Any, Any]]) -> None:
     for receiver, response in responses:
         if isinstance(response, Exception):
             logger.error("Signal receiver %r raised", receiver, exc_info=response)
+
+
+def next_attempt_time() -> datetime | None:
+    """When the earliest pending delivery comes due (a retry, or a claim that ends)."""
+    return (
+        Delivery.objects.pending()
+        .filter(next_attempt_at__isnull=False)
+        .order_by("next_attempt_at")
+        .values_list("next_attempt_at", flat=True)
+        .first()
+    )
 
 
 # --- the loop --------------------------------------------------------------------------------

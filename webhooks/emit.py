@@ -88,7 +88,7 @@ def schedule_dispatch(event_id: uuid.UUID, using: str) -> None:
     if state is None or state[0] is not hooks:
         pending = _DispatchOnCommit()
         transaction.on_commit(pending, using=using)
-        connection._webhooks_dispatch = (connection.run_on_commit, pending)  # type: ignore[attr-defined]
+        connection._webhooks_dispatch = (connection.run_on_commit, pending)
     else:
         pending = state[1]
     pending.event_ids.append(str(event_id))

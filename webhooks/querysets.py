@@ -9,16 +9,10 @@ from django.db import models
 from django.utils import timezone
 
 if TYPE_CHECKING:  # pragma: no cover
-    from webhooks.models import Delivery, Endpoint, Event
-
-    _EndpointBase = models.QuerySet[Endpoint]
-    _EventBase = models.QuerySet[Event]
-    _DeliveryBase = models.QuerySet[Delivery]
-else:
-    _EndpointBase = _EventBase = _DeliveryBase = models.QuerySet
+    from webhooks.models import Delivery, Endpoint, Event  # noqa: F401 - named in generics
 
 
-class EndpointQuerySet(_EndpointBase):
+class EndpointQuerySet(models.QuerySet["Endpoint"]):
     def active(self) -> EndpointQuerySet:
         return self.filter(is_active=True)
 
@@ -29,13 +23,13 @@ class EndpointQuerySet(_EndpointBase):
         return self.filter(owner=user)
 
 
-class EventQuerySet(_EventBase):
+class EventQuerySet(models.QuerySet["Event"]):
     def undispatched(self) -> EventQuerySet:
         """Events not yet fanned out into deliveries (the outbox backlog)."""
         return self.filter(dispatched_at__isnull=True)
 
 
-class DeliveryQuerySet(_DeliveryBase):
+class DeliveryQuerySet(models.QuerySet["Delivery"]):
     def pending(self) -> DeliveryQuerySet:
         return self.filter(status="pending")
 

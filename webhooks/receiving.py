@@ -20,11 +20,10 @@ def _header(headers: Mapping[str, str], name: str) -> str:
         if key.lower() == name:
             return value
     # Django's request.META spelling.
-    meta = "HTTP_" + name.upper().replace("-", "_")
-    value = headers.get(meta)
-    if value is None:
+    meta = headers.get("HTTP_" + name.upper().replace("-", "_"))
+    if meta is None:
         raise WebhookVerificationError(f"missing {name} header")
-    return value
+    return meta
 
 
 def verify(

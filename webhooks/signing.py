@@ -8,7 +8,7 @@ import hmac
 import secrets as _secrets
 from collections.abc import Iterable
 
-SECRET_PREFIX = "whsec_"
+SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
 SIGNATURE_VERSION = "v1"
 SECRET_BYTES = 32
 

@@ -8,7 +8,7 @@ behind (events not fanned out, retries that came due, expired claims).
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.utils import timezone
@@ -21,6 +21,7 @@ from webhooks.conf import webhooks_settings as conf
 logger = logging.getLogger("webhooks")
 
 SWEEP_SCHEDULE_NAME = "webhooks.sweep"
+WAKEUP_SCHEDULE_NAME = "webhooks.wakeup"
 #: An event younger than this is left to its own dispatch task by the sweep.
 SWEEP_GRACE = timedelta(seconds=30)
 
@@ -40,9 +41,35 @@ def dispatch(event_ids: list[str]) -> None:
 
 
 def drain() -> None:
-    """Deliver due deliveries for a while; hand over to a new task if work remains."""
+    """Deliver due deliveries for a while; hand over to a new task if work remains.
+
+    When nothing is due any more, a wake-up is scheduled for the next retry (or the end of a
+    claim) if that comes before the next sweep, so a retry 5 s out is not left for a minute.
+    """
     if delivery.drain():
         enqueue("drain")
+        return
+    upcoming = delivery.next_attempt_time()
+    if upcoming is not None and upcoming < timezone.now() + timedelta(
+        minutes=conf.SWEEP_INTERVAL
+    ):
+        schedule_wakeup(upcoming)
+
+
+def schedule_wakeup(when: datetime) -> None:
+    """Make sure a one-off ``drain`` runs at ``when`` (or earlier); one wake-up at a time.
+
+    django-q2's scheduler looks at schedules every 30 seconds, which bounds how late it runs.
+    """
+    wakeups = Schedule.objects.filter(name=WAKEUP_SCHEDULE_NAME)
+    if wakeups.filter(next_run__lte=when).exists():
+        return
+    if not wakeups.update(next_run=when):
+        Schedule.objects.create(
+            name=WAKEUP_SCHEDULE_NAME, func="webhooks.tasks.drain",
+            schedule_type=Schedule.ONCE, repeats=-1, next_run=when,
+            cluster=conf.TASK_CLUSTER,
+        )
 
 
 def sweep() -> None:

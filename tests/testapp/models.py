@@ -28,8 +28,14 @@ class LineItem(models.Model):
     product = models.ForeignKey(Product, on_delete=models.CASCADE)
     quantity = models.PositiveIntegerField(default=1)
 
+    def __str__(self) -> str:
+        return f"{self.quantity} x {self.product_id}"
+
 
 class Note(models.Model):
     """A model that publishes nothing."""
 
     text = models.CharField(max_length=100)
+
+    def __str__(self) -> str:
+        return self.text
