@@ -18,36 +18,12 @@ elif [ -n "${1:-}" ]; then
     exit 2
 fi
 
-say() { printf '==> %s\n' "$*"; }
-die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=scripts/venv.sh
+. scripts/venv.sh
+say() { _say "$@"; }
+die() { _die "$@"; }
 
-# --- Python and the virtualenv -------------------------------------------------------------------
-
-is_modern_python() { "$1" -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1; }
-
-if [ ! -x .venv/bin/python ]; then
-    PYTHON=""
-    for candidate in python3.13 python3.12 python3.11 python3; do
-        if command -v "$candidate" >/dev/null 2>&1 && is_modern_python "$candidate"; then
-            PYTHON="$candidate"
-            break
-        fi
-    done
-    [ -n "$PYTHON" ] || die "Python 3.11 or newer is needed (tried python3.13 ... python3)."
-    say "Creating .venv with $PYTHON ($("$PYTHON" --version 2>&1))"
-    "$PYTHON" -m venv .venv
-fi
-PY="$PWD/.venv/bin/python"
-is_modern_python "$PY" || die ".venv does not hold Python 3.11 or newer: delete it and run again."
-
-STAMP=.venv/.demo-installed
-if [ "$STAMP" -nt pyproject.toml ]; then
-    say "Dependencies already installed (delete $STAMP to reinstall)"
-else
-    say "Installing django-webhooks and the demo's dependencies into .venv (a minute or so)"
-    "$PY" -m pip install --quiet --disable-pip-version-check -e ".[demo]"
-    touch "$STAMP"
-fi
+ensure_venv demo
 
 export DJANGO_SETTINGS_MODULE=example_project.settings
 export PYTHONUNBUFFERED=1
