@@ -237,8 +237,8 @@ def test_connection_refused_is_a_retried_failure() -> None:
     assert Delivery.objects.get().status == "pending"
 
 
-@override_webhooks(TIMEOUT=0.5, CONNECT_TIMEOUT=0.5, CLAIM_TTL=10)
-def test_a_slow_receiver_times_out(receiver: Receiver) -> None:
+@override_webhooks(TIMEOUT=1, READ_TIMEOUT=0.5, CONNECT_TIMEOUT=0.5, CLAIM_TTL=10)
+def test_a_silent_receiver_times_out(receiver: Receiver) -> None:
     receiver.script("/hook", Reply(200, delay=2))
     make_endpoint(receiver.url())
     publish()

@@ -21,12 +21,16 @@ DEFAULTS: dict[str, Any] = {
     "TIMEOUT": 15.0,
     # Deadline for establishing the TCP (and TLS) connection, in seconds.
     "CONNECT_TIMEOUT": 5.0,
+    # Longest silence from a receiver (between two reads), in seconds.
+    "READ_TIMEOUT": 10.0,
     # SSRF escape hatch: networks deliveries may reach although they are private (CIDR list).
     "ALLOWED_NETWORKS": [],
     # Refuse plain http:// endpoint URLs.
     "REQUIRE_HTTPS": False,
     # Keys that encrypt secrets at rest (newest first).
     "ENCRYPTION_KEYS": [],
+    # CA bundle (path) to verify receivers' certificates with; None: certifi's bundle.
+    "CA_BUNDLE": None,
     # Deliveries claimed by one worker in one query.
     "BATCH_SIZE": 100,
     # How long a claim (lease) on a batch of deliveries lasts, in seconds. A worker that dies
@@ -85,6 +89,10 @@ class WebhooksSettings:
         return min(float(self.get("CONNECT_TIMEOUT")), self.TIMEOUT)
 
     @property
+    def READ_TIMEOUT(self) -> float:
+        return min(float(self.get("READ_TIMEOUT")), self.TIMEOUT)
+
+    @property
     def ALLOWED_NETWORKS(self) -> Sequence[str]:
         return self.get("ALLOWED_NETWORKS") or []
 
@@ -95,6 +103,10 @@ class WebhooksSettings:
     @property
     def ENCRYPTION_KEYS(self) -> Sequence[str]:
         return self.get("ENCRYPTION_KEYS") or []
+
+    @property
+    def CA_BUNDLE(self) -> str | None:
+        return self.get("CA_BUNDLE")
 
     @property
     def BATCH_SIZE(self) -> int:

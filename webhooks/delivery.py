@@ -23,7 +23,7 @@ from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from webhooks import http, signing
+from webhooks import http, signing, ssrf
 from webhooks.conf import webhooks_settings as conf
 from webhooks.models import WILDCARD, Delivery, DeliveryAttempt, Endpoint, Event, Subscription
 from webhooks.signals import delivery_failed, delivery_succeeded, endpoint_disabled
@@ -224,6 +224,12 @@ def deliver(claim_: Claim) -> list[Outcome]:
     gone: set[Any] = set()  # endpoints disabled during this batch
     timeout, connect_timeout = conf.TIMEOUT, conf.CONNECT_TIMEOUT
     max_bytes, stored_bytes = conf.MAX_RESPONSE_BYTES, conf.STORED_RESPONSE_BYTES
+    client_options = {
+        "read_timeout": conf.READ_TIMEOUT,
+        "allowed_networks": ssrf.parse_networks(conf.ALLOWED_NETWORKS),
+        "require_https": conf.REQUIRE_HTTPS,
+        "ca_bundle": conf.CA_BUNDLE,
+    }
     for delivery in claim_.deliveries:
         if claim_.deadline - time.monotonic() < timeout + LEASE_MARGIN:
             released.append(delivery.pk)  # no time left in the lease for a full attempt
@@ -240,7 +246,8 @@ def deliver(claim_: Claim) -> list[Outcome]:
         headers = build_headers(endpoint, event, body, timestamp)
         started_at = timezone.now()
         result = http.post(endpoint.url, body, headers, timeout=timeout,
-                           connect_timeout=connect_timeout, max_response_bytes=max_bytes)
+                           connect_timeout=connect_timeout, max_response_bytes=max_bytes,
+                           **client_options)
         delivery.attempts += 1
         attempt = DeliveryAttempt(
             delivery=delivery,
@@ -255,7 +262,7 @@ def deliver(claim_: Claim) -> list[Outcome]:
             error_class=result.error_class,
             error=result.error,
         )
-        if result.ok and not result.error_class:
+        if result.ok:
             outcomes.append(_finish(delivery, attempt, succeeded=True, terminal=True))
             continue
         if not attempt.error_class:
@@ -265,6 +272,9 @@ def deliver(claim_: Claim) -> list[Outcome]:
         delivery.last_error = f"{attempt.error_class}: {attempt.error}"[:255]
         if result.status_code == 410:
             gone.add(endpoint.pk)
+            outcomes.append(_finish(delivery, attempt, succeeded=False, terminal=True))
+            continue
+        if not result.retryable:  # refused by policy (SSRF guard): retrying cannot help
             outcomes.append(_finish(delivery, attempt, succeeded=False, terminal=True))
             continue
         delay = retry_delay(delivery.attempts, result.status_code,
