@@ -93,6 +93,17 @@ if REDIS_URL:
 else:
     Q_CLUSTER.update({"orm": "default", "poll": 0.2})
 
+def _dev_key() -> str:
+    """A development encryption key, generated on first use and kept in var/ (git-ignored)."""
+    from cryptography.fernet import Fernet
+
+    path = VAR_DIR / "encryption.key"
+    if not path.exists():
+        path.write_text(Fernet.generate_key().decode())
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
 # --- webhooks ----------------------------------------------------------------------------------
 
 WEBHOOKS = {
@@ -113,6 +124,9 @@ WEBHOOKS = {
     "ALLOWED_NETWORKS": ["127.0.0.1/32"],
     # Quick retries, so that the demo shows them without waiting for hours.
     "RETRY_SCHEDULE": [5, 30, 120],
+    # Endpoint secrets and custom headers are encrypted at rest. In production the keys come
+    # from the environment; the demo makes its own development key once, in var/.
+    "ENCRYPTION_KEYS": env.list("WEBHOOKS_ENCRYPTION_KEYS", default=[]) or [_dev_key()],
 }
 
 # --- the rest ----------------------------------------------------------------------------------

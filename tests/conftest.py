@@ -1,10 +1,45 @@
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 
 import pytest
 
 from tests.receiver import Receiver
+from webhooks import ssrf
+
+#: Names the fake resolver knows. Everything else fails to resolve: tests never use real DNS.
+FAKE_DNS: dict[str, list[str]] = {
+    "example.com": ["93.184.215.14"],
+    "hooks.example.com": ["93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b2c"],
+    "internal.example.com": ["10.0.0.5"],
+    "mixed.example.com": ["93.184.215.14", "192.168.1.20"],
+    "metadata.example.com": ["169.254.169.254"],
+    "v6loopback.example.com": ["::1"],
+    "loopback.example.com": ["127.0.0.1"],
+}
+
+
+def fake_getaddrinfo(host: str, port: int) -> list[object]:
+    """Numeric hosts (in any notation the C library takes) and localhost resolve for real;
+    names come from FAKE_DNS."""
+    try:
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                  flags=socket.AI_NUMERICHOST)
+    except socket.gaierror:
+        pass
+    if host == "localhost":
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    if host not in FAKE_DNS:
+        raise socket.gaierror(socket.EAI_NONAME, f"{host} is not in the test resolver")
+    return [info for address in FAKE_DNS[host]
+            for info in socket.getaddrinfo(address, port, type=socket.SOCK_STREAM,
+                                           flags=socket.AI_NUMERICHOST)]
+
+
+@pytest.fixture(autouse=True)
+def _no_real_dns(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ssrf, "_getaddrinfo", fake_getaddrinfo)
 
 
 @pytest.fixture

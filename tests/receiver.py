@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections import defaultdict, deque
@@ -30,7 +31,8 @@ class Receiver:
     """``with Receiver() as r:`` serves on ``r.url(path)``; ``r.script(path, Reply(...), ...)``
     queues answers for a path (default: 200)."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host = host
         self.requests: list[Received] = []
         self._scripts: dict[str, deque[Reply]] = defaultdict(deque)
         self._lock = threading.Lock()
@@ -69,7 +71,9 @@ class Receiver:
             def handle_error(self, request: Any, client_address: Any) -> None:
                 pass  # a client that hung up (a timeout test) is not news
 
-        self.server = Server(("127.0.0.1", 0), Handler)
+        if ":" in host:
+            Server.address_family = socket.AF_INET6
+        self.server = Server((host, port), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -86,7 +90,8 @@ class Receiver:
         return self.server.server_address[1]
 
     def url(self, path: str = "/hook") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}{path}"
 
     def script(self, path: str, *replies: Reply) -> None:
         with self._lock:

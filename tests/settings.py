@@ -108,6 +108,9 @@ WEBHOOKS = {
     "CLAIM_TTL": 10,
     "TASK_TIME_LIMIT": 5,
     "BATCH_SIZE": int(os.environ.get("WEBHOOKS_TEST_BATCH_SIZE", "100")),
+    # Fixed test keys (never use these anywhere else): newest first.
+    "ENCRYPTION_KEYS": ["uJz1c9m2iB8m1Vb3y1bW7sY4bm9JZ0p7dS8k2oWvQxQ=",
+                        "Vqkq7uO2mGgTzq4pQ0r3b7gC3dD6yHq1a8KXbVtP1hY="],
 }
 SILENCED_SYSTEM_CHECKS = ["webhooks.W001"]
 

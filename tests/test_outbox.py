@@ -8,11 +8,10 @@ from typing import Any
 import pytest
 from django.core import serializers as django_serializers
 from django.db import connection, transaction
-from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
 import webhooks
-from tests.helpers import make_endpoint, make_user
+from tests.helpers import make_endpoint, make_user, override_webhooks
 from tests.testapp.models import LineItem, Note, Order, Product
 from webhooks.delivery import fan_out
 from webhooks.exceptions import PayloadError, UnknownEventType
@@ -146,8 +145,8 @@ def test_the_cost_of_a_save_does_not_grow_with_subscribers() -> None:
     assert alone <= 4  # savepoint, order insert, event insert, release
 
 
-@override_settings(WEBHOOKS={"MODELS": {"testapp.Product": {
-    "serializer": "tests.testapp.serializers.BrokenSerializer"}}})
+@override_webhooks(MODELS={"testapp.Product": {
+    "serializer": "tests.testapp.serializers.BrokenSerializer"}})
 def test_unserializable_field_keeps_the_event_with_a_clear_error() -> None:
     endpoint = make_endpoint("https://example.com/h", "product.created")
     product = Product.objects.create(name="A")  # must not raise
@@ -163,8 +162,8 @@ def test_unserializable_field_keeps_the_event_with_a_clear_error() -> None:
     assert delivery.next_attempt_at is None
 
 
-@override_settings(WEBHOOKS={"MODELS": {"testapp.Product": {
-    "serializer": "tests.testapp.serializers.RaisingSerializer"}}})
+@override_webhooks(MODELS={"testapp.Product": {
+    "serializer": "tests.testapp.serializers.RaisingSerializer"}})
 def test_a_serializer_that_raises_does_not_break_the_save() -> None:
     Product.objects.create(name="A")
     assert Event.objects.get().error == "RuntimeError: the serializer exploded"

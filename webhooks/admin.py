@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
+from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
@@ -31,6 +32,7 @@ class EndpointAdmin(admin.ModelAdmin):
                        "last_success_at", "last_failure_at", "created_at", "updated_at"]
     inlines = [SubscriptionInline]
     actions = ["send_test", "enable", "disable"]
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
     @admin.display(description=_("signing secret"))
     def masked_secret(self, obj: Endpoint) -> str:

@@ -20,6 +20,8 @@ from webhooks.exceptions import WebhooksConfigurationError
 
 def register() -> None:
     checks.register(check_settings, "webhooks")
+    checks.register(check_encryption, "webhooks")
+    checks.register(check_deploy, "webhooks", deploy=True)
     checks.register(check_catalog, "webhooks")
     checks.register(check_task_queue, "webhooks")
 
@@ -64,6 +66,16 @@ VALIDATORS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "MAX_RESPONSE_BYTES": (_positive_int, "a positive whole number of bytes"),
     "STORED_RESPONSE_BYTES": (lambda v: isinstance(v, int) and not isinstance(v, bool)
                               and v >= 0, "a whole number of bytes, 0 or more"),
+    "MAX_URL_LENGTH": (lambda v: _positive_int(v) and 20 <= v <= 2048,
+                       "a whole number from 20 to 2048"),
+    "MAX_PAYLOAD_BYTES": (_positive_int, "a positive whole number of bytes"),
+    "MAX_HEADERS": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+                    "a whole number, 0 or more"),
+    "MAX_HEADER_LENGTH": (_positive_int, "a positive whole number of characters"),
+    "MAX_ENDPOINTS_PER_OWNER": (lambda v: v is None or _positive_int(v),
+                                "None or a positive whole number"),
+    "SECRET_ROTATION_GRACE": (lambda v: _is_number(v) and 0 <= v <= 7 * 24 * 3600,
+                              "a number of seconds from 0 to 604800 (7 days)"),
     "SWEEP_INTERVAL": (_positive_int, "a positive whole number of minutes"),
     "TASK_CLUSTER": (lambda v: v is None or (isinstance(v, str) and bool(v)),
                      "None or the name of a django-q2 cluster"),
@@ -190,3 +202,47 @@ def check_task_queue(app_configs: Any = None, **kwargs: Any) -> list[checks.Chec
                  "above both Q_CLUSTER['timeout'] and TASK_TIME_LIMIT + CLAIM_TTL.",
         ))
     return errors
+
+
+def check_encryption(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """E030 no keys in production, E031 a key that is not a Fernet key, W030 derived key."""
+    raw = getattr(settings, "WEBHOOKS", {})
+    if not isinstance(raw, Mapping) or not VALIDATORS["ENCRYPTION_KEYS"][0](
+        raw.get("ENCRYPTION_KEYS", [])
+    ):
+        return []  # reported by check_settings
+    from cryptography.fernet import Fernet
+
+    keys = list(webhooks_settings.ENCRYPTION_KEYS)
+    hint = ("Generate one with: python -c 'from webhooks.encryption import generate_key; "
+            "print(generate_key())' and keep it out of the repository.")
+    if not keys:
+        if settings.DEBUG:
+            return [checks.Warning(
+                "WEBHOOKS['ENCRYPTION_KEYS'] is empty: secrets are encrypted with a key derived "
+                "from SECRET_KEY, which is only acceptable in development.",
+                id="webhooks.W030", hint=hint)]
+        return [checks.Error(
+            "WEBHOOKS['ENCRYPTION_KEYS'] is empty: endpoint secrets cannot be stored.",
+            id="webhooks.E030", hint=hint)]
+    errors: list[checks.CheckMessage] = []
+    for index, key in enumerate(keys):
+        try:
+            Fernet(key.encode("ascii"))
+        except (ValueError, TypeError, UnicodeError):
+            errors.append(checks.Error(
+                f"WEBHOOKS['ENCRYPTION_KEYS'][{index}] is not a Fernet key (32 url-safe "
+                "base64-encoded bytes).", id="webhooks.E031", hint=hint))
+    return errors
+
+
+def check_deploy(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """W003 (``check --deploy``): plain http endpoints are allowed."""
+    raw = getattr(settings, "WEBHOOKS", {})
+    if isinstance(raw, Mapping) and not raw.get("REQUIRE_HTTPS", False):
+        return [checks.Warning(
+            "WEBHOOKS['REQUIRE_HTTPS'] is off: webhooks may be sent over plain http.",
+            id="webhooks.W003",
+            hint="Set WEBHOOKS['REQUIRE_HTTPS'] = True so payloads and signatures are never "
+                 "sent in the clear.")]
+    return []

@@ -46,11 +46,26 @@ DEFAULTS: dict[str, Any] = {
     # Response bytes read from a receiver (the rest is not read) and stored on the attempt.
     "MAX_RESPONSE_BYTES": 64 * 1024,
     "STORED_RESPONSE_BYTES": 20_000,
+    # Longest endpoint URL accepted.
+    "MAX_URL_LENGTH": 2048,
+    # Largest event body (bytes of JSON); a larger event fails clearly, it is never truncated.
+    "MAX_PAYLOAD_BYTES": 256 * 1024,
+    # Custom headers per endpoint, and the longest value of one.
+    "MAX_HEADERS": 20,
+    "MAX_HEADER_LENGTH": 2048,
+    # Endpoints one owner (user) may have; site-wide endpoints are not counted. None: no cap.
+    "MAX_ENDPOINTS_PER_OWNER": 20,
+    # Seconds a rotated-out secret keeps signing alongside the new one (at most 7 days).
+    "SECRET_ROTATION_GRACE": 24 * 3600,
     # Minutes between two runs of the sweep that recovers lost tasks and due retries.
     "SWEEP_INTERVAL": 1,
     # Name of the django-q2 cluster that runs our tasks (None: the default cluster).
     "TASK_CLUSTER": None,
 }
+
+
+#: The longest grace period a rotated secret can have, whatever the settings say.
+MAX_ROTATION_GRACE = 7 * 24 * 3600
 
 
 class WebhooksSettings:
@@ -135,6 +150,31 @@ class WebhooksSettings:
     @property
     def STORED_RESPONSE_BYTES(self) -> int:
         return min(int(self.get("STORED_RESPONSE_BYTES")), self.MAX_RESPONSE_BYTES)
+
+    @property
+    def MAX_URL_LENGTH(self) -> int:
+        return int(self.get("MAX_URL_LENGTH"))
+
+    @property
+    def MAX_PAYLOAD_BYTES(self) -> int:
+        return int(self.get("MAX_PAYLOAD_BYTES"))
+
+    @property
+    def MAX_HEADERS(self) -> int:
+        return int(self.get("MAX_HEADERS"))
+
+    @property
+    def MAX_HEADER_LENGTH(self) -> int:
+        return int(self.get("MAX_HEADER_LENGTH"))
+
+    @property
+    def MAX_ENDPOINTS_PER_OWNER(self) -> int | None:
+        value = self.get("MAX_ENDPOINTS_PER_OWNER")
+        return None if value is None else int(value)
+
+    @property
+    def SECRET_ROTATION_GRACE(self) -> float:
+        return min(float(self.get("SECRET_ROTATION_GRACE")), MAX_ROTATION_GRACE)
 
     @property
     def SWEEP_INTERVAL(self) -> int:

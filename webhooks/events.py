@@ -260,11 +260,12 @@ def clear_caches(**kwargs: Any) -> None:
 def build_payload(event_id: Any, event_type: str, created_at: datetime, data: Any) -> str:
     """The JSON body of an event, built once: ``{"id", "type", "timestamp", "data"}``.
 
-    Raises :class:`PayloadError` when ``data`` cannot be represented as JSON.
+    Raises :class:`PayloadError` when ``data`` cannot be represented as JSON or the body is
+    larger than ``MAX_PAYLOAD_BYTES`` (it is never truncated).
     """
     timestamp = created_at.astimezone(UTC).isoformat(timespec="milliseconds")
     try:
-        return json.dumps(
+        body = json.dumps(
             {
                 "id": ids.to_public("evt", event_id),
                 "type": event_type,
@@ -278,6 +279,15 @@ def build_payload(event_id: Any, event_type: str, created_at: datetime, data: An
         )
     except (TypeError, ValueError, OverflowError, RecursionError) as exc:
         raise PayloadError(f"the payload is not JSON-serializable: {exc}") from exc
+    limit = webhooks_settings.MAX_PAYLOAD_BYTES
+    if len(body) * 4 > limit:  # UTF-8 takes at most 4 bytes a character: only then measure
+        size = len(body.encode())
+        if size > limit:
+            raise PayloadError(
+                f"the payload is {size} bytes, more than MAX_PAYLOAD_BYTES ({limit}); send "
+                "less data or an id the receiver can fetch"
+            )
+    return body
 
 
 # --- model capture ---------------------------------------------------------------------------

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import os
@@ -122,10 +123,8 @@ class _Watchdog:
                 heapq.heappop(self._heap)
                 ctx.timed_out = True
                 for sock in ctx.sockets:
-                    try:
+                    with contextlib.suppress(OSError):
                         sock.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
 
 
 _watchdog = _Watchdog()
@@ -205,7 +204,7 @@ class GuardedAdapter(HTTPAdapter):
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {  # type: ignore[attr-defined]
+        self.poolmanager.pool_classes_by_scheme = {
             "http": _GuardedHTTPPool, "https": _GuardedHTTPSPool,
         }
 
@@ -280,7 +279,7 @@ def post(
         result.body = _read_capped(response, max_response_bytes)
     except ssrf.BlockedDestination as exc:
         result.error_class, result.error, result.retryable = "blocked", exc.reason, False
-    except Exception as exc:  # noqa: BLE001 - every failure becomes a classified result
+    except Exception as exc:
         result.error_class, result.error = _classify(exc, ctx, timeout)
     finally:
         _watchdog.finish(ctx)

@@ -7,12 +7,16 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from webhooks import ids, signing
+from webhooks.conf import MAX_ROTATION_GRACE, webhooks_settings
+from webhooks.encryption import EncryptedJSONField, EncryptedTextField
 from webhooks.querysets import DeliveryQuerySet, EndpointQuerySet, EventQuerySet
+from webhooks.validators import validate_endpoint_url, validate_headers
 
 WILDCARD = "*"
 
@@ -31,19 +35,22 @@ class Endpoint(models.Model):
         help_text=_("The user whose events this endpoint receives. Empty: a site-wide endpoint "
                     "that receives every user's events."),
     )
-    url = models.URLField(_("URL"), max_length=2048)
+    url = models.URLField(_("URL"), max_length=2048, validators=[validate_endpoint_url])
     description = models.CharField(_("description"), max_length=255, blank=True)
     is_active = models.BooleanField(_("active"), default=True)
-    signing_secret = models.CharField(
-        _("signing secret"), max_length=255, default=signing.generate_secret, editable=False
+    # Secrets and custom headers (which often hold tokens) are encrypted at rest.
+    signing_secret = EncryptedTextField(
+        _("signing secret"), default=signing.generate_secret, editable=False
     )
-    previous_secret = models.CharField(max_length=255, blank=True, default="", editable=False)
+    previous_secret = EncryptedTextField(blank=True, default="", editable=False)
     previous_secret_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
-    headers = models.JSONField(
+    headers = EncryptedJSONField(
         _("custom headers"),
         default=dict,
         blank=True,
-        help_text=_("Extra HTTP headers sent with every delivery. They never replace ours."),
+        validators=[validate_headers],
+        help_text=_("Extra HTTP headers sent with every delivery, such as an Authorization "
+                    "token. They never replace the webhook headers."),
     )
     rate_limit = models.PositiveIntegerField(
         _("rate limit"),
@@ -85,14 +92,33 @@ class Endpoint(models.Model):
             result.append(self.previous_secret)
         return result
 
-    def rotate_secret(self, grace: timedelta = timedelta(hours=24)) -> str:
-        """Replace the secret; the old one keeps signing (alongside) for ``grace``. Saves."""
-        self.previous_secret = self.signing_secret
+    def rotate_secret(self, grace: timedelta | None = None) -> str:
+        """Replace the secret and save; the old one keeps signing alongside the new one for
+        ``grace`` (default ``SECRET_ROTATION_GRACE``, at most 7 days). Returns the new secret.
+        """
+        limit = timedelta(seconds=MAX_ROTATION_GRACE)
+        if grace is None:
+            grace = timedelta(seconds=webhooks_settings.SECRET_ROTATION_GRACE)
+        grace = max(timedelta(0), min(grace, limit))
+        self.previous_secret = self.signing_secret if grace else ""
         self.previous_secret_expires_at = timezone.now() + grace if grace else None
         self.signing_secret = signing.generate_secret()
         self.save(update_fields=["signing_secret", "previous_secret",
                                  "previous_secret_expires_at", "updated_at"])
         return self.signing_secret
+
+    def clean(self) -> None:
+        """Enforce ``MAX_ENDPOINTS_PER_OWNER`` (admin and API forms call this)."""
+        super().clean()
+        limit = webhooks_settings.MAX_ENDPOINTS_PER_OWNER
+        if self.owner_id is None or limit is None:
+            return
+        others = Endpoint.objects.filter(owner_id=self.owner_id).exclude(pk=self.pk)
+        if others.count() >= limit:
+            raise ValidationError(
+                _("This user already has %(limit)d endpoints, the most allowed."),
+                code="too_many_endpoints", params={"limit": limit},
+            )
 
     @property
     def event_types(self) -> list[str]:

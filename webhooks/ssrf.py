@@ -64,7 +64,7 @@ _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _SIX_TO_FOUR = ipaddress.IPv6Network("2002::/16")
 
 
-class BlockedDestination(Exception):  # noqa: N818 - the name says what happened
+class BlockedDestination(Exception):
     """A delivery was refused because of where it would go. The message names no address."""
 
     def __init__(self, reason: str = "the destination is not allowed") -> None:

@@ -1,0 +1,666 @@
+"""SSRF guard, limits and secrets: every refused case is proven against a live listener."""
+
+from __future__ import annotations
+
+import ast
+import gzip
+import ipaddress
+import logging
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.core.management import call_command
+from django.db import connection
+from django.test import override_settings
+from django.utils import timezone
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+
+import webhooks
+from tests.helpers import make_endpoint, make_user, override_webhooks
+from tests.rawserver import RawServer
+from tests.receiver import Receiver, Reply
+from webhooks import delivery as engine
+from webhooks import ssrf
+from webhooks.encryption import decrypt, uses_newest_key
+from webhooks.exceptions import PayloadError
+from webhooks.models import Delivery, DeliveryAttempt, Endpoint, Event
+from webhooks.validators import header_errors, validate_endpoint_url
+
+pytestmark = pytest.mark.django_db
+NO_ALLOWLIST = {"ALLOWED_NETWORKS": []}
+LOOPBACK = ["127.0.0.0/8", "::1/128"]
+
+
+def send_to(url: str) -> tuple[Delivery, DeliveryAttempt]:
+    """Publish one event to a new endpoint at ``url`` (only), deliver it, return the result."""
+    Endpoint.objects.update(is_active=False)
+    endpoint = make_endpoint(url)
+    event = webhooks.send_event("invoice.paid", {"n": 1})
+    engine.fan_out([str(event.id)])
+    engine.drain()
+    delivery = Delivery.objects.get(endpoint=endpoint)
+    return delivery, delivery.attempt_log.get()
+
+
+def ipv6_loopback_available() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+# --- the address classifier --------------------------------------------------------------------
+
+BLOCKED = [
+    "127.0.0.1", "127.255.255.254", "0.0.0.0", "10.1.2.3", "172.16.0.1", "172.31.255.255",
+    "192.168.0.1", "100.64.0.1", "100.100.100.200", "169.254.169.254", "169.254.0.1",
+    "224.0.0.1", "239.255.255.250", "240.0.0.1", "255.255.255.255", "198.18.0.1",
+    "198.19.255.255", "192.0.2.1", "198.51.100.1", "203.0.113.1", "192.0.0.192",
+    "192.88.99.1",
+    "::1", "::", "fe80::1", "fe80::1%1", "fc00::1", "fd00:ec2::254", "ff02::1", "ff05::2",
+    "::ffff:127.0.0.1", "::ffff:7f00:1", "::127.0.0.1", "::ffff:10.0.0.1", "::ffff:169.254.169.254",
+    "64:ff9b::7f00:1", "64:ff9b::a00:1", "64:ff9b:1::1", "2002:7f00:1::1", "2002:a9fe:a9fe::1",
+    "2001::1", "2001:2::1", "2001:db8::1", "3fff::1", "100::1", "fec0::1", "::8.8.8.8",
+]
+ALLOWED = ["8.8.8.8", "1.1.1.1", "93.184.215.14", "::ffff:8.8.8.8", "64:ff9b::808:808",
+           "2002:808:808::1", "2606:4700:4700::1111", "2a00:1450:4001:80b::200e",
+           "100.63.255.255", "100.128.0.0", "172.15.255.255", "172.32.0.0", "192.169.0.0"]
+
+
+@pytest.mark.parametrize("address", BLOCKED)
+def test_refused_addresses(address: str) -> None:
+    assert ssrf.blocked_reason(ssrf.parse_address(address)) is not None
+    assert not ssrf.is_allowed(ssrf.parse_address(address))
+
+
+@pytest.mark.parametrize("address", ALLOWED)
+def test_public_addresses(address: str) -> None:
+    assert ssrf.blocked_reason(ssrf.parse_address(address)) is None
+
+
+def test_allowlist_is_the_only_escape_hatch() -> None:
+    nets = ssrf.parse_networks(["127.0.0.0/8", "10.1.0.0/16"])
+    assert ssrf.is_allowed(ipaddress.ip_address("127.0.0.1"), nets)
+    assert ssrf.is_allowed(ipaddress.ip_address("::ffff:127.0.0.1"), nets)  # same host
+    assert ssrf.is_allowed(ipaddress.ip_address("10.1.2.3"), nets)
+    assert not ssrf.is_allowed(ipaddress.ip_address("10.2.0.1"), nets)
+    assert not ssrf.is_allowed(ipaddress.ip_address("169.254.169.254"), nets)
+    assert not ssrf.is_allowed(ipaddress.ip_address("::1"), nets)
+
+
+_v4_blocked = st.sampled_from([net for net, _ in ssrf.BLOCKED_IPV4]).flatmap(
+    lambda net: st.integers(int(net.network_address), int(net.broadcast_address)))
+
+
+@given(_v4_blocked)
+@hsettings(max_examples=300)
+def test_every_ipv6_form_of_a_blocked_ipv4_is_blocked(value: int) -> None:
+    v4 = ipaddress.IPv4Address(value)
+    assert ssrf.blocked_reason(v4) is not None
+    for v6 in (0xFFFF_0000_0000 | value,              # ::ffff:a.b.c.d (mapped)
+               value,                                 # ::a.b.c.d (compatible)
+               (0x64FF9B << 96) | value,              # 64:ff9b::a.b.c.d (NAT64)
+               (0x2002 << 112) | (value << 80)):      # 2002:aabb:ccdd:: (6to4)
+        assert ssrf.blocked_reason(ipaddress.IPv6Address(v6)) is not None
+
+
+@given(st.integers(0, 2**32 - 1))
+@hsettings(max_examples=500)
+def test_mapped_form_agrees_with_ipv4(value: int) -> None:
+    v4 = ipaddress.IPv4Address(value)
+    mapped = ipaddress.IPv6Address(0xFFFF_0000_0000 | value)
+    assert (ssrf.blocked_reason(v4) is None) == (ssrf.blocked_reason(mapped) is None)
+
+
+@given(st.integers(0, 2**128 - 1))
+@hsettings(max_examples=500)
+def test_only_global_unicast_ipv6_passes_unless_it_embeds_a_public_ipv4(value: int) -> None:
+    address = ipaddress.IPv6Address(value)
+    if ssrf.blocked_reason(address) is None:
+        assert address in ipaddress.IPv6Network("2000::/3") or \
+            ssrf.embedded_ipv4(address) is not None
+
+
+# --- the guard, against a live listener ----------------------------------------------------------
+
+ODD_LOOPBACK_URLS = [
+    "http://127.0.0.1:{port}/hook",
+    "http://localhost:{port}/hook",
+    "http://2130706433:{port}/hook",        # decimal
+    "http://0x7f000001:{port}/hook",        # hex
+    "http://017700000001:{port}/hook",      # octal
+    "http://127.1:{port}/hook",             # shortened
+    "http://0x7f.1:{port}/hook",
+    "http://0177.0.0.1:{port}/hook",
+    "http://[::ffff:127.0.0.1]:{port}/hook",  # IPv4-mapped IPv6
+    "http://[::ffff:7f00:1]:{port}/hook",
+    "http://loopback.example.com:{port}/hook",  # a name that resolves to loopback
+]
+
+
+@pytest.mark.parametrize("template", ODD_LOOPBACK_URLS)
+def test_loopback_in_any_notation_is_refused_and_nothing_reaches_it(
+    receiver: Receiver, template: str
+) -> None:
+    url = template.format(port=receiver.port)
+    with override_webhooks(**NO_ALLOWLIST):
+        delivery, attempt = send_to(url)
+        with pytest.raises(ValidationError) as info:
+            validate_endpoint_url(url)
+    assert receiver.received() == []
+    assert attempt.error_class == "blocked"
+    assert attempt.status_code is None
+    assert delivery.status == "failed"  # refused by policy: not retried
+    assert delivery.next_attempt_at is None
+    message = " ".join(info.value.messages)
+    assert "private, loopback or reserved" in message
+    assert "127." not in message and "127." not in attempt.error  # no address revealed
+
+
+@pytest.mark.parametrize("template", ODD_LOOPBACK_URLS)
+def test_the_same_urls_deliver_with_the_allowlist(receiver: Receiver, template: str) -> None:
+    with override_webhooks(ALLOWED_NETWORKS=LOOPBACK):
+        delivery, attempt = send_to(template.format(port=receiver.port))
+        validate_endpoint_url(template.format(port=receiver.port))
+    assert len(receiver.received()) == 1
+    assert (delivery.status, attempt.status_code) == ("succeeded", 200)
+
+
+@pytest.mark.skipif(not ipv6_loopback_available(), reason="no IPv6 loopback here")
+@pytest.mark.parametrize("host", ["[::1]", "v6loopback.example.com"])
+def test_ipv6_loopback_is_refused_and_allowlisted(host: str) -> None:
+    with Receiver(host="::1") as v6:
+        url = f"http://{host}:{v6.port}/hook"
+        with override_webhooks(**NO_ALLOWLIST):
+            _, attempt = send_to(url)
+        assert attempt.error_class == "blocked" and v6.received() == []
+        with override_webhooks(ALLOWED_NETWORKS=LOOPBACK):
+            _, attempt = send_to(url)
+        assert attempt.status_code == 200 and len(v6.received()) == 1
+
+
+@pytest.mark.parametrize("url", [
+    "http://metadata.example.com/latest/meta-data/",   # resolves to 169.254.169.254
+    "http://internal.example.com/",                    # resolves to 10.0.0.5
+    "http://mixed.example.com/",                       # one public, one private answer
+    "http://0.0.0.0:9/", "http://[::]:9/", "http://[fe80::1]:9/",
+    "http://[64:ff9b::7f00:1]:9/", "http://[::127.0.0.1]:9/", "http://[2002:7f00:1::1]:9/",
+])
+def test_private_destinations_are_refused_before_connecting(url: str) -> None:
+    with override_webhooks(ALLOWED_NETWORKS=LOOPBACK):
+        delivery, attempt = send_to(url)
+    assert attempt.error_class == "blocked"
+    assert delivery.status == "failed"
+
+
+def test_ipv6_zone_ids_never_connect() -> None:
+    _, attempt = send_to("http://[fe80::1%251]:9/")
+    assert attempt.error_class in ("blocked", "invalid_url")
+
+
+def test_dns_rebinding_after_validation_is_caught_at_send_time(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    answers = iter(["93.184.215.14", "127.0.0.1"])  # public when saved, loopback when sent
+    calls: list[str] = []
+
+    def rebinding(host: str, port: int) -> list[Any]:
+        calls.append(host)
+        return socket.getaddrinfo(next(answers), port, type=socket.SOCK_STREAM)
+
+    monkeypatch.setattr(ssrf, "_getaddrinfo", rebinding)
+    url = f"http://rebind.example.com:{receiver.port}/hook"
+    with override_webhooks(**NO_ALLOWLIST):
+        validate_endpoint_url(url)  # looks public now
+        _, attempt = send_to(url)
+    assert attempt.error_class == "blocked"
+    assert receiver.received() == []
+    assert calls == ["rebind.example.com", "rebind.example.com"]
+
+
+def test_a_connection_goes_to_the_address_that_was_checked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The resolver answers an allowed address, then a refused one: the request goes to the
+    first (checked) address, and the name is resolved once for the connection."""
+    with Receiver(host="127.0.0.2") as allowed, \
+            Receiver(host="127.0.0.1", port=allowed.port) as refused:
+        answers = iter(["127.0.0.2", "127.0.0.1", "127.0.0.1"])
+        calls: list[str] = []
+
+        def flipping(host: str, port: int) -> list[Any]:
+            calls.append(host)
+            return socket.getaddrinfo(next(answers), port, type=socket.SOCK_STREAM)
+
+        monkeypatch.setattr(ssrf, "_getaddrinfo", flipping)
+        with override_webhooks(ALLOWED_NETWORKS=["127.0.0.2/32"]):
+            delivery, attempt = send_to(f"http://flip.example.com:{allowed.port}/hook")
+        assert (delivery.status, attempt.status_code) == ("succeeded", 200)
+        assert len(allowed.received()) == 1
+        assert refused.received() == []
+        assert calls == ["flip.example.com"]
+        assert allowed.received()[0].headers["host"] == f"flip.example.com:{allowed.port}"
+
+
+def test_a_kept_alive_connection_is_checked_again_when_the_allowlist_shrinks(
+    receiver: Receiver,
+) -> None:
+    with override_webhooks(ALLOWED_NETWORKS=LOOPBACK):
+        send_to(receiver.url())  # opens a pooled keep-alive connection
+    with override_webhooks(**NO_ALLOWLIST):
+        _, attempt = send_to(receiver.url())
+    assert attempt.error_class == "blocked"
+    assert len(receiver.received()) == 1
+
+
+@pytest.mark.parametrize("url", ["ftp://127.0.0.1/x", "file:///etc/passwd",
+                                 "gopher://127.0.0.1:70/", "javascript:alert(1)"])
+def test_only_http_and_https(url: str) -> None:
+    _, attempt = send_to(url)
+    assert attempt.error_class == "blocked"
+    with pytest.raises(ValidationError):
+        validate_endpoint_url(url)
+
+
+def test_require_https(receiver: Receiver) -> None:
+    with override_webhooks(REQUIRE_HTTPS=True):
+        delivery, attempt = send_to(receiver.url())
+        with pytest.raises(ValidationError, match="https://"):
+            validate_endpoint_url(receiver.url())
+        validate_endpoint_url("https://example.com/hook")
+    assert (attempt.error_class, delivery.status) == ("blocked", "failed")
+    assert receiver.received() == []
+
+
+def test_proxies_from_the_environment_are_ignored(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Receiver() as proxy:
+        for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "HTTPS_PROXY"):
+            monkeypatch.setenv(name, proxy.url(""))
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        _, attempt = send_to(receiver.url())
+        assert attempt.status_code == 200
+        assert proxy.received() == [] and len(receiver.received()) == 1
+
+
+def test_responses_are_never_decompressed(receiver: Receiver) -> None:
+    bomb = gzip.compress(b"0" * 10_000_000)
+    receiver.script("/hook", Reply(200, body=bomb, headers={"Content-Encoding": "gzip"}))
+    _, attempt = send_to(receiver.url())
+    assert receiver.received()[0].headers["accept-encoding"] == "identity"
+    assert attempt.status_code == 200
+    assert "0" * 1000 not in attempt.response_body
+    assert len(attempt.response_body.encode("utf-8", "surrogateescape")) <= 20_000 * 3
+
+
+# --- limits --------------------------------------------------------------------------------------
+
+
+def drip(conn: socket.socket) -> None:
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+    for _ in range(100):
+        conn.sendall(b"x")
+        time.sleep(0.1)
+
+
+def drip_headers(conn: socket.socket) -> None:
+    for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"y" * 100:
+        conn.sendall(bytes([byte]))
+        time.sleep(0.1)
+
+
+def endless(conn: socket.socket) -> None:
+    conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    chunk = b"%x\r\n%s\r\n" % (65536, b"z" * 65536)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        conn.sendall(chunk)
+
+
+@pytest.mark.parametrize("behaviour", [drip, drip_headers])
+@override_webhooks(TIMEOUT=1, READ_TIMEOUT=0.5, CONNECT_TIMEOUT=0.5, CLAIM_TTL=10)
+def test_the_total_deadline_cuts_off_a_dripping_receiver(behaviour: Any) -> None:
+    with RawServer(behaviour) as server:
+        started = time.monotonic()
+        delivery, attempt = send_to(server.url)
+        elapsed = time.monotonic() - started
+    assert attempt.error_class == "timeout"
+    assert elapsed < 2.5
+    assert 0.9 <= attempt.duration < 2
+    assert delivery.status == "pending"  # a timeout is retried
+
+
+@override_webhooks(MAX_RESPONSE_BYTES=100_000, STORED_RESPONSE_BYTES=500)
+def test_an_endless_body_is_cut_at_the_byte_cap() -> None:
+    with RawServer(endless) as server:
+        started = time.monotonic()
+        delivery, attempt = send_to(server.url)
+    assert time.monotonic() - started < 3
+    assert attempt.status_code == 200 and delivery.status == "succeeded"
+    assert len(attempt.response_body) == 500
+
+
+@override_webhooks(MAX_URL_LENGTH=40)
+def test_url_length_limit() -> None:
+    validate_endpoint_url("https://example.com/short")
+    with pytest.raises(ValidationError, match="too long"):
+        validate_endpoint_url("https://example.com/" + "a" * 30)
+
+
+def test_credentials_in_urls_are_refused() -> None:
+    with pytest.raises(ValidationError, match="user name or password"):
+        validate_endpoint_url("https://user:pass@example.com/hook")
+
+
+def test_unresolvable_names_are_accepted_when_saved_and_checked_when_sent() -> None:
+    validate_endpoint_url("https://not-yet-registered.example.org/hook")
+    _, attempt = send_to("http://not-yet-registered.example.org/hook")
+    assert attempt.error_class == "dns_error"
+
+
+@pytest.mark.parametrize("headers,fragment", [
+    ({"X-Token": "a\r\nInjected: 1"}, "control character"),
+    ({"X-Token": "a\nb"}, "control character"),
+    ({"X-Token": "a\x00b"}, "control character"),
+    ({"Bad Name": "x"}, "not a valid header name"),
+    ({"X:Y": "x"}, "not a valid header name"),
+    ({"": "x"}, "not a valid header name"),
+    ({"Connection": "close"}, "connection header"),
+    ({"Transfer-Encoding": "chunked"}, "connection header"),
+    ({"Content-Type": "text/plain"}, "cannot be replaced"),
+    ({"Host": "evil.example.com"}, "cannot be replaced"),
+    ({"Webhook-Signature": "v1,x"}, "cannot be replaced"),
+    ({"webhook-anything": "x"}, "cannot be replaced"),
+    ({"X-N": 5}, "must be a string"),
+    ({"X-Long": "v" * 3000}, "longer than"),
+    ({"X-Space": " padded"}, "white space"),
+    ({"X-Emoji": "🙂"}, "Latin-1"),
+    ([("X", "y")], "must be an object"),
+])
+def test_bad_custom_headers(headers: Any, fragment: str) -> None:
+    errors = header_errors(headers)
+    assert errors and fragment in " ".join(errors)
+
+
+@override_webhooks(MAX_HEADERS=2)
+def test_header_count_limit() -> None:
+    assert header_errors({"A": "1", "B": "2"}) == []
+    assert "At most 2" in header_errors({"A": "1", "B": "2", "C": "3"})[0]
+
+
+_token = st.text(alphabet="!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOP",
+                 min_size=1, max_size=40).filter(
+    lambda n: not n.lower().startswith("webhook-") and n.lower() not in {
+        "content-type", "content-length", "content-encoding", "host", "user-agent",
+        "accept-encoding", "expect", "connection", "keep-alive", "proxy-authenticate",
+        "proxy-authorization", "proxy-connection", "te", "trailer", "transfer-encoding",
+        "upgrade"})
+_safe_value = st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126),
+                      min_size=0, max_size=100)
+
+
+@given(_token, _safe_value)
+def test_valid_headers_are_accepted(name: str, value: str) -> None:
+    assert header_errors({name: value}) == []
+
+
+@given(_token, _safe_value, st.sampled_from(["\r", "\n", "\x00", "\r\n", "\x7f", "\x0b"]),
+       _safe_value)
+def test_any_control_character_in_a_value_is_refused(name: str, head: str, bad: str,
+                                                     tail: str) -> None:
+    assert header_errors({name: f"{head}{bad}{tail}x"}) != []
+
+
+def test_invalid_headers_that_slipped_into_the_database_are_not_sent(
+    receiver: Receiver,
+) -> None:
+    endpoint = make_endpoint(receiver.url())
+    Endpoint.objects.filter(pk=endpoint.pk).update(
+        headers={"X-Ok": "fine", "X-Evil": "a\r\nX-Injected: 1"})
+    Endpoint.objects.update()  # (the update above went through the encrypted field)
+    webhooks.send_event("invoice.paid", {})
+    engine.fan_out()
+    engine.drain()
+    (request,) = receiver.received()
+    assert request.headers["x-ok"] == "fine"
+    assert "x-evil" not in request.headers and "x-injected" not in request.headers
+
+
+@override_webhooks(MAX_ENDPOINTS_PER_OWNER=2)
+def test_endpoints_per_owner_are_capped() -> None:
+    user, other = make_user("u1"), make_user("u2")
+    make_endpoint("https://example.com/1", owner=user)
+    make_endpoint("https://example.com/2", owner=user)
+    with pytest.raises(ValidationError, match="already has 2 endpoints"):
+        Endpoint(url="https://example.com/3", owner=user).full_clean()
+    Endpoint(url="https://example.com/3", owner=other).full_clean()
+    Endpoint(url="https://example.com/3", owner=None).full_clean()  # site-wide: not capped
+    existing = Endpoint.objects.filter(owner=user).first()
+    assert existing is not None
+    existing.full_clean()  # editing one of them is fine
+
+
+@override_webhooks(MAX_PAYLOAD_BYTES=1000)
+def test_oversized_payloads_fail_clearly_and_are_never_truncated() -> None:
+    with pytest.raises(PayloadError, match="more than MAX_PAYLOAD_BYTES"):
+        webhooks.send_event("invoice.paid", {"blob": "é" * 600})
+    webhooks.send_event("invoice.paid", {"blob": "x" * 100})
+    from tests.testapp.models import Product
+
+    with override_webhooks(MAX_PAYLOAD_BYTES=100):
+        Product.objects.create(name="n" * 90)  # a model event: the save still succeeds
+        event = Event.objects.get(type="product.created")
+    assert event.payload == "" and "MAX_PAYLOAD_BYTES" in event.error
+
+
+# --- TLS through the pinned connection -----------------------------------------------------------
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("loopback.example.com")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(context)
+    seen: dict[str, Any] = {"sni": [], "requests": []}
+
+    def remember_sni(sock: Any, name: str | None, ctx: Any) -> None:
+        seen["sni"].append(name)
+
+    context.sni_callback = remember_sni
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+
+    def serve() -> None:
+        while True:
+            try:
+                raw, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                with context.wrap_socket(raw, server_side=True) as conn:
+                    head = conn.recv(65536)
+                    seen["requests"].append(head)
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
+                                 b"Connection: close\r\n\r\nok")
+            except (OSError, ssl.SSLError):
+                raw.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    seen.update(port=listener.getsockname()[1], ca_file=str(ca_file))
+    yield seen
+    listener.close()
+
+
+def test_tls_keeps_the_hostname_for_sni_and_verification(tls_server: dict[str, Any]) -> None:
+    url = f"https://loopback.example.com:{tls_server['port']}/hook"
+    with override_webhooks(CA_BUNDLE=tls_server["ca_file"], ALLOWED_NETWORKS=LOOPBACK):
+        delivery, attempt = send_to(url)
+    assert (delivery.status, attempt.status_code) == ("succeeded", 200), attempt.error
+    assert tls_server["sni"] == ["loopback.example.com"]
+    assert f"Host: loopback.example.com:{tls_server['port']}".encode() in \
+        tls_server["requests"][0]
+
+
+def test_tls_verification_failures_are_errors(tls_server: dict[str, Any]) -> None:
+    with override_webhooks(ALLOWED_NETWORKS=LOOPBACK):  # certifi does not know the test CA
+        _, attempt = send_to(f"https://loopback.example.com:{tls_server['port']}/hook")
+    assert attempt.error_class == "tls_error"
+    with override_webhooks(CA_BUNDLE=tls_server["ca_file"], ALLOWED_NETWORKS=LOOPBACK):
+        _, attempt = send_to(f"https://127.0.0.1:{tls_server['port']}/hook")  # wrong name
+    assert attempt.error_class == "tls_error"
+
+
+# --- secrets -------------------------------------------------------------------------------------
+
+
+def raw_columns(endpoint: Endpoint) -> tuple[str, str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT signing_secret, headers FROM webhooks_endpoint WHERE id = %s",
+                       [endpoint.pk.hex if connection.vendor == "sqlite" else endpoint.pk])
+        return cursor.fetchone()
+
+
+def test_secrets_and_custom_headers_are_encrypted_at_rest() -> None:
+    endpoint = make_endpoint("https://example.com/h", headers={"Authorization": "Bearer s3cr3t"})
+    secret_column, headers_column = raw_columns(endpoint)
+    assert endpoint.secret.startswith("whsec_")
+    assert endpoint.secret not in secret_column and "whsec_" not in secret_column
+    assert "s3cr3t" not in headers_column and "Authorization" not in headers_column
+    assert decrypt(secret_column) == endpoint.secret
+    fresh = Endpoint.objects.get(pk=endpoint.pk)
+    assert fresh.secret == endpoint.secret
+    assert fresh.headers == {"Authorization": "Bearer s3cr3t"}
+
+
+def test_key_rotation_and_reencryption() -> None:
+    from django.conf import settings
+
+    new_key, old_key = settings.WEBHOOKS["ENCRYPTION_KEYS"]
+    with override_webhooks(ENCRYPTION_KEYS=[old_key]):
+        endpoint = make_endpoint("https://example.com/h", headers={"X-Token": "t"})
+        secret = endpoint.secret
+    # The new key is in front; the old one still decrypts.
+    assert Endpoint.objects.get(pk=endpoint.pk).secret == secret
+    assert not uses_newest_key(raw_columns(endpoint)[0])
+    out = call_command_output("webhooks_reencrypt", "--dry-run")
+    assert "1 of 1 endpoints are not on the newest key" in out
+    out = call_command_output("webhooks_reencrypt")
+    assert "Re-encrypted 1 endpoints" in out
+    assert all(uses_newest_key(column) for column in raw_columns(endpoint))
+    with override_webhooks(ENCRYPTION_KEYS=[new_key]):  # the old key can now go
+        fresh = Endpoint.objects.get(pk=endpoint.pk)
+        assert fresh.secret == secret and fresh.headers == {"X-Token": "t"}
+
+
+def call_command_output(*args: str) -> str:
+    import io
+
+    out = io.StringIO()
+    call_command(*args, stdout=out)
+    return out.getvalue()
+
+
+def test_rotation_grace_defaults_to_a_day_and_is_capped() -> None:
+    endpoint = make_endpoint("https://example.com/h")
+    endpoint.rotate_secret()
+    assert endpoint.previous_secret_expires_at is not None
+    left = endpoint.previous_secret_expires_at - endpoint.updated_at
+    assert timedelta(hours=23, minutes=59) < left <= timedelta(hours=24, seconds=1)
+    endpoint.rotate_secret(timedelta(days=365))
+    left = endpoint.previous_secret_expires_at - endpoint.updated_at
+    assert left <= timedelta(days=7, seconds=1)
+    endpoint.rotate_secret(timedelta(0))
+    assert endpoint.signing_secrets() == [endpoint.secret]
+
+
+def test_secrets_never_reach_logs_or_list_pages(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture, client: Any
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    receiver.script("/hook", Reply(500, body=b"nope"), Reply(410))
+    endpoint = make_endpoint(receiver.url(), headers={"Authorization": "Bearer tok-123456"})
+    webhooks.send_event("invoice.paid", {})
+    engine.fan_out()
+    engine.drain()  # 500: a retry
+    Delivery.objects.update(next_attempt_at=timezone.now())
+    engine.drain()  # 410: the endpoint is disabled
+    text = "\n".join(r.getMessage() + str(r.exc_info or "") for r in caplog.records)
+    assert endpoint.secret not in text and "tok-123456" not in text
+    staff = make_user("staff")
+    staff.is_staff = staff.is_superuser = True
+    staff.save()
+    client.force_login(staff)
+    for path in ("/admin/webhooks/endpoint/", "/admin/webhooks/deliveryattempt/",
+                 "/admin/webhooks/delivery/", f"/admin/webhooks/endpoint/{endpoint.pk}/change/"):
+        page = client.get(path).content.decode()
+        assert endpoint.secret not in page, path
+        assert "tok-123456" not in page or path.endswith("/change/"), path
+    for attempt in DeliveryAttempt.objects.all():
+        assert "tok-123456" not in str(attempt.request_headers)
+
+
+# --- one way out ---------------------------------------------------------------------------------
+
+
+def test_only_the_guarded_client_imports_requests() -> None:
+    package = Path(webhooks.__file__).parent
+    offenders = []
+    for path in package.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            if any(n.split(".")[0] in {"requests", "urllib3", "httpx", "http", "urllib"}
+                   and n != "urllib.parse" for n in names) and path.name != "http.py":
+                offenders.append(f"{path.relative_to(package)}: {names}")
+    assert offenders == []
+
+
+def test_nothing_outside_post_can_use_the_session() -> None:
+    from webhooks import http
+
+    with pytest.raises(ssrf.BlockedDestination):
+        http.get_session().get("http://127.0.0.1:9/")
+
+
+@override_settings(DEBUG=False)
+def test_encryption_checks() -> None:
+    from webhooks.checks import check_encryption
+
+    with override_webhooks(ENCRYPTION_KEYS=[]):
+        assert [m.id for m in check_encryption()] == ["webhooks.E030"]
+        with override_settings(DEBUG=True):
+            assert [m.id for m in check_encryption()] == ["webhooks.W030"]
+    with override_webhooks(ENCRYPTION_KEYS=["not-a-key"]):
+        assert [m.id for m in check_encryption()] == ["webhooks.E031"]
+
+
+def test_deploy_check_recommends_https() -> None:
+    from webhooks.checks import check_deploy
+
+    assert [m.id for m in check_deploy()] == ["webhooks.W003"]
+    with override_webhooks(REQUIRE_HTTPS=True):
+        assert check_deploy() == []
