@@ -490,3 +490,41 @@ def test_a_near_retry_schedules_a_wakeup_and_a_far_one_is_left_to_the_sweep(
         make_due(delivery)
         tasks.drain()
     assert not Schedule.objects.filter(name="webhooks.wakeup").exists()
+
+
+def test_a_transaction_with_more_events_than_one_fan_out_round_is_dispatched_whole(
+    enqueued: list[Any],
+) -> None:
+    from django.db import transaction
+
+    from webhooks import tasks
+
+    make_endpoint("https://example.com/hook", "ping.sent")
+    with transaction.atomic():
+        events = [webhooks.send_event("ping.sent", {"n": i})
+                  for i in range(engine.FAN_OUT_CHUNK + 500)]
+    with override_webhooks(TASK_TIME_LIMIT=0.0001):
+        tasks.dispatch([str(e.id) for e in events])
+    assert not Event.objects.undispatched().exists()
+    assert Delivery.objects.count() == len(events)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_enqueueing_on_the_orm_broker_keeps_the_callers_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """django-q2's ORM broker closes "old" connections when called outside a transaction,
+    which would be the web request's own connection after every commit."""
+    from django.db import connection
+    from django_q.conf import Conf
+    from django_q.models import OrmQ
+
+    if not Conf.ORM:
+        pytest.skip("the ORM broker is not in use")
+    monkeypatch.setattr(Conf, "SYNC", False)
+    Order.objects.create(total="1")  # commits and enqueues
+    before = connection.connection
+    assert before is not None
+    Order.objects.create(total="2")
+    assert connection.connection is before
+    assert OrmQ.objects.count() == 2

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 import webhooks
 from tests.helpers import make_endpoint, make_user, override_webhooks
-from tests.rawserver import RawServer
+from tests.rawserver import RawServer, read_request
 from tests.receiver import Receiver, Reply
 from webhooks import delivery as engine
 from webhooks import ssrf
@@ -496,8 +496,9 @@ def tls_server(tmp_path: Path) -> Iterator[dict[str, Any]]:
                 return
             try:
                 with context.wrap_socket(raw, server_side=True) as conn:
-                    head = conn.recv(65536)
-                    seen["requests"].append(head)
+                    # Read the whole request: closing with unread bytes would reset the
+                    # connection under the client's feet.
+                    seen["requests"].append(read_request(conn))
                     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
                                  b"Connection: close\r\n\r\nok")
             except (OSError, ssl.SSLError):

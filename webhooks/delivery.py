@@ -31,6 +31,8 @@ from webhooks.validators import is_sendable_header
 
 logger = logging.getLogger("webhooks")
 
+#: Events fanned out per query round.
+FAN_OUT_CHUNK = 1000
 #: Seconds kept in hand when deciding whether one more attempt fits in the lease.
 LEASE_MARGIN = 2.0
 
@@ -41,7 +43,7 @@ Status = Delivery.Status
 
 
 def fan_out(event_ids: Iterable[str] | None = None, *, created_before: datetime | None = None,
-            limit: int = 1000) -> int:
+            limit: int = FAN_OUT_CHUNK) -> int:
     """Create one delivery per (event, matching endpoint) for undispatched events.
 
     Idempotent: the unique (event, endpoint) constraint absorbs a second run. Matching: the
@@ -119,15 +121,18 @@ def claim(batch_size: int | None = None) -> Claim:
     started = time.monotonic()
     lease_until = now + timedelta(seconds=conf.CLAIM_TTL)
     due = Delivery.objects.using(using).due(now).order_by("next_attempt_at")
-    with transaction.atomic(using=using):
-        if connection.features.has_select_for_update_skip_locked:
-            due = due.select_for_update(skip_locked=True)
-            chosen: Any = list(due.values_list("pk", flat=True)[:batch_size])
-        else:
-            chosen = due.values("pk")[:batch_size]
-        count = Delivery.objects.using(using).filter(
-            pk__in=chosen, status=Status.PENDING, next_attempt_at__lte=now
-        ).update(next_attempt_at=lease_until, claim_token=token)
+    take = Delivery.objects.using(using).filter(status=Status.PENDING, next_attempt_at__lte=now)
+    if connection.features.has_select_for_update_skip_locked:
+        with transaction.atomic(using=using):
+            chosen = list(due.select_for_update(skip_locked=True)
+                          .values_list("pk", flat=True)[:batch_size])
+            count = take.filter(pk__in=chosen).update(
+                next_attempt_at=lease_until, claim_token=token) if chosen else 0
+    elif due.exists():  # a read first: an empty claim must not take SQLite's write lock
+        count = take.filter(pk__in=due.values("pk")[:batch_size]).update(
+            next_attempt_at=lease_until, claim_token=token)
+    else:
+        count = 0
     if not count:
         return Claim(token, [], started)
     deliveries = list(
@@ -309,13 +314,7 @@ def _record(claim_: Claim, outcomes: list[Outcome], released: list[Any], gone: s
         attempts = [o.attempt for o in outcomes if o.attempt is not None]
         if attempts:
             DeliveryAttempt.objects.using(using).bulk_create(attempts, batch_size=500)
-        if outcomes:
-            Delivery.objects.using(using).filter(claim_token=claim_.token).bulk_update(
-                [o.delivery for o in outcomes],
-                ["status", "attempts", "next_attempt_at", "claim_token", "last_attempt_at",
-                 "last_status_code", "last_error"],
-                batch_size=500,
-            )
+        _save_deliveries(using, claim_.token, outcomes)
         if released:
             Delivery.objects.using(using).filter(
                 pk__in=released, claim_token=claim_.token
@@ -325,6 +324,33 @@ def _record(claim_: Claim, outcomes: list[Outcome], released: list[Any], gone: s
             disabled += _disable(using, endpoint_id, "The endpoint answered 410 Gone.", now)
         disabled += _auto_disable(using, outcomes, now)
     _send_signals(outcomes, disabled)
+
+
+def _save_deliveries(using: str, token: uuid.UUID, outcomes: list[Outcome]) -> None:
+    """Write the new delivery states; only rows still held by this claim change.
+
+    Successes, the common case, share one ``UPDATE`` per status code; the others, whose next
+    attempt times differ, go through ``bulk_update``.
+    """
+    held = Delivery.objects.using(using).filter(claim_token=token)
+    successes: dict[int | None, list[Outcome]] = defaultdict(list)
+    others = []
+    for outcome in outcomes:
+        if outcome.succeeded and outcome.attempt is not None:
+            successes[outcome.attempt.status_code].append(outcome)
+        else:
+            others.append(outcome.delivery)
+    for status_code, group in successes.items():
+        held.filter(pk__in=[o.delivery.pk for o in group]).update(
+            status=Status.SUCCEEDED, attempts=F("attempts") + 1, next_attempt_at=None,
+            claim_token=None, last_attempt_at=max(o.attempt.created_at for o in group
+                                                  if o.attempt is not None),
+            last_status_code=status_code, last_error="",
+        )
+    if others:
+        held.bulk_update(others, ["status", "attempts", "next_attempt_at", "claim_token",
+                                  "last_attempt_at", "last_status_code", "last_error"],
+                         batch_size=500)
 
 
 def _update_health(using: str, outcomes: list[Outcome], now: datetime) -> None:

@@ -95,8 +95,10 @@ class _Watchdog:
     def watch(self, ctx: _Request) -> None:
         with self._cond:
             self._ensure_thread()
+            earliest = self._heap[0][0] if self._heap else None
             heapq.heappush(self._heap, (ctx.deadline, next(self._seq), ctx))
-            self._cond.notify()
+            if earliest is None or ctx.deadline < earliest:
+                self._cond.notify()  # only an earlier deadline changes what the thread waits for
 
     def add_socket(self, ctx: _Request, sock: socket.socket) -> None:
         with self._cond:

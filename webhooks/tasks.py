@@ -8,10 +8,14 @@ behind (events not fanned out, retries that came due, expired claims).
 from __future__ import annotations
 
 import logging
+import os
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.db import transaction
 from django.utils import timezone
+from django_q.brokers import get_broker
+from django_q.conf import Conf
 from django_q.models import Schedule
 from django_q.tasks import async_task
 
@@ -26,17 +30,39 @@ WAKEUP_SCHEDULE_NAME = "webhooks.wakeup"
 SWEEP_GRACE = timedelta(seconds=30)
 
 
+_brokers: dict[tuple[int, str | None], Any] = {}
+
+
+def _broker(cluster: str | None) -> Any:
+    """One broker per process and cluster: django-q2 would build (and, for Redis, connect) a new
+    one for every task otherwise."""
+    key = (os.getpid(), cluster)
+    broker = _brokers.get(key)
+    if broker is None:
+        broker = _brokers[key] = get_broker(cluster)
+    return broker
+
+
 def enqueue(task: str, *args: Any) -> None:
     """Queue ``webhooks.tasks.<task>`` without storing its result on success."""
-    options: dict[str, Any] = {"save": False, "task_name": f"webhooks.{task}"}
-    if conf.TASK_CLUSTER:
-        options["cluster"] = conf.TASK_CLUSTER
-    async_task(f"webhooks.tasks.{task}", *args, q_options=options)
+    cluster = conf.TASK_CLUSTER
+    options: dict[str, Any] = {"save": False, "task_name": f"webhooks.{task}",
+                               "broker": _broker(cluster)}
+    if cluster:
+        options["cluster"] = cluster
+    if Conf.ORM and not Conf.SYNC:
+        # Outside a transaction django-q2's ORM broker closes every "old" database connection
+        # first, which (with CONN_MAX_AGE = 0) is the caller's own: wrap the insert instead.
+        with transaction.atomic(using=Conf.ORM):
+            async_task(f"webhooks.tasks.{task}", *args, q_options=options)
+    else:
+        async_task(f"webhooks.tasks.{task}", *args, q_options=options)
 
 
 def dispatch(event_ids: list[str]) -> None:
     """Fan out the events a transaction committed, then deliver what is due."""
-    delivery.fan_out(event_ids)
+    for start in range(0, len(event_ids), delivery.FAN_OUT_CHUNK):
+        delivery.fan_out(event_ids[start:start + delivery.FAN_OUT_CHUNK])
     drain()
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks for django-webhooks (not tests): run ``python bench/run.py``."""

@@ -1,0 +1,462 @@
+"""django-webhooks benchmark (not part of the test suite).
+
+    python bench/run.py [--quick] [--json PATH] [--skip-pg] [--skip-save]
+                        [--events N] [--events-per-transaction N] [--endpoints N]
+
+Measures, in one run, on a fresh database per leg:
+
+1. save overhead: µs per ``Order.objects.create`` (the test app's model that publishes
+   ``order.created``) with one subscribed endpoint, against the same creates with the app's
+   model receivers disconnected; one save per transaction, and 100 per transaction. django-q2
+   runs with ``sync=False`` and no cluster, so the on-commit enqueue is paid (and measured)
+   but nothing is delivered inline.
+2. drain throughput: events of ~1 KB committed (100 per transaction) and delivered to a
+   loopback receiver (``bench/receiver.py``) by a real ``qcluster`` with 2 workers, from the
+   commit of the first event to the arrival of the last delivery; on SQLite with the ORM
+   broker and on PostgreSQL with the Redis broker (skipped when they do not answer).
+3. the raw sender baseline: ``webhooks.http.post`` posting signed 1 KB bodies to the same
+   receiver in a tight loop, in one process, measured right before and right after every
+   drain leg; a drain is compared with the mean of those two.
+
+The last line printed starts with ``RATIOS``: ``save_alone`` and ``save_batch100`` are
+µs/save with the app over µs/save without it (SQLite + ORM broker); ``sqlite_vs_raw`` and
+``pg_redis_vs_raw`` are drain deliveries/s over raw requests/s (``n/a`` when a leg was
+skipped or failed). The exit status is 1 when a leg failed. Logs of every process go to
+``var/bench/<run id>/``; PostgreSQL legs use (drop and recreate) the database ``bench_webhooks``.
+
+Every leg runs in its own process group with a fresh database and a django-q2 cluster name of
+its own; the sweep schedule that ``migrate`` creates is removed so only the measured work runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+import uuid
+from pathlib import Path
+from typing import Any
+
+REPO_DIR = Path(__file__).resolve().parent.parent
+if str(REPO_DIR) not in sys.path:
+    sys.path.insert(0, str(REPO_DIR))
+
+DEFAULT_PG_URL = "postgres://postgres@127.0.0.1:5432/bench_webhooks"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+NAN = float("nan")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="django-webhooks benchmark")
+    parser.add_argument("--quick", action="store_true", help="a short run (under 3 minutes)")
+    parser.add_argument("--json", metavar="PATH", help="write every figure to PATH")
+    parser.add_argument("--events", type=int, help="events per drain leg (2000; quick 500)")
+    parser.add_argument("--endpoints", type=int, default=1,
+                        help="endpoints every event fans out to (default 1)")
+    parser.add_argument("--events-per-transaction", type=int, default=100, metavar="N",
+                        help="events committed per transaction in the drain legs (100)")
+    parser.add_argument("--saves", type=int,
+                        help="saves per mode and scenario (3000; quick 300)")
+    parser.add_argument("--raw-requests", type=int, help="requests per raw baseline")
+    parser.add_argument("--skip-save", action="store_true", help="skip the save overhead legs")
+    parser.add_argument("--skip-pg", action="store_true",
+                        help="skip the PostgreSQL + Redis legs")
+    parser.add_argument("--pg-url", default=os.environ.get("BENCH_PG_URL", DEFAULT_PG_URL),
+                        help="PostgreSQL URL of the bench database (its name must start "
+                             "with bench_; it is dropped and recreated)")
+    parser.add_argument("--redis-url",
+                        default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL))
+    # Internal: run one leg in this process (the orchestrator starts these).
+    parser.add_argument("--leg", help=argparse.SUPPRESS)
+    parser.add_argument("--leg-config", help=argparse.SUPPRESS)
+    parser.add_argument("--leg-result", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.events = args.events or (500 if args.quick else 2000)
+    args.saves = args.saves or (300 if args.quick else 3000)
+    args.raw_requests = args.raw_requests or (2000 if args.quick else 5000)
+    return args
+
+
+# --- one leg, in a child process -------------------------------------------------------------
+
+
+def exit_on_sigterm() -> None:
+    """SIGTERM unwinds like SystemExit, so every ``finally`` stops what it started."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
+def run_leg_here(args: argparse.Namespace) -> int:
+    from bench.legs import LEGS
+
+    exit_on_sigterm()
+    cfg = json.loads(Path(args.leg_config).read_text())
+    result = LEGS[args.leg](cfg)
+    Path(args.leg_result).write_text(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+# --- the orchestrator ------------------------------------------------------------------------
+
+
+class Runner:
+    """Starts every subprocess of the run and makes sure none outlives it."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+        self.run_dir = REPO_DIR / "var" / "bench" / self.run_id
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.receiver: subprocess.Popen[bytes] | None = None
+        self.receiver_url = ""
+        self.errors: list[str] = []
+
+    # subprocess plumbing
+
+    def start_receiver(self) -> None:
+        self.receiver = subprocess.Popen(
+            [sys.executable, str(REPO_DIR / "bench" / "receiver.py")],
+            stdout=subprocess.PIPE, stderr=open(self.run_dir / "receiver.log", "wb"),  # noqa: SIM115
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        assert self.receiver.stdout is not None
+        line = self._readline(self.receiver, timeout=15)
+        if not line.startswith("PORT "):
+            raise RuntimeError(f"the receiver did not start: {line!r}")
+        self.receiver_url = f"http://127.0.0.1:{int(line.split()[1])}"
+
+    @staticmethod
+    def _readline(proc: subprocess.Popen[bytes], timeout: float) -> str:
+        import selectors
+
+        assert proc.stdout is not None
+        with selectors.DefaultSelector() as selector:
+            selector.register(proc.stdout, selectors.EVENT_READ)
+            if not selector.select(timeout):
+                raise TimeoutError("no answer from the receiver")
+        return proc.stdout.readline().decode().strip()
+
+    def leg_env(self, backend: str | None, name: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("DATABASE_URL", "REDIS_URL", "BENCH_SQLITE_PATH")}
+        env.update({
+            "DJANGO_SETTINGS_MODULE": "bench.settings",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_DIR),
+                                                         os.environ.get("PYTHONPATH")])),
+            # A cluster name of its own per run and leg: nothing left in Redis by another
+            # run (or by another leg) can be read.
+            "BENCH_Q_NAME": f"bench-{self.run_id}-{name}",
+            "PYTHONUNBUFFERED": "1",
+        })
+        if backend == "sqlite":
+            env["BENCH_SQLITE_PATH"] = str(self.run_dir / "bench.sqlite3")
+        elif backend == "pg":
+            env["DATABASE_URL"] = self.args.pg_url
+            env["REDIS_URL"] = self.args.redis_url
+        return env
+
+    def run_leg(self, leg: str, name: str, backend: str | None, cfg: dict[str, Any],
+                timeout: float) -> dict[str, Any] | None:
+        """Run one leg in a child process; ``None`` (and an error noted) when it fails."""
+        cfg = {**cfg, "name": name, "run_dir": str(self.run_dir),
+               "receiver": self.receiver_url,
+               "receiver_pid": self.receiver.pid if self.receiver else 0}
+        config_path = self.run_dir / f"{name}.config.json"
+        result_path = self.run_dir / f"{name}.result.json"
+        log_path = self.run_dir / f"{name}.log"
+        config_path.write_text(json.dumps(cfg, indent=2))
+        print(f"  … {name}", end="", flush=True)
+        started = time.monotonic()
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, str(Path(__file__).resolve()), "--leg", leg,
+                 "--leg-config", str(config_path), "--leg-result", str(result_path)],
+                cwd=REPO_DIR, env=self.leg_env(backend, name), stdout=log,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+            try:
+                code = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                code = None
+            finally:
+                self.kill_group(proc.pid)
+                self.kill_leftover_clusters()
+        elapsed = time.monotonic() - started
+        if code == 0 and result_path.exists():
+            print(f" {elapsed:.1f}s", flush=True)
+            return json.loads(result_path.read_text())
+        why = "timed out" if code is None else f"exited with {code}"
+        tail = log_path.read_text(errors="replace").strip().splitlines()[-12:]
+        message = f"leg {name} {why} after {elapsed:.0f}s (log: {log_path})"
+        print(f" FAILED: {message}", flush=True)
+        for line in tail:
+            print(f"      {line}")
+        self.errors.append(message)
+        return None
+
+    @staticmethod
+    def kill_group(pgid: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+
+    def kill_leftover_clusters(self) -> None:
+        """qcluster groups a leg started and could not stop (their ids are in pgid-* files)."""
+        for path in self.run_dir.glob("pgid-*"):
+            self.kill_group(int(path.read_text()))
+            path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        self.kill_leftover_clusters()
+        if self.receiver is not None:
+            if self.receiver.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.receiver.pid, signal.SIGTERM)
+                try:
+                    self.receiver.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    self.kill_group(self.receiver.pid)
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        self.receiver.wait(timeout=5)
+            if self.receiver.stdout is not None:
+                self.receiver.stdout.close()
+        for suffix in ("", "-journal", "-wal", "-shm"):
+            (self.run_dir / f"bench.sqlite3{suffix}").unlink(missing_ok=True)
+
+
+def services_answer(args: argparse.Namespace) -> str | None:
+    """``None`` when PostgreSQL and Redis answer, else why not."""
+    from urllib.parse import urlsplit
+
+    try:
+        import psycopg
+        import redis
+    except ImportError as exc:
+        return f"{exc.name} is not installed"
+    pg = urlsplit(args.pg_url)
+    try:
+        with psycopg.connect(host=pg.hostname or "127.0.0.1", port=pg.port or 5432,
+                             user=pg.username or None, password=pg.password or None,
+                             dbname="postgres", connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+    except Exception as exc:
+        return f"PostgreSQL at {pg.hostname}:{pg.port or 5432} does not answer ({exc})"
+    try:
+        redis.from_url(args.redis_url, socket_timeout=3, socket_connect_timeout=3).ping()
+    except Exception as exc:
+        return f"Redis at {args.redis_url} does not answer ({exc})"
+    return None
+
+
+def run_all(args: argparse.Namespace, runner: Runner) -> dict[str, Any]:
+    quick = args.quick
+    figures: dict[str, Any] = {
+        "run_id": runner.run_id,
+        "mode": "quick" if quick else "full",
+        "environment": environment(),
+        "parameters": {"events": args.events, "endpoints": args.endpoints,
+                       "events_per_transaction": args.events_per_transaction,
+                       "saves": args.saves, "raw_requests": args.raw_requests},
+        "save": {}, "drain": {}, "raw": [],
+    }
+    pg_problem = "--skip-pg was given" if args.skip_pg else services_answer(args)
+    figures["pg_redis_skipped"] = pg_problem
+    backends = [("sqlite", "sqlite_orm")]
+    if pg_problem:
+        print(f"NOTE: skipping the PostgreSQL + Redis legs: {pg_problem}")
+    else:
+        backends.append(("pg", "pg_redis"))
+
+    runner.start_receiver()
+    print(f"receiver at {runner.receiver_url}; logs in {runner.run_dir}")
+    rounds = 3 if quick else 6
+    save_timeout = 120 + args.saves * 0.2
+    for backend, label in [] if args.skip_save else backends:
+        figures["save"][label] = runner.run_leg(
+            "save", f"save-{label}", backend, {"saves": args.saves, "rounds": rounds},
+            timeout=save_timeout)
+
+    raw_cfg = {"raw_requests": args.raw_requests}
+    drain_cfg: dict[str, Any] = {
+        "events": args.events, "endpoints": args.endpoints,
+        "events_per_transaction": args.events_per_transaction,
+        "warmup_events": 4, "startup_timeout": 60,
+        "drain_timeout": max(60.0, args.events * args.endpoints * 0.05),
+    }
+    drain_timeout = 240 + drain_cfg["drain_timeout"]
+    raw_index = 0
+
+    def raw() -> dict[str, Any] | None:
+        nonlocal raw_index
+        raw_index += 1
+        result = runner.run_leg("raw", f"raw-{raw_index}", None, raw_cfg, timeout=120)
+        figures["raw"].append(result)
+        return result
+
+    before = raw()
+    for backend, label in backends:
+        result = runner.run_leg("drain", f"drain-{label}", backend, drain_cfg,
+                                timeout=drain_timeout)
+        after = raw()
+        if result is not None:
+            adjacent = [r["per_second"] for r in (before, after) if r]
+            result["raw_per_second"] = statistics.mean(adjacent) if adjacent else NAN
+            result["vs_raw"] = result["deliveries_per_second"] / result["raw_per_second"]
+        figures["drain"][label] = result
+        before = after
+    return figures
+
+
+def environment() -> dict[str, Any]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for package in ("Django", "django-q2", "requests", "urllib3", "psycopg", "redis"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = None
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {"python": platform.python_version(), "platform": platform.platform(),
+            "cpus": os.cpu_count(), "loadavg_at_start": load, "packages": versions}
+
+
+# --- report ----------------------------------------------------------------------------------
+
+
+def fmt(value: Any, spec: str = ".0f") -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "n/a"
+    return format(value, spec)
+
+
+def get(figures: dict[str, Any], *keys: str) -> Any:
+    value: Any = figures
+    for key in keys:
+        if not isinstance(value, dict) or value.get(key) is None:
+            return NAN
+        value = value[key]
+    return value
+
+
+def report(figures: dict[str, Any]) -> str:
+    env, p = figures["environment"], figures["parameters"]
+    lines = [
+        "",
+        f"django-webhooks benchmark ({figures['mode']}, run {figures['run_id']}): "
+        f"Python {env['python']}, Django {env['packages']['Django']}, "
+        f"django-q2 {env['packages']['django-q2']}, {env['cpus']} CPUs, "
+        f"load {fmt(env['loadavg_at_start'] and env['loadavg_at_start'][0], '.2f')}",
+    ]
+    if figures["save"]:
+        lines += [
+            "",
+            "Save overhead: Order.objects.create, 1 subscribed endpoint, task enqueued on "
+            "commit (median of rounds)",
+            f"  {'backend':<12} {'scenario':<16} {'saves':>6} {'plain µs':>9} "
+            f"{'webhooks µs':>12} {'+µs':>7} {'ratio':>6} {'tasks':>6} {'conns':>8}",
+        ]
+    for label, result in figures["save"].items():
+        for scenario, title in (("alone", "1 save/txn"), ("batch100", "100 saves/txn")):
+            s = get(result or {}, scenario)
+            if not isinstance(s, dict):
+                lines.append(f"  {label:<12} {title:<16} failed")
+                continue
+            lines.append(
+                f"  {label:<12} {title:<16} {s['saves_per_mode']:>6} "
+                f"{fmt(s['plain_us_per_save'], '.1f'):>9} "
+                f"{fmt(s['webhooks_us_per_save'], '.1f'):>12} "
+                f"{fmt(s['overhead_us_per_save'], '.1f'):>7} {fmt(s['ratio'], '.2f'):>6} "
+                f"{s['tasks_enqueued']:>6} "
+                f"{'{plain}/{webhooks}'.format(**s['db_connections_opened']):>8}")
+    if figures["save"]:
+        lines.append("  (tasks: enqueued by the webhooks rounds; conns: database connections "
+                     "opened during the plain/webhooks rounds)")
+    lines += [
+        "",
+        f"Drain: {p['events']} events ({p['events_per_transaction']}/txn) to {p['endpoints']} "
+        "endpoint(s), first commit → last delivery received; qcluster, 2 workers",
+        f"  {'backend':<12} {'deliveries':>10} {'payload':>8} {'seconds':>8} {'deliv/s':>8} "
+        f"{'raw/s':>7} {'vs raw':>7} {'1st ms':>7} {'prod s':>7} {'cpu µs/d':>9} {'dups':>5} "
+        f"{'ok':>6}",
+    ]
+    for label, d in figures["drain"].items():
+        if not d:
+            lines.append(f"  {label:<12} failed")
+            continue
+        ok = d["delivery_statuses"].get("succeeded", 0)
+        lines.append(
+            f"  {label:<12} {d['deliveries']:>10} {fmt(d['payload_bytes'], 'd'):>8} "
+            f"{fmt(d['drain_seconds'], '.2f'):>8} {fmt(d['deliveries_per_second']):>8} "
+            f"{fmt(d['raw_per_second']):>7} {fmt(d['vs_raw'], '.3f'):>7} "
+            f"{fmt(d['first_delivery_latency_seconds'] * 1000):>7} "
+            f"{fmt(d['produce_seconds'], '.2f'):>7} "
+            f"{fmt(d['cluster_cpu_us_per_delivery']):>9} {d['duplicates']:>5} {ok:>6}")
+    lines += [
+        "  (1st ms: first commit → first delivery received; prod s: time the benchmark took "
+        "to commit all events,",
+        "   within the measured window; cpu µs/d: CPU of all qcluster processes per delivery; "
+        "ok: deliveries",
+        "   succeeded, incl. 4 warm-up events)",
+        "",
+        "Raw sender: webhooks.http.post, signed 1 KB body, 1 process, same receiver",
+    ]
+    for i, r in enumerate(figures["raw"], 1):
+        if r:
+            lines.append(
+                f"  raw-{i}: {r['requests']} requests in {r['seconds']:.2f}s = "
+                f"{r['per_second']:.0f}/s (sender CPU {r['sender_cpu_us_per_request']:.0f} "
+                f"µs/request, receiver CPU {r['receiver_cpu_us_per_request']:.0f} µs/request)"
+                f"; bare requests.Session: {r['bare_requests_per_second']:.0f}/s")
+        else:
+            lines.append(f"  raw-{i}: failed")
+    return "\n".join(lines)
+
+
+def ratios(figures: dict[str, Any]) -> dict[str, float]:
+    return {
+        "save_alone": get(figures, "save", "sqlite_orm", "alone", "ratio"),
+        "save_batch100": get(figures, "save", "sqlite_orm", "batch100", "ratio"),
+        "sqlite_vs_raw": get(figures, "drain", "sqlite_orm", "vs_raw"),
+        "pg_redis_vs_raw": get(figures, "drain", "pg_redis", "vs_raw"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.leg:
+        return run_leg_here(args)
+    exit_on_sigterm()
+    runner = Runner(args)
+    started = time.monotonic()
+    figures: dict[str, Any] = {}
+    try:
+        figures = run_all(args, runner)
+    except Exception as exc:
+        traceback.print_exc()
+        runner.errors.append(f"{type(exc).__name__}: {exc}")
+    finally:
+        runner.close()
+    figures["errors"] = runner.errors
+    figures["seconds"] = time.monotonic() - started
+    if "environment" in figures:
+        print(report(figures))
+    figures["ratios"] = ratios(figures)
+    if runner.errors:
+        print("\nERRORS:\n  " + "\n  ".join(runner.errors))
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2, default=str) + "\n")
+        print(f"\nfigures written to {args.json}")
+    print(f"\n(total {figures['seconds']:.0f}s)")
+    print("RATIOS " + " ".join(f"{k}={fmt(v, '.3f')}" for k, v in figures["ratios"].items()))
+    return 1 if runner.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
