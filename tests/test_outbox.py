@@ -15,7 +15,7 @@ from tests.helpers import make_endpoint, make_user, override_webhooks
 from tests.testapp.models import LineItem, Note, Order, Product
 from webhooks.delivery import fan_out
 from webhooks.exceptions import PayloadError, UnknownEventType
-from webhooks.models import Delivery, Event
+from webhooks.models import Delivery, DispatchToken, Event
 
 pytestmark = pytest.mark.django_db
 
@@ -34,7 +34,7 @@ def test_a_save_writes_one_event_and_enqueues_nothing_before_commit(
     assert event.dispatched_at is None
     assert event.data["id"] == order.pk
     assert event.data["total"] == "12.30"
-    assert enqueued == [("dispatch", ([str(event.id)],))]
+    assert enqueued == [("dispatch", ())]
 
 
 def test_rolled_back_changes_emit_nothing(
@@ -56,11 +56,8 @@ def test_one_transaction_enqueues_one_task_for_all_its_events(
         for _ in range(100):
             Order.objects.create(total="1")
     assert len(callbacks) == 1
-    (task, (event_ids,)), = enqueued
-    assert task == "dispatch"
-    assert sorted(event_ids) == sorted(str(pk) for pk in Event.objects.values_list("pk",
-                                                                                  flat=True))
-    assert len(event_ids) == 100
+    assert enqueued == [("dispatch", ())]
+    assert Event.objects.undispatched().count() == 100
 
 
 def test_a_rolled_back_savepoint_drops_its_events_and_later_ones_still_go(
@@ -72,10 +69,9 @@ def test_a_rolled_back_savepoint_drops_its_events_and_later_ones_still_go(
             Order.objects.create(total="2")
             raise RuntimeError
         after = Order.objects.create(total="3")
-    sent = [i for _, (ids,) in enqueued for i in ids]
-    kept = {str(e.id): e.data["id"] for e in Event.objects.all()}
-    assert sorted(kept.values()) == [before.pk, after.pk]
-    assert set(kept) <= set(sent)
+    kept = sorted(e.data["id"] for e in Event.objects.all())
+    assert kept == [before.pk, after.pk]
+    assert enqueued == [("dispatch", ())]
 
 
 def test_fixture_loading_emits_nothing(enqueued: list[Any]) -> None:
@@ -181,7 +177,25 @@ def test_send_event_records_a_custom_event(django_capture_on_commit_callbacks: A
     assert body["type"] == "invoice.paid"
     assert body["timestamp"].endswith("Z")
     assert body["data"] == {"invoice": 42, "amount": "9.99"}
-    assert enqueued == [("dispatch", ([str(event.id)],))]
+    assert enqueued == [("dispatch", ())]
+
+
+def test_commits_share_one_queued_dispatch_until_it_starts(
+    django_capture_on_commit_callbacks: Any, enqueued: list[Any]
+) -> None:
+    from webhooks import tasks
+
+    for _ in range(3):
+        with django_capture_on_commit_callbacks(execute=True):
+            Order.objects.create(total="1")
+    assert enqueued == [("dispatch", ())]  # one task is queued: the others rely on it
+    assert DispatchToken.objects.count() == 1
+    tasks.dispatch()  # the task starts: it gives the token back, then fans out
+    assert DispatchToken.objects.count() == 0
+    assert not Event.objects.undispatched().exists()
+    with django_capture_on_commit_callbacks(execute=True):
+        Order.objects.create(total="1")
+    assert enqueued == [("dispatch", ()), ("dispatch", ())]
 
 
 def test_send_event_rejects_unknown_types_and_bad_data() -> None:
@@ -204,3 +218,5 @@ def test_broker_failure_after_commit_is_not_the_callers_problem(
     with django_capture_on_commit_callbacks(execute=True):
         Order.objects.create(total="1")
     assert Event.objects.undispatched().count() == 1  # the sweep will find it
+    # No token is left behind: the next commit tries the broker again.
+    assert not DispatchToken.objects.exists()

@@ -299,7 +299,9 @@ def test_proxies_from_the_environment_are_ignored(
 
 def test_responses_are_never_decompressed(receiver: Receiver) -> None:
     bomb = gzip.compress(b"0" * 10_000_000)
-    receiver.script("/hook", Reply(200, body=bomb, headers={"Content-Encoding": "gzip"}))
+    assert b"\x00" in bomb  # binary garbage must be storable too (PostgreSQL refuses NUL)
+    receiver.script("/hook", Reply(200, body=bomb, headers={"Content-Encoding": "gzip",
+                                                            "X-Odd": "a\x00b"}))
     _, attempt = send_to(receiver.url())
     assert receiver.received()[0].headers["accept-encoding"] == "identity"
     assert attempt.status_code == 200

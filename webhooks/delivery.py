@@ -258,11 +258,11 @@ def deliver(claim_: Claim) -> list[Outcome]:
             url=endpoint.url[:2048],
             request_headers=_logged_headers(endpoint, headers),
             status_code=result.status_code,
-            response_headers=result.headers,
-            response_body=result.body[:stored_bytes].decode("utf-8", "replace"),
+            response_headers={storable(k): storable(v) for k, v in result.headers.items()},
+            response_body=storable(result.body[:stored_bytes]),
             duration=round(result.duration, 6),
             error_class=result.error_class,
-            error=result.error,
+            error=storable(result.error),
         )
         if result.ok:
             outcomes.append(_finish(delivery, attempt, succeeded=True, terminal=True))
@@ -288,6 +288,14 @@ def deliver(claim_: Claim) -> list[Outcome]:
             outcomes.append(_finish(delivery, attempt, succeeded=False, terminal=False))
     _record(claim_, outcomes, released, gone)
     return outcomes
+
+
+def storable(value: str | bytes) -> str:
+    """Text from a receiver, safe for any database: UTF-8 with errors replaced, and no NUL
+    (which PostgreSQL text and JSON columns refuse)."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return value.replace("\x00", "\ufffd")
 
 
 def _finish(delivery: Delivery, attempt: DeliveryAttempt | None, *, succeeded: bool,

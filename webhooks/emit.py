@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import logging
-import uuid
 from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS, router, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, router, transaction
 from django.utils import timezone
 
 from webhooks.events import TEST_EVENT_TYPE, build_payload, get_catalog
 from webhooks.exceptions import PayloadError, UnknownEventType
-from webhooks.models import Delivery, Endpoint, Event
+from webhooks.models import Delivery, DispatchToken, Endpoint, Event
 
 logger = logging.getLogger("webhooks")
 
@@ -55,48 +54,59 @@ def write_event(
             error = str(exc)
     event.error = error[:10_000]
     event.save(using=using, force_insert=True)
-    schedule_dispatch(event.id, using)
+    schedule_dispatch(using)
     return event
 
 
 class _DispatchOnCommit:
-    """One on-commit hook per transaction that dispatches every event the transaction wrote.
+    """The one on-commit hook of a transaction that wrote events: ask for a dispatch."""
 
-    A transaction that writes 100 events enqueues one task, not 100.
-    """
-
-    def __init__(self) -> None:
-        self.event_ids: list[str] = []
+    def __init__(self, using: str) -> None:
+        self.using = using
+        self.ran = False
 
     def __call__(self) -> None:
-        enqueue("dispatch", self.event_ids)
+        self.ran = True
+        request_dispatch(self.using)
 
 
-def schedule_dispatch(event_id: uuid.UUID, using: str) -> None:
-    """Dispatch ``event_id`` once the current transaction commits (at once in autocommit).
+def schedule_dispatch(using: str) -> None:
+    """Ask for a dispatch once the current transaction commits (at once in autocommit).
 
-    Hooks are shared per transaction: Django rebuilds ``run_on_commit`` when a savepoint rolls
-    back or the transaction ends, so a hook registered on an older list is not reused. Events of
-    a rolled-back savepoint may be named in a hook; dispatch skips ids that do not exist.
+    One hook per transaction: Django rebuilds ``run_on_commit`` when a savepoint rolls back or
+    the transaction ends, so a hook registered on an older list is not reused, nor one that
+    already ran (``captureOnCommitCallbacks(execute=True)`` runs hooks and keeps the list).
     """
     connection = transaction.get_connection(using)
     if not connection.in_atomic_block:
-        enqueue("dispatch", [str(event_id)])
+        request_dispatch(using)
         return
-    hooks = connection.run_on_commit
     state = getattr(connection, "_webhooks_dispatch", None)
-    if state is None or state[0] is not hooks:
-        pending = _DispatchOnCommit()
-        transaction.on_commit(pending, using=using)
-        connection._webhooks_dispatch = (connection.run_on_commit, pending)
-    else:
-        pending = state[1]
-    pending.event_ids.append(str(event_id))
+    if state is None or state[0] is not connection.run_on_commit or state[1].ran:
+        hook = _DispatchOnCommit(using)
+        transaction.on_commit(hook, using=using)
+        connection._webhooks_dispatch = (connection.run_on_commit, hook)
 
 
-def enqueue(task: str, *args: Any) -> None:
-    """Hand work to django-q2. A broker failure is logged, never raised: the event is safe in
-    the outbox and the periodic sweep dispatches it."""
+def request_dispatch(using: str) -> None:
+    """Enqueue a dispatch task unless one is already queued (the dispatch token says so).
+
+    Never raises: the events are safe in the outbox and the periodic sweep dispatches them.
+    """
+    try:
+        if not DispatchToken.take(using):
+            return  # a queued task will see this transaction's events
+    except DatabaseError:
+        logger.warning("Could not take the dispatch token; the sweep will pick the events up.",
+                       exc_info=True)
+        return
+    if not enqueue("dispatch"):
+        DispatchToken.release(using)  # let the next commit try the broker again
+
+
+def enqueue(task: str, *args: Any) -> bool:
+    """Hand work to django-q2; ``False`` when the broker failed. A broker failure is logged,
+    never raised: the work is safe in the database and the periodic sweep picks it up."""
     from webhooks import tasks
 
     try:
@@ -106,6 +116,8 @@ def enqueue(task: str, *args: Any) -> None:
             "Could not enqueue webhooks task %r; the sweep will pick the work up.", task,
             exc_info=True,
         )
+        return False
+    return True
 
 
 def send_test_event(endpoint: Endpoint) -> Delivery:

@@ -12,7 +12,7 @@ import os
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import router, transaction
 from django.utils import timezone
 from django_q.brokers import get_broker
 from django_q.conf import Conf
@@ -21,6 +21,7 @@ from django_q.tasks import async_task
 
 from webhooks import delivery
 from webhooks.conf import webhooks_settings as conf
+from webhooks.models import DispatchToken
 
 logger = logging.getLogger("webhooks")
 
@@ -59,10 +60,15 @@ def enqueue(task: str, *args: Any) -> None:
         async_task(f"webhooks.tasks.{task}", *args, q_options=options)
 
 
-def dispatch(event_ids: list[str]) -> None:
-    """Fan out the events a transaction committed, then deliver what is due."""
-    for start in range(0, len(event_ids), delivery.FAN_OUT_CHUNK):
-        delivery.fan_out(event_ids[start:start + delivery.FAN_OUT_CHUNK])
+def dispatch() -> None:
+    """Fan out every committed event not yet dispatched, then deliver what is due.
+
+    The dispatch token is released first, so any event committed from now on asks for a new
+    task instead of relying on this one having seen it.
+    """
+    DispatchToken.release(router.db_for_write(DispatchToken))
+    while delivery.fan_out():
+        pass
     drain()
 
 
@@ -101,6 +107,10 @@ def schedule_wakeup(when: datetime) -> None:
 def sweep() -> None:
     """Periodic safety net: dispatch events whose task was lost, then deliver what is due."""
     cutoff = timezone.now() - SWEEP_GRACE
+    # A token older than the grace period belongs to a task that was lost: drop it so that
+    # commits ask for dispatches again.
+    DispatchToken.objects.using(router.db_for_write(DispatchToken)).filter(
+        created_at__lt=cutoff).delete()
     while delivery.fan_out(created_before=cutoff):
         pass
     drain()
