@@ -531,3 +531,34 @@ def test_enqueueing_on_the_orm_broker_keeps_the_callers_connection(
     Order.objects.create(total="2")
     assert connection.connection is before
     assert OrmQ.objects.count() == 2
+
+
+def test_replay_resends_failures_and_what_a_disabled_endpoint_missed(
+    receiver: Receiver, enqueued: list[Any],
+) -> None:
+    from webhooks.emit import replay
+
+    alice, bob = make_user("alice"), make_user("bob")
+    endpoint = make_endpoint(receiver.url(), "order.created", owner=alice)
+    receiver.script("/hook", Reply(410))
+    Order.objects.create(customer=alice)
+    engine.fan_out()
+    engine.drain()  # 410: disabled, delivery failed
+    endpoint.refresh_from_db()
+    assert not endpoint.is_active
+    Order.objects.create(customer=alice)  # missed while disabled
+    Order.objects.create(customer=bob)    # never Alice's
+    webhooks.send_event("invoice.paid", {}, owner=alice)  # not subscribed
+    engine.fan_out()
+    since = timezone.now() - timedelta(hours=1)
+    assert replay(endpoint, since) == (1, 0)  # disabled: failures only, nothing added
+    Delivery.objects.filter(endpoint=endpoint).update(status="failed")
+    Endpoint.objects.filter(pk=endpoint.pk).update(is_active=True)
+    endpoint.refresh_from_db()
+    assert replay(endpoint, since) == (1, 1)
+    engine.drain()
+    bodies = [json.loads(r.body) for r in receiver.received()[1:]]
+    assert sorted(b["type"] for b in bodies) == ["order.created", "order.created"]
+    assert {b["data"]["customer"] for b in bodies} == {alice.pk}
+    with pytest.raises(ValueError, match="at most"):
+        replay(endpoint, timezone.now() - timedelta(days=15))

@@ -76,6 +76,7 @@ VALIDATORS: dict[str, tuple[Callable[[Any], bool], str]] = {
                                 "None or a positive whole number"),
     "SECRET_ROTATION_GRACE": (lambda v: _is_number(v) and 0 <= v <= 7 * 24 * 3600,
                               "a number of seconds from 0 to 604800 (7 days)"),
+    "REPLAY_WINDOW": (_positive_int, "a positive whole number of seconds"),
     "SWEEP_INTERVAL": (_positive_int, "a positive whole number of minutes"),
     "TASK_CLUSTER": (lambda v: v is None or (isinstance(v, str) and bool(v)),
                      "None or the name of a django-q2 cluster"),

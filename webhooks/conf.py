@@ -57,6 +57,8 @@ DEFAULTS: dict[str, Any] = {
     "MAX_ENDPOINTS_PER_OWNER": 20,
     # Seconds a rotated-out secret keeps signing alongside the new one (at most 7 days).
     "SECRET_ROTATION_GRACE": 24 * 3600,
+    # How far back (seconds) a replay of an endpoint's missed and failed deliveries may go.
+    "REPLAY_WINDOW": 14 * 24 * 3600,
     # Minutes between two runs of the sweep that recovers lost tasks and due retries.
     "SWEEP_INTERVAL": 1,
     # Name of the django-q2 cluster that runs our tasks (None: the default cluster).
@@ -175,6 +177,10 @@ class WebhooksSettings:
     @property
     def SECRET_ROTATION_GRACE(self) -> float:
         return min(float(self.get("SECRET_ROTATION_GRACE")), MAX_ROTATION_GRACE)
+
+    @property
+    def REPLAY_WINDOW(self) -> int:
+        return int(self.get("REPLAY_WINDOW"))
 
     @property
     def SWEEP_INTERVAL(self) -> int:

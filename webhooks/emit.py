@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, router, transaction
 from django.utils import timezone
 
+from webhooks.conf import webhooks_settings
 from webhooks.events import TEST_EVENT_TYPE, build_payload, get_catalog
 from webhooks.exceptions import PayloadError, UnknownEventType
-from webhooks.models import Delivery, DispatchToken, Endpoint, Event
+from webhooks.models import WILDCARD, Delivery, DispatchToken, Endpoint, Event
 
 logger = logging.getLogger("webhooks")
 
@@ -155,3 +157,41 @@ def retry_deliveries(deliveries: Any) -> int:
         if count:
             transaction.on_commit(lambda: enqueue("drain"), using=using)
     return int(count)
+
+
+def replay(endpoint: Endpoint, since: datetime) -> tuple[int, int]:
+    """Send ``endpoint`` again what it did not get since ``since``. Returns (retried, added).
+
+    Its failed deliveries created since then become due now, and, when the endpoint is
+    active, events it would have received but has no delivery for (it was disabled, or
+    subscribed later) get one. ``since`` may go back ``REPLAY_WINDOW`` seconds at most;
+    :class:`ValueError` otherwise.
+    """
+    now = timezone.now()
+    if since < now - timedelta(seconds=webhooks_settings.REPLAY_WINDOW):
+        raise ValueError(
+            f"a replay can go back {webhooks_settings.REPLAY_WINDOW // 3600:g} hours at most")
+    using = router.db_for_write(Delivery)
+    with transaction.atomic(using=using):
+        retried = Delivery.objects.using(using).filter(
+            endpoint=endpoint, status=Delivery.Status.FAILED, created_at__gte=since,
+        ).update(status=Delivery.Status.PENDING, next_attempt_at=now, claim_token=None)
+        added = 0
+        if endpoint.is_active:
+            types = set(endpoint.subscriptions.values_list("event_type", flat=True))
+            missed = (Event.objects.using(using)
+                      .filter(created_at__gte=since, dispatched_at__isnull=False, error="")
+                      .exclude(type=TEST_EVENT_TYPE)
+                      .exclude(deliveries__endpoint=endpoint))
+            if WILDCARD not in types:
+                missed = missed.filter(type__in=types)
+            if endpoint.owner_id is not None:
+                missed = missed.filter(owner_id=endpoint.owner_id)
+            new = [Delivery(event_id=pk, endpoint=endpoint, next_attempt_at=now, created_at=now)
+                   for pk in missed.values_list("pk", flat=True).iterator()]
+            Delivery.objects.using(using).bulk_create(new, ignore_conflicts=True,
+                                                      batch_size=1000)
+            added = len(new)
+        if retried or added:
+            transaction.on_commit(lambda: enqueue("drain"), using=using)
+    return int(retried), added
