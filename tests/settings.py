@@ -52,12 +52,16 @@ TEMPLATES = [{
     ]},
 }]
 
+# TEST_DB_SUFFIX lets several test runs share a machine without sharing a database.
+_suffix = os.environ.get("TEST_DB_SUFFIX", "")
 _sqlite_path = BASE_DIR.parent / "var" / "tests.sqlite3"
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{_sqlite_path}")}
 _db = DATABASES["default"]
+if _suffix and not _db["ENGINE"].endswith("sqlite3"):
+    _db["TEST"] = {"NAME": f"test_{_db['NAME']}{_suffix}"}
 if _db["ENGINE"].endswith("sqlite3"):
     # A file, not memory: qcluster subprocesses must see the test database.
-    _db["TEST"] = {"NAME": str(BASE_DIR.parent / "var" / "test-db.sqlite3")}
+    _db["TEST"] = {"NAME": str(BASE_DIR.parent / "var" / f"test-db{_suffix}.sqlite3")}
     _db.setdefault("OPTIONS", {}).update({"timeout": 20, "transaction_mode": "IMMEDIATE"})
     _sqlite_path.parent.mkdir(exist_ok=True)
 if os.environ.get("WEBHOOKS_TEST_DB_NAME"):
