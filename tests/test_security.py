@@ -667,3 +667,18 @@ def test_deploy_check_recommends_https() -> None:
     assert [m.id for m in check_deploy()] == ["webhooks.W003"]
     with override_webhooks(REQUIRE_HTTPS=True):
         assert check_deploy() == []
+
+
+def test_connect_timeout_is_its_own_error_class(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SYN that is never answered cannot be produced on loopback without sending traffic
+    elsewhere, so the socket's connect is made to time out instead."""
+    from webhooks import http
+
+    class BlackHole(socket.socket):
+        def connect(self, address: Any) -> None:
+            raise TimeoutError("timed out")
+
+    monkeypatch.setattr(http.socket, "socket", BlackHole)
+    delivery, attempt = send_to("http://127.0.0.1:9/hook")
+    assert attempt.error_class == "connect_timeout"
+    assert delivery.status == "pending"
