@@ -6,6 +6,7 @@ import functools
 import json
 import logging
 import re
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -53,6 +54,8 @@ class ModelEvents:
     actions: frozenset[str]
     serializer_path: str | None
     owner_path: tuple[str, ...] = field(default=())
+    _local: threading.local = field(default_factory=threading.local, compare=False,
+                                    repr=False)
 
     def event_type(self, action: str) -> str:
         return f"{self.name}.{action}"
@@ -64,7 +67,19 @@ class ModelEvents:
         return default_serializer_for(self.model)
 
     def serialize(self, instance: models.Model) -> Any:
-        return self.serializer_class(instance).data
+        """The event's ``data`` for ``instance``.
+
+        One serializer per thread is reused: building a DRF serializer's fields costs more
+        than using them, and a save should not pay that every time.
+        """
+        serializer = getattr(self._local, "serializer", None)
+        if serializer is None:
+            serializer = self._local.serializer = self.serializer_class()
+        serializer.instance = instance
+        try:
+            return serializer.to_representation(instance)
+        finally:
+            serializer.instance = None
 
     def owner_id(self, instance: models.Model) -> Any:
         """Primary key of the user ``instance`` belongs to, or ``None``.
