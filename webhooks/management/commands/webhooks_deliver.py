@@ -1,0 +1,59 @@
+"""Deliver due webhooks in the foreground, without a django-q2 cluster."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from webhooks import delivery
+from webhooks.models import Delivery
+
+
+class Command(BaseCommand):
+    help = (
+        "Fan out undispatched events and deliver every due delivery in this process, then "
+        "exit (or keep going with --loop). For debugging, and for sites that run cron instead "
+        "of a qcluster."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--loop", action="store_true",
+                            help="Keep polling for work instead of exiting when none is due.")
+        parser.add_argument("--interval", type=float, default=1.0,
+                            help="Seconds between polls with --loop (default 1).")
+        parser.add_argument("--time-limit", type=float, default=None,
+                            help="Stop after this many seconds (default: no limit).")
+
+    def handle(self, *args: Any, loop: bool = False, interval: float = 1.0,
+               time_limit: float | None = None, **options: Any) -> None:
+        started = time.monotonic()
+        totals = {"events": 0, "succeeded": 0, "retrying": 0, "failed": 0}
+        while True:
+            while (count := delivery.fan_out()):
+                totals["events"] += count
+            while True:
+                batch = delivery.claim()
+                if not batch.deliveries:
+                    break
+                for outcome in delivery.deliver(batch):
+                    key = ("succeeded" if outcome.succeeded
+                           else "failed" if outcome.terminal else "retrying")
+                    totals[key] += 1
+                self.stdout.write(self._line(totals), ending="\r")
+                if time_limit is not None and time.monotonic() - started > time_limit:
+                    break
+            out_of_time = time_limit is not None and time.monotonic() - started > time_limit
+            if not loop or out_of_time:
+                break
+            time.sleep(interval)
+        self.stdout.write(self._line(totals))
+        due = Delivery.objects.due().count()
+        if due:
+            self.stdout.write(f"{due} deliveries are still due.")
+
+    @staticmethod
+    def _line(totals: dict[str, int]) -> str:
+        return (f"events dispatched: {totals['events']}  succeeded: {totals['succeeded']}  "
+                f"retrying: {totals['retrying']}  failed: {totals['failed']}")

@@ -1,0 +1,58 @@
+"""Send deliveries again, chosen by endpoint, status, event type and time range."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from webhooks.emit import replay, retry_deliveries
+from webhooks.management.commands._util import parse_when
+from webhooks.models import Delivery, Endpoint
+
+
+class Command(BaseCommand):
+    help = (
+        "Make matching deliveries due again (one more attempt each). --missed also creates "
+        "deliveries for events the endpoint never got (it was disabled or not subscribed yet)."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--endpoint", required=True, help="The endpoint's id.")
+        parser.add_argument("--since", required=True,
+                            help="Start of the range: 2h, 7d or an ISO date-time.")
+        parser.add_argument("--until", help="End of the range (default: now).")
+        parser.add_argument("--status", action="append", choices=["failed", "succeeded"],
+                            help="Statuses to send again (repeatable; default failed).")
+        parser.add_argument("--event-type", action="append", dest="event_types",
+                            help="Only these event types (repeatable).")
+        parser.add_argument("--missed", action="store_true",
+                            help="Also deliver events the endpoint has no delivery for.")
+        parser.add_argument("--dry-run", action="store_true", help="Only count.")
+
+    def handle(self, *args: Any, endpoint: str, since: str, until: str | None = None,
+               status: list[str] | None = None, event_types: list[str] | None = None,
+               missed: bool = False, dry_run: bool = False, **options: Any) -> None:
+        try:
+            target = Endpoint.objects.get(pk=endpoint)
+        except (Endpoint.DoesNotExist, ValidationError, ValueError):
+            raise CommandError(f"No endpoint with id {endpoint!r}.") from None
+        start = parse_when(since)
+        deliveries = Delivery.objects.filter(endpoint=target, created_at__gte=start,
+                                             status__in=status or ["failed"])
+        if until:
+            deliveries = deliveries.filter(created_at__lt=parse_when(until))
+        if event_types:
+            deliveries = deliveries.filter(event__type__in=event_types)
+        if dry_run:
+            self.stdout.write(f"{deliveries.count()} deliveries would be sent again.")
+            return
+        count = retry_deliveries(deliveries)
+        self.stdout.write(f"{count} deliveries are due again.")
+        if missed:
+            try:
+                _, added = replay(target, start)
+            except ValueError as exc:
+                raise CommandError(str(exc)) from None
+            self.stdout.write(f"{added} missed events were queued for the endpoint.")

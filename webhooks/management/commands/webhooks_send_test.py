@@ -1,0 +1,45 @@
+"""Send a test event to one endpoint."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from webhooks.emit import send_test_event
+from webhooks.models import Delivery, Endpoint
+
+
+class Command(BaseCommand):
+    help = ("Send a webhook.test event to one endpoint (by id). The cluster delivers it; "
+            "--wait prints the outcome.")
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("endpoint", help="The endpoint's id.")
+        parser.add_argument("--wait", type=float, default=0, metavar="SECONDS",
+                            help="Wait up to SECONDS for the attempt and print its outcome.")
+
+    def handle(self, *args: Any, endpoint: str, wait: float = 0, **options: Any) -> None:
+        try:
+            target = Endpoint.objects.get(pk=endpoint)
+        except (Endpoint.DoesNotExist, ValidationError, ValueError):
+            raise CommandError(f"No endpoint with id {endpoint!r}.") from None
+        sent = send_test_event(target)
+        self.stdout.write(f"Queued test event {sent.event.public_id} for {target.url}")
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            attempt = sent.attempt_log.order_by("number").first()
+            if attempt is not None:
+                if attempt.succeeded:
+                    self.stdout.write(self.style.SUCCESS(
+                        f"HTTP {attempt.status_code} in {attempt.duration * 1000:.0f} ms"))
+                    return
+                raise CommandError(f"{attempt.error_class}: {attempt.error}")
+            if Delivery.objects.filter(pk=sent.pk, status="failed").exists():
+                sent.refresh_from_db()
+                raise CommandError(f"not sent: {sent.last_error}")
+            time.sleep(0.2)
+        if wait:
+            raise CommandError(f"no attempt within {wait:g}s: is qcluster running?")
