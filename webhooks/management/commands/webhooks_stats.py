@@ -33,15 +33,16 @@ class Command(BaseCommand):
                     .annotate(total=Count("id"),
                               ok=Count("id", filter=Q(status_code__gte=200, status_code__lt=300))))
         by_endpoint = {row["delivery__endpoint_id"]: row for row in attempts}
-        backlog = {row["endpoint_id"]: row for row in Delivery.objects.pending()
+        backlog: dict[Any, dict[str, Any]] = {
+            row["endpoint_id"]: dict(row) for row in Delivery.objects.pending()
                    .values("endpoint_id")
                    .annotate(pending=Count("id"),
-                             oldest_due=Min("next_attempt_at", filter=Q(next_attempt_at__lte=now)))}
+                             oldest_due=Min("next_attempt_at", filter=Q(next_attempt_at__lte=now)))
+        }
         rows = []
         for endpoint in Endpoint.objects.order_by("created_at"):
             window = by_endpoint.get(endpoint.pk, {"total": 0, "ok": 0})
-            pending: dict[str, Any] = backlog.get(endpoint.pk,
-                                                  {"pending": 0, "oldest_due": None})
+            pending = backlog.get(endpoint.pk, {"pending": 0, "oldest_due": None})
             oldest = pending["oldest_due"]
             rows.append({
                 "endpoint": str(endpoint.pk),
