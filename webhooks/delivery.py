@@ -253,6 +253,7 @@ def deliver(claim_: Claim) -> list[Outcome]:
         delivery.attempts += 1
         attempt = DeliveryAttempt(
             delivery=delivery,
+            endpoint_id=delivery.endpoint_id,
             number=delivery.attempts,
             created_at=started_at,
             url=endpoint.url[:2048],

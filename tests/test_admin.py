@@ -1,0 +1,555 @@
+"""The staff admin: every page and action, constant query counts, secrets never listed."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from tests.helpers import make_endpoint, override_webhooks
+from tests.receiver import Receiver, Reply
+from webhooks import admin as webhooks_admin
+from webhooks import ids
+from webhooks.adminhealth import chart_svg, health_by_endpoint, hourly_buckets
+from webhooks.models import Delivery, DeliveryAttempt, Endpoint, Event, Subscription
+
+pytestmark = pytest.mark.django_db
+
+Status = Delivery.Status
+
+
+# --- data ------------------------------------------------------------------------------------
+
+
+def make_event(event_type: str = "invoice.paid", **fields: Any) -> Event:
+    now = timezone.now()
+    return Event.objects.create(type=event_type, payload='{"data":{}}', dispatched_at=now,
+                                **fields)
+
+
+def make_delivery(event: Event, endpoint: Endpoint, status: str = Status.FAILED,
+                  **fields: Any) -> Delivery:
+    return Delivery.objects.create(event=event, endpoint=endpoint, status=status, **fields)
+
+
+def make_attempts(delivery: Delivery, count: int, *, status_code: int | None = 200,
+                  duration: float = 0.1, ago: timedelta = timedelta(minutes=5)) -> None:
+    now = timezone.now()
+    DeliveryAttempt.objects.bulk_create([
+        DeliveryAttempt(delivery=delivery, endpoint_id=delivery.endpoint_id, number=i + 1,
+                        created_at=now - ago, url=delivery.endpoint.url,
+                        request_headers={"webhook-id": "evt_x"}, status_code=status_code,
+                        response_headers={"Content-Type": "text/plain"},
+                        response_body="ok" if status_code else "", duration=duration,
+                        error_class="" if status_code else "timeout")
+        for i in range(count)
+    ])
+
+
+def seed(n: int) -> dict[str, str]:
+    """``n`` endpoints, ``n`` events, one event with ``n`` deliveries, one delivery with ``n``
+    attempts; returns the URL of every page, keyed by name."""
+    endpoints = [make_endpoint(f"https://example.com/hook/{i}", "invoice.paid", "ping.sent")
+                 for i in range(n)]
+    events = [make_event() for _ in range(n)]
+    deliveries = [make_delivery(events[0], endpoint,
+                                status=Status.FAILED if i % 2 else Status.SUCCEEDED)
+                  for i, endpoint in enumerate(endpoints)]
+    make_attempts(deliveries[0], n)
+    for delivery in deliveries[1:]:
+        make_attempts(delivery, 1, status_code=500 if delivery.status == Status.FAILED
+                      else 200)
+    attempt = DeliveryAttempt.objects.filter(delivery=deliveries[0]).first()
+    assert attempt is not None
+    return {
+        "index": reverse("admin:index"),
+        "endpoints": reverse("admin:webhooks_endpoint_changelist"),
+        "endpoint": reverse("admin:webhooks_endpoint_change", args=[endpoints[0].pk]),
+        "endpoint_add": reverse("admin:webhooks_endpoint_add"),
+        "events": reverse("admin:webhooks_event_changelist"),
+        "event": reverse("admin:webhooks_event_change", args=[events[0].pk]),
+        "deliveries": reverse("admin:webhooks_delivery_changelist"),
+        "deliveries_filtered": reverse("admin:webhooks_delivery_changelist")
+        + f"?status=failed&event_type=invoice.paid&endpoint={endpoints[0].pk}",
+        "delivery": reverse("admin:webhooks_delivery_change", args=[deliveries[0].pk]),
+        "failed": reverse("admin:webhooks_faileddelivery_changelist"),
+        "attempts": reverse("admin:webhooks_deliveryattempt_changelist"),
+        "attempt": reverse("admin:webhooks_deliveryattempt_change", args=[attempt.pk]),
+    }
+
+
+def query_count(client: Client, url: str) -> int:
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(url)
+    assert response.status_code == 200, (url, response.status_code)
+    return len(queries)
+
+
+def messages_of(response: Any) -> list[str]:
+    return [str(m) for m in response.context["messages"]]
+
+
+# --- pages -----------------------------------------------------------------------------------
+
+
+def test_every_page_renders(admin_client: Client) -> None:
+    urls = seed(3)
+    for name, url in urls.items():
+        response = admin_client.get(url)
+        assert response.status_code == 200, name
+    index = admin_client.get(urls["index"]).content.decode()
+    assert "Failed deliveries" in index
+    assert urls["failed"] in index
+
+
+def test_query_counts_do_not_grow_with_rows(admin_client: Client) -> None:
+    small = seed(5)
+    admin_client.get(small["index"])  # warm the session and content type caches
+    counts_small = {name: query_count(admin_client, url) for name, url in small.items()}
+    Endpoint.objects.all().delete()
+    Event.objects.all().delete()
+    large = seed(50)
+    counts_large = {name: query_count(admin_client, url) for name, url in large.items()}
+    assert counts_small == counts_large
+    # And they are small: a page of a large table is a handful of queries.
+    assert max(counts_large.values()) <= 12, counts_large
+
+
+def test_failed_deliveries_list_only_failed(admin_client: Client) -> None:
+    endpoint = make_endpoint("https://example.com/a")
+    ok = make_delivery(make_event(), endpoint, status=Status.SUCCEEDED)
+    bad = make_delivery(make_event(), endpoint, status=Status.FAILED)
+    page = admin_client.get(reverse("admin:webhooks_faileddelivery_changelist"))
+    assert page.status_code == 200
+    assert bad.public_id in page.content.decode()
+    assert ok.public_id not in page.content.decode()
+    # Its change page is the delivery's.
+    response = admin_client.get(reverse("admin:webhooks_faileddelivery_change", args=[bad.pk]))
+    assert response.status_code == 302
+    assert response["Location"] == reverse("admin:webhooks_delivery_change", args=[bad.pk])
+
+
+def test_delivery_filters(admin_client: Client) -> None:
+    a = make_endpoint("https://example.com/a")
+    b = make_endpoint("https://example.com/b")
+    d1 = make_delivery(make_event("invoice.paid"), a, status=Status.FAILED)
+    d2 = make_delivery(make_event("ping.sent"), b, status=Status.SUCCEEDED)
+    url = reverse("admin:webhooks_delivery_changelist")
+
+    def listed(query: str) -> set[str]:
+        html = admin_client.get(url + query).content.decode()
+        return {d.public_id for d in (d1, d2) if d.public_id in html}
+
+    assert listed("") == {d1.public_id, d2.public_id}
+    assert listed("?status=failed") == {d1.public_id}
+    assert listed(f"?endpoint={b.pk}") == {d2.public_id}
+    assert listed("?event_type=ping.sent") == {d2.public_id}
+    today = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
+    html = admin_client.get(url, {"created_at__gte": str(today),
+                                  "created_at__lt": str(today + timedelta(days=1))})
+    assert d1.public_id in html.content.decode()
+    html = admin_client.get(url, {"created_at__lt": str(today - timedelta(days=1))})
+    assert d1.public_id not in html.content.decode()
+    assert listed(f"?q={d1.public_id}") == {d1.public_id}
+    assert listed(f"?q={d2.event.public_id}") == {d2.public_id}
+    assert listed("?q=example.com/b") == {d2.public_id}
+    assert listed("?q=invoice.paid") == {d1.public_id}
+
+
+def test_event_search_by_public_id_uuid_and_type(admin_client: Client) -> None:
+    paid, ping = make_event("invoice.paid"), make_event("ping.sent")
+    url = reverse("admin:webhooks_event_changelist")
+
+    def listed(query: str) -> set[str]:
+        html = admin_client.get(url, {"q": query}).content.decode()
+        return {e.public_id for e in (paid, ping) if e.public_id in html}
+
+    assert listed(paid.public_id) == {paid.public_id}
+    assert listed(str(ping.id)) == {ping.public_id}
+    assert listed("ping") == {ping.public_id}
+    assert listed("invoice.paid") == {paid.public_id}
+    assert listed("evt_nonsense") == set()
+    filtered = admin_client.get(url, {"event_type": "ping.sent"}).content.decode()
+    assert ping.public_id in filtered and paid.public_id not in filtered
+
+
+def test_event_page_shows_payload_and_deliveries_inline(admin_client: Client) -> None:
+    event = make_event()
+    delivery = make_delivery(event, make_endpoint("https://example.com/inline"))
+    html = admin_client.get(reverse("admin:webhooks_event_change", args=[event.pk])
+                            ).content.decode()
+    assert event.public_id in html
+    assert delivery.public_id in html
+    assert "https://example.com/inline" in html
+
+
+def test_delivery_page_shows_attempts_with_request_and_response(admin_client: Client) -> None:
+    delivery = make_delivery(make_event(), make_endpoint("https://example.com/d"))
+    DeliveryAttempt.objects.create(
+        delivery=delivery, endpoint=delivery.endpoint, number=1, url=delivery.endpoint.url,
+        request_headers={"webhook-id": "evt_request_header"}, status_code=502,
+        response_headers={"X-Upstream": "sad"}, response_body="B" * 5000, duration=0.25,
+        error_class="http_status", error="HTTP 502")
+    html = admin_client.get(reverse("admin:webhooks_delivery_change", args=[delivery.pk])
+                            ).content.decode()
+    assert "evt_request_header" in html
+    assert "X-Upstream" in html
+    assert "http_status" in html
+    assert "250 ms" in html
+    assert "B" * webhooks_admin.INLINE_BODY_CHARS + "…" in html  # capped in the inline
+    assert "B" * (webhooks_admin.INLINE_BODY_CHARS + 1) not in html
+    assert "Retry now" in html
+
+
+def test_attempt_list_filters_and_search(admin_client: Client) -> None:
+    endpoint = make_endpoint("https://example.com/att")
+    good = make_delivery(make_event(), endpoint, status=Status.SUCCEEDED)
+    bad = make_delivery(make_event(), endpoint)
+    make_attempts(good, 1, status_code=204)
+    make_attempts(bad, 1, status_code=None)
+    url = reverse("admin:webhooks_deliveryattempt_changelist")
+
+    def listed(query: str) -> set[str]:
+        html = admin_client.get(url + query).content.decode()
+        return {d.public_id for d in (good, bad) if d.public_id in html}
+
+    assert listed("") == {good.public_id, bad.public_id}
+    assert listed("?outcome=ok") == {good.public_id}
+    assert listed("?outcome=error") == {bad.public_id}
+    assert listed("?outcome=http") == set()
+    assert listed(f"?q={bad.public_id}") == {bad.public_id}
+    assert listed(f"?endpoint={endpoint.pk}") == {good.public_id, bad.public_id}
+
+
+def test_capped_count_paginator(admin_client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(webhooks_admin.CappedCountPaginator, "cap", 3)
+    endpoint = make_endpoint("https://example.com/many")
+    for _ in range(5):
+        make_delivery(make_event(), endpoint)
+    html = admin_client.get(reverse("admin:webhooks_delivery_changelist")).content.decode()
+    assert "More than 3 deliveries" in html  # (PostgreSQL: pages use the estimate)
+    html = admin_client.get(reverse("admin:webhooks_delivery_changelist") + "?status=pending"
+                            ).content.decode()
+    assert "0 deliveries" in html
+
+
+def test_no_full_table_count_on_large_lists(admin_client: Client) -> None:
+    endpoint = make_endpoint("https://example.com/nocount")
+    make_attempts(make_delivery(make_event(), endpoint), 3)
+    for name in ("delivery", "faileddelivery", "deliveryattempt", "event"):
+        with CaptureQueriesContext(connection) as queries:
+            admin_client.get(reverse(f"admin:webhooks_{name}_changelist"))
+            # Facet counts ("Show counts") are off on these tables.
+            admin_client.get(reverse(f"admin:webhooks_{name}_changelist") + "?_facets=True")
+        counts = [q["sql"] for q in queries if "COUNT(" in q["sql"].upper()]
+        assert counts, name
+        assert all("LIMIT" in sql.upper() for sql in counts), (name, counts)
+
+
+# --- endpoints: form, catalog widget, health -------------------------------------------------
+
+
+def endpoint_form_data(**values: Any) -> dict[str, Any]:
+    data = {"url": "https://example.com/new", "description": "", "owner": "",
+            "is_active": "on", "events": ["invoice.paid"], "headers": "{}", "rate_limit": ""}
+    data.update(values)
+    return data
+
+
+def choices_of(form: Any) -> list[tuple[str, Any]]:
+    return list(form.fields["events"].choices)
+
+
+def test_event_types_widget_comes_from_the_catalog_at_instantiation() -> None:
+    form = webhooks_admin.EndpointForm()
+    names = [value for value, _label in choices_of(form)]
+    assert names[0] == "*"
+    assert {"invoice.paid", "ping.sent", "order.created", "product.created"} <= set(names)
+    assert "webhook.test" not in names
+    assert form.initial["events"] == ["*"]
+    with override_webhooks(EVENTS={"invoice.paid": "Paid.", "refund.issued": "Refunded."}):
+        names = [value for value, _label in choices_of(webhooks_admin.EndpointForm())]
+        assert "refund.issued" in names
+        assert "ping.sent" not in names
+
+
+def test_create_endpoint_saves_subscriptions(admin_client: Client) -> None:
+    response = admin_client.post(reverse("admin:webhooks_endpoint_add"), endpoint_form_data(
+        events=["invoice.paid", "ping.sent"], headers='{"Authorization": "Bearer abc"}'))
+    assert response.status_code == 302, response.content.decode()[:3000]
+    endpoint = Endpoint.objects.get()
+    assert sorted(endpoint.event_types) == ["invoice.paid", "ping.sent"]
+    assert endpoint.headers == {"Authorization": "Bearer abc"}
+    # Editing replaces the subscriptions; "*" stands alone.
+    response = admin_client.post(
+        reverse("admin:webhooks_endpoint_change", args=[endpoint.pk]),
+        endpoint_form_data(events=["*", "ping.sent"]))
+    assert response.status_code == 302
+    assert list(Subscription.objects.values_list("event_type", flat=True)) == ["*"]
+    form = admin_client.get(reverse("admin:webhooks_endpoint_change", args=[endpoint.pk]))
+    assert form.context["adminform"].form.initial["events"] == ["*"]
+
+
+def test_endpoint_form_validates_url_headers_and_events(admin_client: Client) -> None:
+    url = reverse("admin:webhooks_endpoint_add")
+    cases = [
+        (endpoint_form_data(url="http://10.0.0.1/hook"), "private, loopback or reserved"),
+        (endpoint_form_data(url="ftp://example.com/x"), "must start with http:// or https://"),
+        (endpoint_form_data(url="not a url"), "Enter a valid URL"),
+        (endpoint_form_data(headers='{"webhook-id": "x"}'), "cannot be replaced"),
+        (endpoint_form_data(headers='{"X-Bad": "a\\nb"}'), "line break"),
+        (endpoint_form_data(events=[]), "This field is required"),
+        (endpoint_form_data(events=["no.such"]), "Select a valid choice"),
+    ]
+    for data, message in cases:
+        response = admin_client.post(url, data)
+        assert response.status_code == 200
+        assert message in response.content.decode(), message
+    assert not Endpoint.objects.exists()
+
+
+def test_endpoint_list_shows_health(admin_client: Client) -> None:
+    endpoint = make_endpoint("https://example.com/health", consecutive_failures=2,
+                             is_active=False, disabled_reason="The endpoint answered 410 Gone.")
+    delivery = make_delivery(make_event(), endpoint)
+    make_attempts(delivery, 3, status_code=200, duration=0.2)
+    make_attempts(delivery, 1, status_code=500, duration=0.4)
+    make_attempts(delivery, 1, status_code=200, duration=9.0, ago=timedelta(hours=30))
+    html = admin_client.get(reverse("admin:webhooks_endpoint_changelist")).content.decode()
+    assert "75.0% (4)" in html
+    assert "200 ms" in html
+    assert "The endpoint answered 410 Gone." in html
+    page = admin_client.get(reverse("admin:webhooks_endpoint_change", args=[endpoint.pk]))
+    html = page.content.decode()
+    assert "<svg" in html and "75.0% succeeded" in html
+    assert "<script" not in chart_svg(hourly_buckets(endpoint.pk))
+
+
+def test_health_median_and_unanswered_attempts() -> None:
+    a = make_endpoint("https://example.com/a")
+    b = make_endpoint("https://example.com/b")
+    c = make_endpoint("https://example.com/c")
+    for endpoint, durations in ((a, [0.1, 0.3, 0.2]), (b, [0.1, 0.2, 0.3, 0.4])):
+        delivery = make_delivery(make_event(), endpoint)
+        for d in durations:
+            make_attempts(delivery, 1, duration=d)
+    make_attempts(make_delivery(make_event(), c), 2, status_code=None, duration=5.0)
+    health = health_by_endpoint([a.pk, b.pk, c.pk])
+    assert health[a.pk].median_latency == pytest.approx(0.2)
+    assert health[b.pk].median_latency == pytest.approx(0.25)
+    assert health[a.pk].success_rate == 1.0
+    assert health[c.pk].attempts == 2 and health[c.pk].success_rate == 0.0
+    assert health[c.pk].median_latency is None
+    assert health_by_endpoint([]) == {}
+
+
+def test_chart_buckets_by_hour() -> None:
+    endpoint = make_endpoint("https://example.com/chart")
+    delivery = make_delivery(make_event(), endpoint)
+    make_attempts(delivery, 2, status_code=200, ago=timedelta(minutes=1))
+    make_attempts(delivery, 1, status_code=503, ago=timedelta(minutes=1))
+    make_attempts(delivery, 1, status_code=200, ago=timedelta(days=3))
+    buckets = hourly_buckets(endpoint.pk)
+    assert len(buckets) == 24
+    assert sum(b.succeeded for b in buckets) == 2
+    assert sum(b.failed for b in buckets) == 1
+    svg = str(chart_svg(buckets))
+    assert "http://" not in svg.replace("http://www.w3.org/2000/svg", "")
+    assert "https://" not in svg
+
+
+# --- secrets ---------------------------------------------------------------------------------
+
+
+def test_secret_never_in_list_or_change_pages(admin_client: Client) -> None:
+    endpoint = make_endpoint("https://example.com/secret")
+    endpoint.rotate_secret()
+    secrets = [endpoint.secret, endpoint.previous_secret]
+    delivery = make_delivery(make_event(), endpoint)
+    make_attempts(delivery, 1)
+    for url in [
+        reverse("admin:webhooks_endpoint_changelist"),
+        reverse("admin:webhooks_endpoint_change", args=[endpoint.pk]),
+        reverse("admin:webhooks_delivery_changelist"),
+        reverse("admin:webhooks_delivery_change", args=[delivery.pk]),
+        reverse("admin:webhooks_deliveryattempt_changelist"),
+        reverse("admin:webhooks_event_changelist"),
+        reverse("admin:webhooks_endpoint_secret", args=[endpoint.pk]),  # GET: asks first
+    ]:
+        html = admin_client.get(url).content.decode()
+        for secret in secrets:
+            assert secret not in html, url
+            assert secret[6:20] not in html, url
+
+
+def test_reveal_secret_is_post_and_logged_without_the_secret(admin_client: Client) -> None:
+    from django.contrib.admin.models import LogEntry
+
+    endpoint = make_endpoint("https://example.com/reveal")
+    url = reverse("admin:webhooks_endpoint_secret", args=[endpoint.pk])
+    response = admin_client.post(url)
+    assert response.status_code == 200
+    assert endpoint.secret in response.content.decode()
+    assert "no-store" in response["Cache-Control"]
+    (entry,) = LogEntry.objects.all()
+    assert "Revealed" in entry.get_change_message()
+    assert endpoint.secret not in entry.change_message
+
+
+def test_rotate_secret_keeps_the_old_one_for_the_grace_period(admin_client: Client) -> None:
+    endpoint = make_endpoint("https://example.com/rotate")
+    old = endpoint.secret
+    url = reverse("admin:webhooks_endpoint_rotate_secret", args=[endpoint.pk])
+    assert admin_client.get(url).status_code == 200
+    response = admin_client.post(url, follow=True)
+    endpoint.refresh_from_db()
+    assert endpoint.secret != old
+    assert endpoint.signing_secrets() == [endpoint.secret, old]
+    (message,) = messages_of(response)
+    assert "keeps signing until" in message
+    assert old not in response.content.decode()
+    assert endpoint.secret not in response.content.decode()
+
+
+def test_view_only_staff_cannot_reveal_or_rotate_or_act() -> None:
+    user = get_user_model().objects.create_user("viewer", password="pw", is_staff=True)
+    user.user_permissions.add(*Permission.objects.filter(
+        codename__in=["view_endpoint", "view_delivery", "view_faileddelivery"]))
+    client = Client()
+    client.force_login(user)
+    endpoint = make_endpoint("https://example.com/viewer")
+    delivery = make_delivery(make_event(), endpoint)
+    assert client.get(reverse("admin:webhooks_endpoint_changelist")).status_code == 200
+    assert client.post(reverse("admin:webhooks_endpoint_secret", args=[endpoint.pk])
+                       ).status_code == 403
+    assert client.post(reverse("admin:webhooks_endpoint_rotate_secret", args=[endpoint.pk])
+                       ).status_code == 403
+    assert client.post(reverse("admin:webhooks_delivery_retry", args=[delivery.pk])
+                       ).status_code == 403
+    page = client.get(reverse("admin:webhooks_delivery_changelist"))
+    assert "retry_now" not in page.content.decode()
+    page = client.get(reverse("admin:webhooks_endpoint_changelist"))
+    assert "send_test" not in page.content.decode()
+
+
+# --- actions ---------------------------------------------------------------------------------
+
+
+def run_action(client: Client, model: str, action: str, objects: list[Any],
+               **extra: Any) -> Any:
+    return client.post(reverse(f"admin:webhooks_{model}_changelist"), {
+        "action": action, "_selected_action": [str(o.pk) for o in objects], **extra,
+    }, follow=True)
+
+
+def test_send_test_event_action_delivers(admin_client: Client, receiver: Receiver,
+                                         django_capture_on_commit_callbacks: Any) -> None:
+    receiver.script("/a", Reply(201, b"created"))
+    a = make_endpoint(receiver.url("/a"), "invoice.paid")
+    b = make_endpoint(receiver.url("/b"), "invoice.paid")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = run_action(admin_client, "endpoint", "send_test", [a, b])
+    assert messages_of(response) == ["Sent a test event to 2 endpoints."]
+    assert len(receiver.wait_for(2)) == 2
+    attempt = DeliveryAttempt.objects.get(delivery__endpoint=a)
+    assert attempt.endpoint_id == a.pk  # recorded with its endpoint
+    assert attempt.status_code == 201 and attempt.response_body == "created"
+    response = run_action(admin_client, "endpoint", "send_test", [a])
+    assert messages_of(response) == ["Sent a test event to 1 endpoint."]
+
+
+def test_enable_and_disable_actions(admin_client: Client) -> None:
+    a = make_endpoint("https://example.com/a")
+    b = make_endpoint("https://example.com/b", is_active=False, disabled_reason="410",
+                      consecutive_failures=7)
+    response = run_action(admin_client, "endpoint", "disable", [a, b])
+    assert messages_of(response) == ["Disabled 1 endpoint."]
+    a.refresh_from_db()
+    assert not a.is_active and a.disabled_reason == "Disabled by staff." and a.disabled_at
+    response = run_action(admin_client, "endpoint", "enable", [a, b])
+    assert messages_of(response) == ["Enabled 2 endpoints."]
+    b.refresh_from_db()
+    assert b.is_active and b.disabled_reason == "" and b.consecutive_failures == 0
+
+
+def test_reenable_through_the_form_clears_the_reason(admin_client: Client) -> None:
+    endpoint = make_endpoint("https://example.com/form", "invoice.paid", is_active=False,
+                             disabled_reason="The endpoint answered 410 Gone.")
+    response = admin_client.post(
+        reverse("admin:webhooks_endpoint_change", args=[endpoint.pk]),
+        endpoint_form_data(url=endpoint.url))
+    assert response.status_code == 302
+    endpoint.refresh_from_db()
+    assert endpoint.is_active and endpoint.disabled_reason == ""
+
+
+def test_retry_failed_deliveries_action(admin_client: Client, enqueued: list[Any],
+                                        django_capture_on_commit_callbacks: Any) -> None:
+    a = make_endpoint("https://example.com/a")
+    b = make_endpoint("https://example.com/b")
+    make_delivery(make_event(), a, status=Status.FAILED)
+    make_delivery(make_event(), a, status=Status.FAILED)
+    make_delivery(make_event(), a, status=Status.SUCCEEDED)
+    make_delivery(make_event(), b, status=Status.FAILED)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = run_action(admin_client, "endpoint", "retry_failed", [a])
+    assert messages_of(response) == ["Queued 2 failed deliveries for retry."]
+    assert Delivery.objects.filter(status=Status.PENDING).count() == 2
+    assert ("drain", ()) in enqueued
+    response = run_action(admin_client, "endpoint", "retry_failed", [b])
+    assert messages_of(response) == ["Queued 1 failed delivery for retry."]
+
+
+def test_replay_action_asks_for_a_time_then_replays(admin_client: Client,
+                                                   enqueued: list[Any]) -> None:
+    endpoint = make_endpoint("https://example.com/replay", "invoice.paid")
+    old = make_delivery(make_event(), endpoint, status=Status.FAILED)
+    Delivery.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=2))
+    make_delivery(make_event(), endpoint, status=Status.FAILED)
+    make_event()  # missed: no delivery for this endpoint
+    page = run_action(admin_client, "endpoint", "replay_since", [endpoint])
+    html = page.content.decode()
+    assert page.templates[0].name == "admin/webhooks/endpoint/replay.html"
+    assert 'name="since"' in html and endpoint.url in html
+    since = timezone.localtime() - timedelta(hours=1)
+    response = run_action(admin_client, "endpoint", "replay_since", [endpoint], apply="yes",
+                          since=since.strftime("%Y-%m-%dT%H:%M"))
+    assert messages_of(response) == [
+        "Replayed 1 endpoint: 1 failed deliveries retried, 1 missed events queued."]
+    assert Delivery.objects.get(pk=old.pk).status == Status.FAILED  # before "since"
+    # Too far back: the form says so and nothing happens.
+    too_old = timezone.localtime() - timedelta(days=30)
+    response = run_action(admin_client, "endpoint", "replay_since", [endpoint], apply="yes",
+                          since=too_old.strftime("%Y-%m-%dT%H:%M"))
+    assert "hours at most" in response.content.decode()
+
+
+def test_retry_now_action_and_button(admin_client: Client, enqueued: list[Any]) -> None:
+    endpoint = make_endpoint("https://example.com/retry")
+    a = make_delivery(make_event(), endpoint, status=Status.FAILED)
+    b = make_delivery(make_event(), endpoint, status=Status.SUCCEEDED)
+    response = run_action(admin_client, "delivery", "retry_now", [a, b])
+    assert messages_of(response) == ["Queued 2 deliveries for retry."]
+    Delivery.objects.update(status=Status.FAILED)
+    response = run_action(admin_client, "faileddelivery", "retry_now", [a])
+    assert messages_of(response) == ["Queued 1 delivery for retry."]
+    response = admin_client.post(reverse("admin:webhooks_delivery_retry", args=[b.pk]),
+                                 follow=True)
+    assert messages_of(response) == ["The delivery was queued for retry."]
+    assert admin_client.get(reverse("admin:webhooks_delivery_retry", args=[b.pk])
+                            ).status_code == 403
+
+
+def test_public_ids_in_lists_are_ours() -> None:
+    delivery = make_delivery(make_event(), make_endpoint("https://example.com/ids"))
+    assert re.fullmatch(r"dlv_[0-9A-Z]{26}", delivery.public_id)
+    assert ids.from_public("dlv", delivery.public_id) == delivery.pk
