@@ -117,3 +117,15 @@ def test_django_q_must_be_installed(settings: Any) -> None:
 @pytest.mark.django_db
 def test_migrations_are_complete() -> None:
     call_command("makemigrations", "webhooks", "--check", "--dry-run", verbosity=0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_migrating_webhooks_before_django_q_does_not_crash() -> None:
+    from django.db import connection
+    from django_q.models import Schedule
+
+    call_command("migrate", "django_q", "zero", verbosity=0)
+    assert Schedule._meta.db_table not in connection.introspection.table_names()
+    call_command("migrate", "webhooks", verbosity=0)  # post_migrate runs; no schedule table
+    call_command("migrate", verbosity=0)
+    assert Schedule.objects.filter(name="webhooks.sweep").exists()

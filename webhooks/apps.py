@@ -24,10 +24,18 @@ class WebhooksConfig(AppConfig):
 
 
 def _ensure_schedule(using: str = "default", **kwargs: Any) -> None:
+    """Set up the sweep's schedule once django-q2's tables exist in this database."""
     from django.apps import apps
+    from django.db import connections, router
 
     if not apps.is_installed("django_q"):
         return
+    from django_q.models import Schedule
+
+    if not router.allow_migrate_model(using, Schedule):
+        return
+    if Schedule._meta.db_table not in connections[using].introspection.table_names():
+        return  # a partial migrate (webhooks before django_q): the next full one does it
     from webhooks.tasks import ensure_schedule
 
-    ensure_schedule()
+    ensure_schedule(using)

@@ -265,7 +265,7 @@ class Delivery(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.event_id} → {self.endpoint_id}"
+        return self.public_id
 
     @property
     def public_id(self) -> str:

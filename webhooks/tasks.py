@@ -118,7 +118,7 @@ def sweep() -> None:
     drain()
 
 
-def ensure_schedule(**kwargs: Any) -> None:
+def ensure_schedule(using: str = "default") -> None:
     """Create or update the sweep's django-q2 schedule (idempotent; run after ``migrate``)."""
     defaults = {
         "func": "webhooks.tasks.sweep",
@@ -127,12 +127,13 @@ def ensure_schedule(**kwargs: Any) -> None:
         "repeats": -1,
         "cluster": conf.TASK_CLUSTER,
     }
-    existing = Schedule.objects.filter(name=SWEEP_SCHEDULE_NAME).first()
+    schedules = Schedule.objects.using(using)
+    existing = schedules.filter(name=SWEEP_SCHEDULE_NAME).first()
     if existing is None:
-        Schedule.objects.create(name=SWEEP_SCHEDULE_NAME, next_run=timezone.now(), **defaults)
+        schedules.create(name=SWEEP_SCHEDULE_NAME, next_run=timezone.now(), **defaults)
         return
     changed = [k for k, v in defaults.items() if getattr(existing, k) != v]
     if changed:
         for key in changed:
             setattr(existing, key, defaults[key])
-        existing.save(update_fields=changed)
+        existing.save(using=using, update_fields=changed)
