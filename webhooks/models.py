@@ -367,3 +367,27 @@ class DispatchToken(models.Model):
     def release(cls, using: str) -> None:
         """Delete the token: from now on a commit asks for a new dispatch."""
         cls.objects.using(using).filter(id=1).delete()
+
+
+class ReceivedWebhook(models.Model):
+    """A ``webhook-id`` a :func:`webhooks.receiving.webhook_receiver` view has handled."""
+
+    webhook_id = models.CharField(_("webhook id"), max_length=255, unique=True)
+    received_at = models.DateTimeField(_("received"), default=timezone.now)
+    expires_at = models.DateTimeField(_("forgotten after"), db_index=True)
+
+    class Meta:
+        verbose_name = _("received webhook")
+        verbose_name_plural = _("received webhooks")
+
+    def __str__(self) -> str:
+        return self.webhook_id
+
+    @classmethod
+    def forget_expired(cls, limit: int = 100) -> int:
+        """Delete up to ``limit`` expired ids (cheap enough to run on every request)."""
+        stale = list(cls.objects.filter(expires_at__lt=timezone.now())
+                     .values_list("pk", flat=True)[:limit])
+        if not stale:
+            return 0
+        return int(cls.objects.filter(pk__in=stale).delete()[0])
