@@ -9,10 +9,13 @@ Read from the environment (django-environ), with defaults that work on a laptop:
 
 from __future__ import annotations
 
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
 import environ
+
+import webhooks
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
@@ -34,6 +37,11 @@ INSTALLED_APPS = [
     "example_project.shop",
     "example_project.receiver",
 ]
+# The OpenAPI schema and its Swagger UI / Redoc pages (from local static files, no CDN).
+HAS_SCHEMA = find_spec("drf_spectacular") is not None and \
+    find_spec("drf_spectacular_sidecar") is not None
+if HAS_SCHEMA:
+    INSTALLED_APPS += ["drf_spectacular", "drf_spectacular_sidecar"]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -127,6 +135,33 @@ WEBHOOKS = {
     # Endpoint secrets and custom headers are encrypted at rest. In production the keys come
     # from the environment; the demo makes its own development key once, in var/.
     "ENCRYPTION_KEYS": env.list("WEBHOOKS_ENCRYPTION_KEYS", default=[]) or [_dev_key()],
+}
+
+# --- the REST API (webhooks.api) ---------------------------------------------------------------
+
+REST_FRAMEWORK: dict[str, Any] = {
+    # The webhooks API uses whatever the site configured. The demo takes sessions (the
+    # browsable API and Swagger UI after logging in to the admin) and HTTP Basic (curl, see
+    # docs/api.md); a real site would rather use tokens (TokenAuthentication, OAuth, ...).
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.BasicAuthentication",
+    ],
+    # Scopes of the webhooks API: every request, and the ones that send (test/replay/retry).
+    # These are the defaults; set a scope to None to switch it off.
+    "DEFAULT_THROTTLE_RATES": {"webhooks": "120/minute", "webhooks_send": "10/minute"},
+}
+if HAS_SCHEMA:
+    REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "drf_spectacular.openapi.AutoSchema"
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Demo shop: webhooks API",
+    "DESCRIPTION": "Register your webhook endpoints, read your delivery log, replay, rotate "
+                   "your signing secret. See docs/api.md.",
+    "VERSION": webhooks.__version__,
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- the rest ----------------------------------------------------------------------------------

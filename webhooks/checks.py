@@ -80,6 +80,9 @@ VALIDATORS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "SWEEP_INTERVAL": (_positive_int, "a positive whole number of minutes"),
     "TASK_CLUSTER": (lambda v: v is None or (isinstance(v, str) and bool(v)),
                      "None or the name of a django-q2 cluster"),
+    "API_PERMISSION_CLASSES": (_str_list, "a list of dotted paths of DRF permission classes"),
+    "EVENT_EXAMPLES": (lambda v: isinstance(v, Mapping) and all(isinstance(k, str) for k in v),
+                       "a dict of event type to example data"),
 }
 assert set(VALIDATORS) == set(DEFAULTS)  # noqa: S101 - a table kept in step with DEFAULTS
 

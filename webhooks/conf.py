@@ -63,6 +63,12 @@ DEFAULTS: dict[str, Any] = {
     "SWEEP_INTERVAL": 1,
     # Name of the django-q2 cluster that runs our tasks (None: the default cluster).
     "TASK_CLUSTER": None,
+    # REST API (webhooks.api): DRF permission classes (dotted paths) of every API view.
+    # Whatever they say, the API only ever shows a user their own objects.
+    "API_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # REST API: example ``data`` per event type for the event-types catalog, for custom
+    # events (model events get theirs from their serializer): {"invoice.paid": {...}}.
+    "EVENT_EXAMPLES": {},
 }
 
 
@@ -189,6 +195,14 @@ class WebhooksSettings:
     @property
     def TASK_CLUSTER(self) -> str | None:
         return self.get("TASK_CLUSTER")
+
+    @property
+    def API_PERMISSION_CLASSES(self) -> Sequence[str]:
+        return self.get("API_PERMISSION_CLASSES") or []
+
+    @property
+    def EVENT_EXAMPLES(self) -> Mapping[str, Any]:
+        return self.get("EVENT_EXAMPLES") or {}
 
     @property
     def max_task_seconds(self) -> float:

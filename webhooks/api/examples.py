@@ -1,0 +1,123 @@
+"""Example payloads for the event-type catalog, built from the serializers that build the
+real ones, so that an example never drifts from what receivers get."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.db.models import UUIDField as UUIDModelField
+from rest_framework import fields as f
+from rest_framework import relations, serializers
+
+from webhooks.conf import webhooks_settings
+from webhooks.events import TEST_EVENT_TYPE, Catalog, EventType, build_payload
+
+logger = logging.getLogger("webhooks")
+
+#: Fixed id and time of every example, so that examples are stable (and cacheable).
+EXAMPLE_EVENT_ID = uuid.UUID("01890a5d-ac96-774b-bcce-b302099a8057")
+EXAMPLE_TIME = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
+#: How deep nested serializers are expanded (a self-referencing serializer must end).
+MAX_DEPTH = 4
+
+
+def example_body(event_type: EventType, catalog: Catalog) -> dict[str, Any]:
+    """The whole body a receiver gets for ``event_type``: ``{"id", "type", "timestamp",
+    "data"}`` with placeholder values."""
+    body = build_payload(EXAMPLE_EVENT_ID, event_type.name, EXAMPLE_TIME,
+                         example_data(event_type, catalog))
+    result: dict[str, Any] = json.loads(body)
+    return result
+
+
+def example_data(event_type: EventType, catalog: Catalog) -> Any:
+    """``data`` of an example: from ``EVENT_EXAMPLES`` when the site gave one, else from the
+    model's serializer, else ``{}`` (a custom event whose shape only its code knows)."""
+    configured = webhooks_settings.EVENT_EXAMPLES
+    if event_type.name in configured:
+        return configured[event_type.name]
+    if event_type.name == TEST_EVENT_TYPE:
+        return {"endpoint_id": str(EXAMPLE_EVENT_ID), "message": "This is a test webhook."}
+    if event_type.model:
+        for config in catalog.models.values():
+            if config.label == event_type.model:
+                try:
+                    return serializer_example(config.serializer_class())
+                except Exception:  # a site's serializer may need what it does not have here
+                    logger.warning("No example for %s: its serializer failed.",
+                                   event_type.name, exc_info=True)
+                    return {}
+    return {}
+
+
+def serializer_example(serializer: serializers.BaseSerializer[Any], depth: int = 0) -> Any:
+    """Placeholder output of ``serializer``: its readable fields, each with a value of its
+    type (the keys are exactly those the serializer writes)."""
+    if isinstance(serializer, serializers.ListSerializer):
+        return [serializer_example(serializer.child, depth + 1)]  # type: ignore[arg-type]
+    if not isinstance(serializer, serializers.Serializer) or depth > MAX_DEPTH:
+        return {}
+    return {
+        name: field_example(field, depth)
+        for name, field in serializer.fields.items()
+        if not field.write_only
+    }
+
+
+_TYPED: list[tuple[type[f.Field], Any]] = [
+    (f.DecimalField, Decimal("10")),
+    (f.DateTimeField, EXAMPLE_TIME),
+    (f.DateField, EXAMPLE_TIME.date()),
+    (f.TimeField, EXAMPLE_TIME.time()),
+    (f.DurationField, timedelta(hours=1)),
+]
+_SIMPLE: list[tuple[type[f.Field], Any]] = [
+    (f.BooleanField, True),
+    (f.EmailField, "user@example.com"),
+    (f.URLField, "https://example.com/"),
+    (f.UUIDField, "9c5b94b1-35ad-49bb-b118-8e8fc24abf80"),
+    (f.SlugField, "example"),
+    (f.IPAddressField, "192.0.2.1"),
+    (f.IntegerField, 1),
+    (f.FloatField, 1.5),
+    (f.JSONField, {}),
+    (f.DictField, {}),
+    (f.HStoreField, {}),
+    (f.SerializerMethodField, None),
+    (f.CharField, "string"),
+]
+
+
+def field_example(field: f.Field[Any, Any, Any, Any], depth: int) -> Any:
+    """A placeholder value for one serializer field, as the field would render it."""
+    if isinstance(field, serializers.BaseSerializer):
+        return serializer_example(field, depth + 1)
+    if isinstance(field, relations.ManyRelatedField):
+        return [field_example(field.child_relation, depth)]
+    if isinstance(field, relations.HyperlinkedRelatedField):
+        return "https://example.com/"
+    if isinstance(field, relations.SlugRelatedField | relations.StringRelatedField):
+        return "string"
+    if isinstance(field, relations.RelatedField):
+        queryset = getattr(field, "queryset", None)
+        pk = queryset.model._meta.pk if queryset is not None else None
+        return "9c5b94b1-35ad-49bb-b118-8e8fc24abf80" if isinstance(pk, UUIDModelField) else 1
+    if isinstance(field, f.ChoiceField):
+        choices = list(field.choices)
+        return choices[0] if choices else None
+    if isinstance(field, f.ListField):
+        return [field_example(field.child, depth)]
+    for kind, typed in _TYPED:
+        if isinstance(field, kind):
+            return field.to_representation(typed)  # rendered the way the field renders it
+    for kind, value in _SIMPLE:
+        if isinstance(field, kind):
+            return value
+    if isinstance(field, f.ReadOnlyField):
+        return "string"
+    return None

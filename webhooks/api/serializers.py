@@ -1,0 +1,342 @@
+"""Serializers of the REST API: every field is declared, and none of them is the owner."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import router, transaction
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+from rest_framework import serializers
+
+from webhooks.conf import MAX_ROTATION_GRACE
+from webhooks.events import TEST_EVENT_TYPE, get_catalog
+from webhooks.models import WILDCARD, Delivery, DeliveryAttempt, Endpoint, Subscription
+from webhooks.validators import header_errors, validate_endpoint_url
+
+from .schema import extend_schema_field
+
+#: Largest ``rate_limit`` (deliveries per second) an endpoint may ask for.
+MAX_RATE_LIMIT = 10_000
+
+
+def subscribable_types(wildcard: bool = True) -> list[str]:
+    """Every type of the catalog but the test event (sent on request only), and ``"*"``."""
+    names = sorted(name for name in get_catalog().types if name != TEST_EVENT_TYPE)
+    return [WILDCARD, *names] if wildcard else names
+
+
+class EventTypeField(serializers.ChoiceField):
+    """An event type of the catalog, or ``"*"``; the choices are read from the settings every
+    time a serializer is built, so the schema lists them as an enum."""
+
+    default_error_messages = {
+        "invalid_choice": _('"{input}" is not an event type of this site. See event-types/.'),
+    }
+
+    def __init__(self, *, wildcard: bool = True, **kwargs: Any) -> None:
+        kwargs.pop("choices", None)
+        super().__init__(choices=subscribable_types(wildcard), **kwargs)
+
+
+@extend_schema_field({
+    "type": "object",
+    "additionalProperties": {"type": "string"},
+    "description": "Extra HTTP headers sent with every delivery (names to values).",
+    "example": {"Authorization": "Bearer 3f1c…"},
+})
+class HeadersField(serializers.Field):
+    """Custom headers: a JSON object of header names to string values, validated like the
+    admin validates them (names, reserved names, values, count and lengths)."""
+
+    def to_internal_value(self, data: Any) -> dict[str, str]:
+        errors = header_errors(data)
+        if errors:
+            raise serializers.ValidationError(errors, code="invalid_headers")
+        return dict(data)
+
+    def to_representation(self, value: Any) -> dict[str, str]:
+        return dict(value or {})
+
+
+class EndpointSerializer(serializers.ModelSerializer):
+    """An endpoint of the requesting user. The owner is never a field: it is the user."""
+
+    id = serializers.UUIDField(read_only=True)
+    url = serializers.URLField(
+        max_length=2048, validators=[validate_endpoint_url],
+        help_text=_("Where deliveries are POSTed: a public http(s) URL."),
+    )
+    description = serializers.CharField(max_length=255, allow_blank=True, required=False,
+                                        default="")
+    events = serializers.ListField(
+        source="event_types", child=EventTypeField(), allow_empty=False, max_length=200,
+        help_text=_('Event types this endpoint receives; "*" stands for all of them.'),
+    )
+    is_active = serializers.BooleanField(
+        required=False, default=True,
+        help_text=_("Turn deliveries off or on. Switching an endpoint on clears why it was "
+                    "disabled."),
+    )
+    headers = HeadersField(required=False, default=dict)
+    rate_limit = serializers.IntegerField(
+        min_value=1, max_value=MAX_RATE_LIMIT, allow_null=True, required=False, default=None,
+        help_text=_("Most deliveries per second to this endpoint; null: no limit."),
+    )
+    created_at = serializers.DateTimeField(read_only=True)
+    disabled_reason = serializers.CharField(
+        read_only=True, help_text=_("Why the endpoint was disabled (empty when active)."))
+    disabled_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    last_success_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    last_failure_at = serializers.DateTimeField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = Endpoint
+        fields = ["id", "url", "description", "events", "is_active", "headers", "rate_limit",
+                  "created_at", "disabled_reason", "disabled_at", "last_success_at",
+                  "last_failure_at"]
+
+    def to_representation(self, instance: Endpoint) -> dict[str, Any]:
+        data = super().to_representation(instance)
+        data["events"] = sorted(data["events"])  # the views prefetch the subscriptions
+        return data
+
+    def validate_events(self, value: list[str]) -> list[str]:
+        return sorted(set(value))
+
+    def create(self, validated_data: dict[str, Any]) -> Endpoint:
+        return create_endpoint(validated_data.pop("owner"),
+                               validated_data.pop("event_types"), **validated_data)
+
+    def update(self, instance: Endpoint, validated_data: dict[str, Any]) -> Endpoint:
+        """Save only what the request changes: the delivery engine updates the health fields
+        of the same row concurrently, and a full save would write stale values over them."""
+        events = validated_data.pop("event_types", None)
+        active = validated_data.pop("is_active", instance.is_active)
+        changed = {"updated_at", *validated_data}
+        if active and not instance.is_active:
+            instance.is_active = True
+            instance.disabled_reason, instance.disabled_at = "", None
+            instance.failing_since, instance.consecutive_failures = None, 0
+            changed |= {"is_active", "disabled_reason", "disabled_at", "failing_since",
+                        "consecutive_failures"}
+        elif not active and instance.is_active:
+            instance.is_active = False
+            instance.disabled_reason = str(_("Disabled by its owner."))
+            instance.disabled_at = timezone.now()
+            changed |= {"is_active", "disabled_reason", "disabled_at"}
+        for name, value in validated_data.items():
+            setattr(instance, name, value)
+        with transaction.atomic(using=router.db_for_write(Endpoint)):
+            instance.save(update_fields=sorted(changed))
+            if events is not None:
+                set_subscriptions(instance, events)
+        return instance
+
+
+def create_endpoint(owner: Any, events: list[str], **fields: Any) -> Endpoint:
+    """Create an endpoint of ``owner`` subscribed to ``events``, within
+    ``MAX_ENDPOINTS_PER_OWNER`` (checked under a lock on the owner's row, so that concurrent
+    requests cannot both take the last place)."""
+    using = router.db_for_write(Endpoint)
+    with transaction.atomic(using=using):
+        user_model = get_user_model()
+        list(user_model._default_manager.using(using).select_for_update()
+             .filter(pk=owner.pk).values_list("pk"))
+        endpoint = Endpoint(owner=owner, **fields)
+        try:
+            endpoint.clean()
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(serializers.as_serializer_error(exc)) from None
+        endpoint.save(using=using, force_insert=True)
+        set_subscriptions(endpoint, events)
+    return endpoint
+
+
+def set_subscriptions(endpoint: Endpoint, events: list[str]) -> None:
+    """Make ``endpoint`` subscribe to exactly ``events``."""
+    wanted = set(events)
+    current = set(endpoint.subscriptions.values_list("event_type", flat=True)) \
+        if not endpoint._state.adding else set()
+    if current - wanted:
+        endpoint.subscriptions.filter(event_type__in=current - wanted).delete()
+    Subscription.objects.bulk_create(
+        [Subscription(endpoint=endpoint, event_type=name) for name in sorted(wanted - current)]
+    )
+    endpoint._prefetched_objects_cache = {}  # type: ignore[attr-defined]
+
+
+class SecretSerializer(serializers.Serializer):
+    secret = serializers.CharField(
+        read_only=True, help_text=_("The current signing secret, whsec_…: verify "
+                                    "signatures with any Standard Webhooks library."))
+
+
+class RotateSecretSerializer(serializers.Serializer):
+    grace_period = serializers.IntegerField(
+        min_value=0, max_value=MAX_ROTATION_GRACE, required=False, allow_null=True,
+        help_text=_("Seconds the old secret keeps signing next to the new one (at most 7 "
+                    "days). Default: the site's SECRET_ROTATION_GRACE."),
+    )
+
+
+class RotatedSecretSerializer(serializers.Serializer):
+    secret = serializers.CharField(read_only=True, help_text=_("The new signing secret."))
+    previous_secret_expires_at = serializers.DateTimeField(
+        read_only=True, allow_null=True,
+        help_text=_("Until when deliveries are also signed with the old secret."))
+
+
+class ReplaySerializer(serializers.Serializer):
+    since = serializers.DateTimeField(
+        help_text=_("Re-send what failed or was missed since this time (at most the site's "
+                    "REPLAY_WINDOW ago, 14 days by default)."))
+
+
+class ReplayResultSerializer(serializers.Serializer):
+    retried = serializers.IntegerField(read_only=True,
+                                       help_text=_("Failed deliveries made due again."))
+    added = serializers.IntegerField(read_only=True,
+                                     help_text=_("Missed events given a new delivery."))
+
+
+class DeliveryEventSerializer(serializers.Serializer):
+    id = serializers.CharField(source="public_id", read_only=True,
+                               help_text=_("The webhook-id receivers see: evt_…"))
+    type = serializers.CharField(read_only=True)
+    created_at = serializers.DateTimeField(read_only=True)
+
+
+class DeliverySerializer(serializers.ModelSerializer):
+    """One event to one endpoint, and where its delivery stands."""
+
+    id = serializers.UUIDField(read_only=True)
+    endpoint = serializers.UUIDField(source="endpoint_id", read_only=True)
+    event = DeliveryEventSerializer(read_only=True)
+    status = serializers.ChoiceField(choices=Delivery.Status.choices, read_only=True)
+    attempts = serializers.IntegerField(read_only=True)
+    next_attempt_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    last_attempt_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    last_status_code = serializers.IntegerField(read_only=True, allow_null=True)
+    last_error = serializers.CharField(read_only=True)
+    created_at = serializers.DateTimeField(read_only=True)
+
+    class Meta:
+        model = Delivery
+        fields = ["id", "endpoint", "event", "status", "attempts", "next_attempt_at",
+                  "last_attempt_at", "last_status_code", "last_error", "created_at"]
+
+
+class DeliveryAttemptSerializer(serializers.ModelSerializer):
+    """One HTTP request of a delivery and what came back."""
+
+    id = serializers.UUIDField(read_only=True)
+    number = serializers.IntegerField(read_only=True)
+    created_at = serializers.DateTimeField(read_only=True)
+    url = serializers.CharField(read_only=True)
+    request_headers = serializers.DictField(child=serializers.CharField(), read_only=True)
+    status_code = serializers.IntegerField(read_only=True, allow_null=True)
+    response_headers = serializers.DictField(child=serializers.CharField(), read_only=True)
+    response_body = serializers.CharField(read_only=True)
+    duration = serializers.FloatField(read_only=True, help_text=_("Seconds."))
+    error_class = serializers.CharField(read_only=True)
+    error = serializers.CharField(read_only=True)
+    succeeded = serializers.BooleanField(read_only=True)
+
+    class Meta:
+        model = DeliveryAttempt
+        fields = ["id", "number", "created_at", "url", "request_headers", "status_code",
+                  "response_headers", "response_body", "duration", "error_class", "error",
+                  "succeeded"]
+
+
+class EventBodySerializer(serializers.Serializer):
+    """The JSON body of a webhook, as receivers get it."""
+
+    id = serializers.CharField(read_only=True, help_text=_("evt_…, also the webhook-id "
+                                                           "header: deduplicate on it."))
+    type = serializers.CharField(read_only=True)
+    timestamp = serializers.CharField(read_only=True, help_text=_("ISO 8601, UTC."))
+    # A declared field (the metaclass takes it out of the class), not Serializer.data.
+    data = serializers.JSONField(  # type: ignore[assignment]
+        read_only=True, help_text=_("What the event is about."))
+
+
+@extend_schema_field(EventBodySerializer(allow_null=True))
+class PayloadField(serializers.Field):
+    """The stored body (a JSON string) as an object; null when it could not be built."""
+
+    def to_representation(self, value: str) -> Any:
+        return json.loads(value) if value else None
+
+
+class DeliveryDetailSerializer(DeliverySerializer):
+    """A delivery with the body it sends and every attempt, oldest first."""
+
+    payload = PayloadField(source="event.payload", read_only=True)
+    attempt_log = DeliveryAttemptSerializer(many=True, read_only=True)
+
+    class Meta(DeliverySerializer.Meta):
+        fields = [*DeliverySerializer.Meta.fields, "payload", "attempt_log"]
+
+
+class EventTypeSerializer(serializers.Serializer):
+    type = serializers.CharField(read_only=True, help_text=_("The event type, e.g. "
+                                                             "order.created."))
+    description = serializers.CharField(read_only=True)
+    example = EventBodySerializer(read_only=True, help_text=_(
+        "An example body; data is built from the serializer that builds the real one."))
+
+
+class ZapierSubscribeSerializer(serializers.Serializer):
+    """Zapier REST Hooks subscribe body: ``target_url`` (or ``hookUrl``) and ``event``."""
+
+    target_url = serializers.URLField(max_length=2048, validators=[validate_endpoint_url],
+                                      required=False)
+    hookUrl = serializers.URLField(
+        max_length=2048, validators=[validate_endpoint_url], required=False,
+        help_text=_("Same as target_url (the name Zapier's newer templates use)."))
+    event = EventTypeField(wildcard=False, help_text=_("The event type this hook receives."))
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        urls = {attrs[k] for k in ("target_url", "hookUrl") if attrs.get(k)}
+        if len(urls) != 1:
+            raise serializers.ValidationError(
+                {"target_url": [_("Give the URL to deliver to as target_url (or hookUrl).")
+                                if not urls else _("target_url and hookUrl differ.")]},
+                code="target_url")
+        attrs["url"] = urls.pop()
+        return attrs
+
+
+class ZapierSubscriptionSerializer(serializers.Serializer):
+    id = serializers.UUIDField(read_only=True, help_text=_("Keep it to unsubscribe."))
+    target_url = serializers.CharField(source="url", read_only=True)
+    event = serializers.SerializerMethodField()
+
+    def get_event(self, obj: Endpoint) -> str:
+        types = obj.event_types
+        return types[0] if types else ""
+
+
+class ZapierSampleSerializer(serializers.Serializer):
+    event = EventTypeField(wildcard=False, help_text=_("The event type to show samples of."))
+
+
+class ZapierUnsubscribeSerializer(serializers.Serializer):
+    id = serializers.UUIDField(required=False, help_text=_("The id subscribe returned."))
+    target_url = serializers.CharField(max_length=2048, required=False)
+    hookUrl = serializers.CharField(max_length=2048, required=False)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if not any(attrs.get(k) for k in ("id", "target_url", "hookUrl")):
+            raise serializers.ValidationError(
+                {"id": [_("Give the subscription's id, or its target_url.")]}, code="required")
+        return attrs
+
+
+class ErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField(read_only=True)

@@ -1,0 +1,305 @@
+"""Views of the REST API. Every queryset is the requesting user's own, so another user's
+object is a 404 on every route; the owner is set from the request, never from the body."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.db.models import Prefetch, QuerySet
+from django.utils.translation import gettext_lazy as _
+from rest_framework import exceptions, mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.pagination import BasePagination
+from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.serializers import BaseSerializer
+from rest_framework.throttling import BaseThrottle
+
+from webhooks.emit import replay, retry_deliveries, send_test_event
+from webhooks.events import get_catalog
+from webhooks.models import Delivery, DeliveryAttempt, Endpoint, Event, Subscription
+
+from . import serializers as s
+from .examples import example_body
+from .filters import DeliveryFilter, DeliveryFilterSerializer, WebhooksPagination
+from .permissions import configured_permissions
+from .schema import (
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+    view_schema,
+)
+from .throttling import WebhooksSendThrottle, WebhooksThrottle
+
+#: Actions that make us send HTTP requests: they also count against ``webhooks_send``.
+SEND_ACTIONS = frozenset({"test", "replay", "retry"})
+
+
+class EndpointDisabled(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = _("The endpoint is disabled: enable it (is_active: true) first.")
+    default_code = "endpoint_disabled"
+
+
+class DeliveryInProgress(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = _("A worker is sending this delivery right now; try again later.")
+    default_code = "delivery_in_progress"
+
+
+def _errors(*codes: int) -> dict[int, Any]:
+    """Error answers for the schema: every route may answer 401/403 (authentication and
+    permissions are the site's) and 429 (throttled); ``codes`` adds more."""
+    described = {
+        400: OpenApiResponse(description=_("Invalid input: an object of field names (or "
+                                           "non_field_errors) to lists of messages.")),
+        404: OpenApiResponse(s.ErrorSerializer, description=_("Not found (or not yours).")),
+        409: OpenApiResponse(s.ErrorSerializer, description=_("Not possible in this state.")),
+    }
+    answers = {
+        401: OpenApiResponse(s.ErrorSerializer, description=_("Not authenticated.")),
+        403: OpenApiResponse(s.ErrorSerializer, description=_("Not allowed.")),
+        429: OpenApiResponse(s.ErrorSerializer, description=_("Throttled.")),
+    }
+    answers.update({code: described[code] for code in codes})
+    return answers
+
+
+class WebhooksAPIView(viewsets.GenericViewSet):
+    """What every view of the API shares: settings-driven permissions, our throttles on top
+    of the site's, cursor pagination. Authentication is the site's DRF default."""
+
+    pagination_class: type[BasePagination] | None = WebhooksPagination
+    schema = view_schema()
+    # Any id reaches the view, which answers a JSON 404 for one that is not a UUID of yours.
+    lookup_value_regex = "[^/]+"
+
+    def get_permissions(self) -> list[BasePermission]:
+        return configured_permissions()
+
+    def get_throttles(self) -> list[BaseThrottle]:
+        throttles = [*super().get_throttles(), WebhooksThrottle()]
+        if getattr(self, "action", None) in SEND_ACTIONS:
+            throttles.append(WebhooksSendThrottle())
+        return throttles
+
+    def endpoints(self) -> QuerySet[Endpoint]:
+        """The requesting user's endpoints, and only theirs (staff included)."""
+        return Endpoint.objects.filter(owner_id=self.request.user.pk)
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List your endpoints", responses={
+        200: s.EndpointSerializer(many=True), **_errors(404)}),
+    create=extend_schema(summary="Create an endpoint", responses={
+        201: s.EndpointSerializer, **_errors(400)}),
+    retrieve=extend_schema(summary="Read an endpoint", responses={
+        200: s.EndpointSerializer, **_errors(404)}),
+    update=extend_schema(summary="Replace an endpoint", responses={
+        200: s.EndpointSerializer, **_errors(400, 404)}),
+    partial_update=extend_schema(summary="Change an endpoint", responses={
+        200: s.EndpointSerializer, **_errors(400, 404)}),
+    destroy=extend_schema(summary="Delete an endpoint", responses={
+        204: None, **_errors(404)}),
+)
+class EndpointViewSet(mixins.ListModelMixin, mixins.CreateModelMixin,
+                      mixins.RetrieveModelMixin, mixins.UpdateModelMixin,
+                      mixins.DestroyModelMixin, WebhooksAPIView):
+    """Your webhook endpoints: the URLs you receive events at, and what they receive."""
+
+    serializer_class = s.EndpointSerializer
+    queryset = Endpoint.objects.none()  # for the schema; get_queryset() is what counts
+
+    def get_queryset(self) -> QuerySet[Endpoint]:
+        return self.endpoints().prefetch_related(
+            Prefetch("subscriptions", queryset=Subscription.objects.only(
+                "endpoint_id", "event_type"))
+        )
+
+    def perform_create(self, serializer: BaseSerializer[Any]) -> None:
+        serializer.save(owner=self.request.user)
+
+    @extend_schema(summary="Read the signing secret", request=None,
+                   responses={200: s.SecretSerializer, **_errors(404)})
+    @action(detail=True, methods=["get"])
+    def secret(self, request: Request, pk: Any = None) -> Response:
+        endpoint = self.get_object()
+        return _no_store(Response(s.SecretSerializer({"secret": endpoint.secret}).data))
+
+    @extend_schema(summary="Rotate the signing secret", request=s.RotateSecretSerializer,
+                   responses={200: s.RotatedSecretSerializer, **_errors(400, 404)})
+    @action(detail=True, methods=["post"], url_path="rotate-secret",
+            url_name="rotate-secret")
+    def rotate_secret(self, request: Request, pk: Any = None) -> Response:
+        endpoint = self.get_object()
+        params = s.RotateSecretSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        grace = params.validated_data.get("grace_period")
+        endpoint.rotate_secret(None if grace is None else timedelta(seconds=grace))
+        return _no_store(Response(s.RotatedSecretSerializer(endpoint).data))
+
+    @extend_schema(
+        summary="Send a test event", request=None,
+        description="Sends a webhook.test event to this endpoint alone, whatever it "
+                    "subscribes to. Answers with the delivery, to follow in deliveries/.",
+        responses={202: s.DeliverySerializer, **_errors(404, 409)})
+    @action(detail=True, methods=["post"])
+    def test(self, request: Request, pk: Any = None) -> Response:
+        endpoint = self.get_object()
+        if not endpoint.is_active:
+            raise EndpointDisabled
+        delivery = send_test_event(endpoint)
+        return Response(s.DeliverySerializer(delivery).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(
+        summary="Replay failed and missed events", request=s.ReplaySerializer,
+        description="Failed deliveries created since `since` are tried again now, and events "
+                    "the endpoint should have received since then but did not (it was "
+                    "disabled, or subscribed later) are sent.",
+        responses={202: s.ReplayResultSerializer, **_errors(400, 404, 409)})
+    @action(detail=True, methods=["post"])
+    def replay(self, request: Request, pk: Any = None) -> Response:
+        endpoint = self.get_object()
+        params = s.ReplaySerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        if not endpoint.is_active:
+            raise EndpointDisabled
+        try:
+            retried, added = replay(endpoint, params.validated_data["since"])
+        except ValueError as exc:
+            raise exceptions.ValidationError({"since": [str(exc)]}, code="too_old") from None
+        data = s.ReplayResultSerializer({"retried": retried, "added": added}).data
+        return Response(data, status=status.HTTP_202_ACCEPTED)
+
+
+def _no_store(response: Response) -> Response:
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List deliveries", parameters=[DeliveryFilterSerializer],
+                       responses={200: s.DeliverySerializer(many=True), **_errors(400, 404)}),
+    retrieve=extend_schema(summary="Read a delivery with its attempts",
+                           responses={200: s.DeliveryDetailSerializer, **_errors(404)}),
+)
+class DeliveryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, WebhooksAPIView):
+    """The delivery log of your endpoints: one delivery per event and endpoint."""
+
+    queryset = Delivery.objects.none()
+    filter_backends = [DeliveryFilter]
+
+    def get_queryset(self) -> QuerySet[Delivery]:
+        deliveries = Delivery.objects.filter(endpoint__owner_id=self.request.user.pk)
+        if getattr(self, "action", None) == "retrieve":
+            return deliveries.select_related("event").prefetch_related(
+                Prefetch("attempt_log", queryset=DeliveryAttempt.objects.order_by("number")))
+        # The list never shows bodies: leave the (large) payload in the database.
+        return deliveries.select_related("event").defer("event__payload", "event__error")
+
+    def get_serializer_class(self) -> type[BaseSerializer[Any]]:
+        if getattr(self, "action", None) == "retrieve":
+            return s.DeliveryDetailSerializer
+        return s.DeliverySerializer
+
+    @extend_schema(
+        summary="Retry a delivery now", request=None,
+        description="A finished delivery (failed or succeeded) gets one more attempt; a "
+                    "pending one waiting for its next retry is brought forward.",
+        responses={202: s.DeliverySerializer, **_errors(404, 409)})
+    @action(detail=True, methods=["post"])
+    def retry(self, request: Request, pk: Any = None) -> Response:
+        delivery = self.get_object()
+        if not Endpoint.objects.filter(pk=delivery.endpoint_id, is_active=True).exists():
+            raise EndpointDisabled
+        if not retry_deliveries(Delivery.objects.filter(pk=delivery.pk)):
+            raise DeliveryInProgress
+        delivery.refresh_from_db(fields=["status", "next_attempt_at", "claim_token"])
+        return Response(s.DeliverySerializer(delivery).data, status=status.HTTP_202_ACCEPTED)
+
+
+@extend_schema_view(
+    list=extend_schema(summary="The event type catalog",
+                       responses={200: s.EventTypeSerializer(many=True), **_errors()}),
+)
+class EventTypeViewSet(mixins.ListModelMixin, WebhooksAPIView):
+    """Every event type this site sends, with a description and an example body."""
+
+    serializer_class = s.EventTypeSerializer
+    pagination_class = None
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        catalog = get_catalog()
+        items = [{"type": t.name, "description": t.description,
+                  "example": example_body(t, catalog)}
+                 for t in sorted(catalog.types.values(), key=lambda t: t.name)]
+        return Response(s.EventTypeSerializer(items, many=True).data)
+
+
+@extend_schema_view(
+    create=extend_schema(summary="Zapier: subscribe", request=s.ZapierSubscribeSerializer,
+                         responses={201: s.ZapierSubscriptionSerializer, **_errors(400)}),
+    destroy=extend_schema(summary="Zapier: unsubscribe by id",
+                          responses={204: None, **_errors(404)}),
+)
+class ZapierHookViewSet(WebhooksAPIView):
+    """The Zapier REST Hooks contract: subscribe creates an endpoint of yours for one event
+    type, unsubscribe deletes it. A 410 Gone from Zapier disables the endpoint."""
+
+    serializer_class = s.ZapierSubscriptionSerializer
+    queryset = Endpoint.objects.none()
+    pagination_class = None
+
+    def get_queryset(self) -> QuerySet[Endpoint]:
+        return self.endpoints()
+
+    def create(self, request: Request) -> Response:
+        params = s.ZapierSubscribeSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        endpoint = s.create_endpoint(request.user, [params.validated_data["event"]],
+                                     url=params.validated_data["url"], description="Zapier")
+        return Response(s.ZapierSubscriptionSerializer(endpoint).data,
+                        status=status.HTTP_201_CREATED)
+
+    def destroy(self, request: Request, pk: Any = None) -> Response:
+        self.get_object().delete()
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(summary="Zapier: unsubscribe by id or target URL",
+                   request=s.ZapierUnsubscribeSerializer,
+                   responses={204: None, **_errors(400, 404)})
+    @action(detail=False, methods=["post"])
+    def unsubscribe(self, request: Request) -> Response:
+        params = s.ZapierUnsubscribeSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        values = params.validated_data
+        endpoints = self.get_queryset()
+        if values.get("id"):
+            endpoints = endpoints.filter(pk=values["id"])
+        else:
+            endpoints = endpoints.filter(url=values.get("target_url") or values["hookUrl"])
+        deleted, _by_model = endpoints.delete()
+        if not deleted:
+            raise exceptions.NotFound
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(
+        summary="Zapier: sample data for an event type",
+        description="Your three latest events of this type (newest first), or an example "
+                    "when there is none yet: what Zapier's performList asks for.",
+        parameters=[s.ZapierSampleSerializer],
+        responses={200: s.EventBodySerializer(many=True), **_errors(400)})
+    @action(detail=False, methods=["get"])
+    def sample(self, request: Request) -> Response:
+        params = s.ZapierSampleSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        event_type = params.validated_data["event"]
+        recent = (Event.objects.filter(owner_id=request.user.pk, type=event_type, error="")
+                  .order_by("-created_at").values_list("payload", flat=True)[:3])
+        bodies = [s.PayloadField().to_representation(payload) for payload in recent]
+        if not bodies:
+            catalog = get_catalog()
+            bodies = [example_body(catalog.types[event_type], catalog)]
+        return Response(bodies)
