@@ -129,3 +129,17 @@ def test_migrating_webhooks_before_django_q_does_not_crash() -> None:
     call_command("migrate", "webhooks", verbosity=0)  # post_migrate runs; no schedule table
     call_command("migrate", verbosity=0)
     assert Schedule.objects.filter(name="webhooks.sweep").exists()
+
+
+def test_api_permission_classes_must_import() -> None:
+    from tests.helpers import override_webhooks
+
+    with override_webhooks(API_PERMISSION_CLASSES=["rest_framework.permissions.Nope"]):
+        assert "webhooks.E005" in ids_of(check_settings())
+
+
+def test_default_descriptions_read_well() -> None:
+    from webhooks.events import get_catalog
+
+    assert get_catalog().types["order.created"].description == "An order was created."
+    assert get_catalog().types["product.created"].description == "A product was created."

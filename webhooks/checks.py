@@ -13,6 +13,7 @@ from typing import Any
 from django.apps import apps
 from django.conf import settings
 from django.core import checks
+from django.utils.module_loading import import_string
 
 from webhooks.conf import DEFAULTS, webhooks_settings
 from webhooks.exceptions import WebhooksConfigurationError
@@ -123,6 +124,16 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 "DEBUG is off.", id="webhooks.W001",
                 hint="Keep it empty in production unless the endpoints there are trusted.",
             ))
+    if "API_PERMISSION_CLASSES" not in bad:
+        for path in webhooks_settings.API_PERMISSION_CLASSES:
+            try:
+                import_string(path)
+            except ImportError as exc:
+                errors.append(checks.Error(
+                    f"WEBHOOKS['API_PERMISSION_CLASSES'] has {path!r}, which cannot be "
+                    f"imported: {exc}", id="webhooks.E005",
+                    hint="Use dotted paths of DRF permission classes, such as "
+                         "'rest_framework.permissions.IsAuthenticated'."))
     if not bad & {"CLAIM_TTL", "TIMEOUT"} and (
         webhooks_settings.CLAIM_TTL < webhooks_settings.TIMEOUT + 5
     ):

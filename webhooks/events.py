@@ -109,6 +109,10 @@ class Catalog:
         return name in self.types
 
 
+def _article(noun: str) -> str:
+    return "An" if noun[:1].lower() in "aeiou" else "A"
+
+
 def snake_case(name: str) -> str:
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
 
@@ -233,7 +237,7 @@ def build_catalog() -> Catalog:
             name = entry.event_type(action)
             description = (
                 descriptions.get(action) if isinstance(descriptions, Mapping) else None
-            ) or f"A {verbose} was {action}."
+            ) or f"{_article(str(verbose))} {verbose} was {action}."
             if name in types:
                 raise WebhooksConfigurationError(f"Event type {name!r} is declared twice.")
             types[name] = EventType(name, str(description), model=label)
