@@ -562,3 +562,34 @@ def test_replay_resends_failures_and_what_a_disabled_endpoint_missed(
     assert {b["data"]["customer"] for b in bodies} == {alice.pk}
     with pytest.raises(ValueError, match="at most"):
         replay(endpoint, timezone.now() - timedelta(days=15))
+
+
+def test_every_attempt_is_logged_with_its_fields_and_signalled(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    from webhooks.signals import delivery_attempted
+
+    receiver.script("/hook", Reply(500))
+    endpoint = make_endpoint(receiver.url())
+    event = publish()
+    seen: list[Any] = []
+    delivery_attempted.connect(lambda **kw: seen.append(kw), weak=False, dispatch_uid="t-att")
+    caplog.set_level(logging.INFO, logger="webhooks")
+    try:
+        engine.drain()
+        make_due(*Delivery.objects.all())
+        engine.drain()
+    finally:
+        delivery_attempted.disconnect(dispatch_uid="t-att")
+    records = [r for r in caplog.records if hasattr(r, "webhook_event_id")]
+    assert [r.webhook_status for r in records] == ["retrying", "succeeded"]
+    assert [r.levelname for r in records] == ["WARNING", "INFO"]
+    first = records[0]
+    assert first.webhook_event_id == event.public_id
+    assert first.webhook_endpoint_id == str(endpoint.pk)
+    assert (first.webhook_attempt, first.webhook_status_code) == (1, 500)
+    assert first.webhook_duration_ms is not None
+    assert event.public_id in first.getMessage()
+    assert [(kw["succeeded"], kw["final"]) for kw in seen] == [(False, False), (True, True)]

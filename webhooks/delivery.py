@@ -26,7 +26,12 @@ from django.utils import timezone
 from webhooks import http, signing, ssrf
 from webhooks.conf import webhooks_settings as conf
 from webhooks.models import WILDCARD, Delivery, DeliveryAttempt, Endpoint, Event, Subscription
-from webhooks.signals import delivery_failed, delivery_succeeded, endpoint_disabled
+from webhooks.signals import (
+    delivery_attempted,
+    delivery_failed,
+    delivery_succeeded,
+    endpoint_disabled,
+)
 from webhooks.validators import is_sendable_header
 
 logger = logging.getLogger("webhooks")
@@ -430,8 +435,37 @@ def _human(delta: timedelta) -> str:
     return f"{seconds} seconds"
 
 
+def _log(outcome: Outcome) -> None:
+    """One structured record per attempt on the ``webhooks`` logger (fields in ``extra``)."""
+    delivery, attempt = outcome.delivery, outcome.attempt
+    state = ("succeeded" if outcome.succeeded else "failed" if outcome.terminal
+             else "retrying")
+    fields = {
+        "webhook_event_id": delivery.event.public_id,
+        "webhook_event_type": delivery.event.type,
+        "webhook_delivery_id": delivery.public_id,
+        "webhook_endpoint_id": str(delivery.endpoint_id),
+        "webhook_attempt": attempt.number if attempt else None,
+        "webhook_status": state,
+        "webhook_status_code": attempt.status_code if attempt else None,
+        "webhook_error_class": attempt.error_class if attempt else "",
+        "webhook_duration_ms": round(attempt.duration * 1000, 1) if attempt else None,
+    }
+    level = logging.INFO if outcome.succeeded else logging.WARNING
+    if logger.isEnabledFor(level):
+        logger.log(level, "webhook %(webhook_event_id)s to endpoint %(webhook_endpoint_id)s "
+                   "attempt %(webhook_attempt)s: %(webhook_status)s (%(webhook_status_code)s "
+                   "%(webhook_error_class)s) in %(webhook_duration_ms)s ms", fields,
+                   extra=fields)
+
+
 def _send_signals(outcomes: list[Outcome], disabled: list[tuple[Endpoint, str]]) -> None:
     for outcome in outcomes:
+        _log(outcome)
+        if outcome.attempt is not None:
+            _log_receiver_errors(delivery_attempted.send_robust(
+                sender=Delivery, delivery=outcome.delivery, attempt=outcome.attempt,
+                succeeded=outcome.succeeded, final=outcome.terminal))
         if outcome.succeeded:
             responses = delivery_succeeded.send_robust(
                 sender=Delivery, delivery=outcome.delivery, attempt=outcome.attempt)

@@ -8,6 +8,10 @@
     ``410 Gone``, its endpoint is disabled, or its payload could not be built. ``attempt`` is
     the last attempt, or ``None`` when no request was made. It can still be retried by hand.
 
+``delivery_attempted(sender=Delivery, delivery, attempt, succeeded, final)``
+    After every HTTP attempt, whatever its outcome (``final``: no retry follows). The hook
+    for metrics; ``webhooks.metrics`` counts with it.
+
 ``endpoint_disabled(sender=Endpoint, endpoint, reason)``
     An endpoint was disabled automatically (it kept failing, or answered ``410 Gone``).
     Tell its owner: this is the hook for an e-mail.
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 from django.dispatch import Signal
 
+delivery_attempted = Signal()
 delivery_succeeded = Signal()
 delivery_failed = Signal()
 endpoint_disabled = Signal()
