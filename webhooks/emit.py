@@ -37,6 +37,7 @@ def write_event(
     using: str | None = None,
     error: str = "",
     strict: bool = True,
+    changes: Any = None,
 ) -> Event:
     """Insert one outbox row in the current transaction and schedule its dispatch on commit.
 
@@ -48,7 +49,8 @@ def write_event(
     event = Event(type=event_type, owner_id=owner_id, created_at=timezone.now())
     if not error:
         try:
-            event.payload = build_payload(event.id, event_type, event.created_at, data)
+            event.payload = build_payload(event.id, event_type, event.created_at, data,
+                                          changes)
         except PayloadError as exc:
             if strict:
                 raise

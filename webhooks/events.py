@@ -32,7 +32,11 @@ ACTIONS = ("created", "updated", "deleted")
 #: The event type of test deliveries sent from the admin or the API.
 TEST_EVENT_TYPE = "webhook.test"
 #: Keys a ``WEBHOOKS["MODELS"]`` entry accepts.
-MODEL_OPTIONS = frozenset({"events", "serializer", "owner", "name", "description"})
+MODEL_OPTIONS = frozenset({"events", "serializer", "owner", "name", "description", "track",
+                           "updated_when", "thin"})
+#: Where an instance keeps its tracked fields' old values between pre_save and post_save.
+SNAPSHOT_ATTR = "_webhooks_old_values"
+_MISSING = object()
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,12 @@ class ModelEvents:
     actions: frozenset[str]
     serializer_path: str | None
     owner_path: tuple[str, ...] = field(default=())
+    #: (field name, attribute name) of the fields whose old values are kept for ``updated``.
+    track: tuple[tuple[str, str], ...] = field(default=())
+    #: ``updated`` is only sent when one of these fields changed (empty: on every save).
+    updated_when: frozenset[str] = field(default=frozenset())
+    #: Thin events: ``data`` is only ``{"id", "url"}``, the URL made from this template.
+    thin_url: str | None = None
     _local: threading.local = field(default_factory=threading.local, compare=False,
                                     repr=False)
 
@@ -65,6 +75,51 @@ class ModelEvents:
         if self.serializer_path:
             return import_string(self.serializer_path)
         return default_serializer_for(self.model)
+
+    def read_old_values(self, instance: models.Model, using: str, update_fields: Any) -> None:
+        """Before an update, read the tracked columns that are being saved, by primary key:
+        one indexed query, only for models with ``track``/``updated_when``, and none when
+        ``update_fields`` leaves every tracked field out. Kept on the instance until
+        ``post_save``."""
+        if instance._state.adding or instance.pk is None:
+            return  # an insert (or a blind save): nothing to compare with
+        saved = None if update_fields is None else set(update_fields)
+        wanted = [(name, attname) for name, attname in self.track
+                  if saved is None or name in saved or attname in saved]
+        old = None
+        if wanted:
+            old = (type(instance)._base_manager.using(using).filter(pk=instance.pk)
+                   .values(*[attname for _, attname in wanted]).first())
+        instance.__dict__[SNAPSHOT_ATTR] = (
+            {} if old is None else {name: old[attname] for name, attname in wanted})
+
+    def changes(self, instance: models.Model, update_fields: Any) -> tuple[dict[str, Any], bool]:
+        """``({field: {"old", "new"}}, relevant)`` for the save that just happened.
+
+        Fields left out of ``update_fields`` did not change. ``relevant`` tells whether an
+        ``updated`` event is due: always without ``updated_when``; otherwise when one of its
+        fields changed, or may have (its old value could not be read).
+        """
+        old_values = instance.__dict__.pop(SNAPSHOT_ATTR, None)
+        saved = None if update_fields is None else set(update_fields)
+        values = instance.__dict__
+        found: dict[str, Any] = {}
+        unknown: set[str] = set()
+        for name, attname in self.track:
+            if saved is not None and name not in saved and attname not in saved:
+                continue
+            old = _MISSING if old_values is None else old_values.get(name, _MISSING)
+            new = values.get(attname, _MISSING)
+            if old is _MISSING or new is _MISSING:
+                unknown.add(name)
+            elif old != new:
+                found[name] = {"old": old, "new": new}
+        relevant = not self.updated_when or bool(self.updated_when & (set(found) | unknown))
+        return found, relevant
+
+    def thin_data(self, instance: models.Model) -> dict[str, Any]:
+        assert self.thin_url is not None  # noqa: S101 - only called for thin events
+        return {"id": instance.pk, "url": self.thin_url.format(pk=instance.pk)}
 
     def serialize(self, instance: models.Model) -> Any:
         """The event's ``data`` for ``instance``.
@@ -184,6 +239,18 @@ def parse_model_entry(label: str, options: Any) -> ModelEvents:
             )
         owner_path = tuple(owner.split("__"))
         _check_owner_path(label, model, owner_path)
+    track, updated_when = _parse_tracking(label, model, options)
+    thin = options.get("thin")
+    if thin is not None and (not isinstance(thin, str) or "{pk}" not in thin):
+        raise WebhooksConfigurationError(
+            f"WEBHOOKS['MODELS'][{label!r}]['thin'] must be a URL template containing {{pk}}, "
+            "such as 'https://shop.example.com/api/orders/{pk}/'."
+        )
+    if thin is not None and serializer is not None:
+        raise WebhooksConfigurationError(
+            f"WEBHOOKS['MODELS'][{label!r}] cannot have both 'thin' and 'serializer': a thin "
+            "event carries only an id and a URL."
+        )
     return ModelEvents(
         label=label,
         model=model,
@@ -191,7 +258,43 @@ def parse_model_entry(label: str, options: Any) -> ModelEvents:
         actions=frozenset(actions),
         serializer_path=serializer,
         owner_path=owner_path,
+        track=track,
+        updated_when=updated_when,
+        thin_url=thin,
     )
+
+
+def _parse_tracking(label: str, model: type[models.Model], options: Mapping[str, Any],
+                    ) -> tuple[tuple[tuple[str, str], ...], frozenset[str]]:
+    """``track`` and ``updated_when``: lists of concrete field names (the latter are tracked
+    too, so that a change can be seen)."""
+    lists = {}
+    for key in ("track", "updated_when"):
+        value = options.get(key, [])
+        if isinstance(value, str) or not isinstance(value, list | tuple) or not all(
+            isinstance(v, str) for v in value
+        ):
+            raise WebhooksConfigurationError(
+                f"WEBHOOKS['MODELS'][{label!r}][{key!r}] must be a list of field names."
+            )
+        lists[key] = list(value)
+    names = list(dict.fromkeys([*lists["track"], *lists["updated_when"]]))
+    track = []
+    for name in names:
+        try:
+            model_field = model._meta.get_field(name)
+        except Exception as exc:
+            raise WebhooksConfigurationError(
+                f"WEBHOOKS['MODELS'][{label!r}]: {model.__name__} has no field {name!r} to "
+                "track."
+            ) from exc
+        if not getattr(model_field, "concrete", False) or model_field.many_to_many:
+            raise WebhooksConfigurationError(
+                f"WEBHOOKS['MODELS'][{label!r}]: {model.__name__}.{name} is not a column "
+                "(many-to-many and reverse relations cannot be tracked)."
+            )
+        track.append((name, model_field.attname))  # type: ignore[union-attr]
+    return tuple(track), frozenset(lists["updated_when"])
 
 
 def _check_owner_path(label: str, model: type[models.Model], path: tuple[str, ...]) -> None:
@@ -276,21 +379,26 @@ def clear_caches(**kwargs: Any) -> None:
         default_serializer_for.cache_clear()
 
 
-def build_payload(event_id: Any, event_type: str, created_at: datetime, data: Any) -> str:
-    """The JSON body of an event, built once: ``{"id", "type", "timestamp", "data"}``.
+def build_payload(event_id: Any, event_type: str, created_at: datetime, data: Any,
+                  changes: Mapping[str, Any] | None = None) -> str:
+    """The JSON body of an event, built once: ``{"id", "type", "timestamp", "data"}``, plus
+    ``"changes": {field: {"old", "new"}}`` on ``updated`` events of tracked models.
 
     Raises :class:`PayloadError` when ``data`` cannot be represented as JSON or the body is
     larger than ``MAX_PAYLOAD_BYTES`` (it is never truncated).
     """
     timestamp = created_at.astimezone(UTC).isoformat(timespec="milliseconds")
+    document = {
+        "id": ids.to_public("evt", event_id),
+        "type": event_type,
+        "timestamp": timestamp.replace("+00:00", "Z"),
+        "data": data,
+    }
+    if changes is not None:
+        document["changes"] = changes
     try:
         body = json.dumps(
-            {
-                "id": ids.to_public("evt", event_id),
-                "type": event_type,
-                "timestamp": timestamp.replace("+00:00", "Z"),
-                "data": data,
-            },
+            document,
             cls=DjangoJSONEncoder,
             separators=(",", ":"),
             ensure_ascii=False,
@@ -332,8 +440,13 @@ def on_post_save(
     if config is None:
         return
     action = "created" if created else "updated"
+    changes = None
+    if config.track and action == "updated":
+        changes, relevant = config.changes(instance, kwargs.get("update_fields"))
+        if not relevant:
+            return
     if action in config.actions:
-        record_model_event(config, action, instance, using)
+        record_model_event(config, action, instance, using, changes=changes)
 
 
 def on_post_delete(
@@ -346,8 +459,24 @@ def on_post_delete(
         record_model_event(config, "deleted", instance, using)
 
 
+def on_pre_save(
+    sender: type[models.Model], instance: models.Model, raw: bool = False,
+    using: str = "default", update_fields: Any = None, **kwargs: Any,
+) -> None:
+    """Read old values for models that track fields; nothing at all for the others."""
+    if raw:
+        return
+    config = _model_events_for(sender)
+    if config is not None and config.track and "updated" in config.actions:
+        try:
+            config.read_old_values(instance, using, update_fields)
+        except Exception:  # never break the caller's save; the event goes out without a diff
+            logger.exception("Could not read the old values of %s", config.label)
+
+
 def record_model_event(
-    config: ModelEvents, action: str, instance: models.Model, using: str
+    config: ModelEvents, action: str, instance: models.Model, using: str,
+    changes: Mapping[str, Any] | None = None,
 ) -> None:
     """Serialize ``instance`` and write the event; a failure is recorded on the event itself.
 
@@ -362,18 +491,20 @@ def record_model_event(
     owner_id: Any = None
     try:
         owner_id = config.owner_id(instance)
-        data = config.serialize(instance)
+        data = config.thin_data(instance) if config.thin_url else config.serialize(instance)
     except Exception as exc:  # a site's serializer may raise anything
         logger.exception("Could not serialize %s for event %s", config.label, event_type)
         error = f"{type(exc).__name__}: {exc}"
-    write_event(event_type, data, owner_id=owner_id, using=using, error=error, strict=False)
+    write_event(event_type, data, owner_id=owner_id, using=using, error=error, strict=False,
+                changes=changes)
 
 
 def connect() -> None:
     """Connect the model signal receivers (called once from ``AppConfig.ready``)."""
     from django.core.signals import setting_changed
-    from django.db.models.signals import post_delete, post_save
+    from django.db.models.signals import post_delete, post_save, pre_save
 
     post_save.connect(on_post_save, dispatch_uid="webhooks.events.on_post_save")
+    pre_save.connect(on_pre_save, dispatch_uid="webhooks.events.on_pre_save")
     post_delete.connect(on_post_delete, dispatch_uid="webhooks.events.on_post_delete")
     setting_changed.connect(clear_caches, dispatch_uid="webhooks.events.clear_caches")

@@ -30,7 +30,7 @@ def example_body(event_type: EventType, catalog: Catalog) -> dict[str, Any]:
     """The whole body a receiver gets for ``event_type``: ``{"id", "type", "timestamp",
     "data"}`` with placeholder values."""
     body = build_payload(EXAMPLE_EVENT_ID, event_type.name, EXAMPLE_TIME,
-                         example_data(event_type, catalog))
+                         example_data(event_type, catalog), example_changes(event_type, catalog))
     result: dict[str, Any] = json.loads(body)
     return result
 
@@ -46,6 +46,8 @@ def example_data(event_type: EventType, catalog: Catalog) -> Any:
     if event_type.model:
         for config in catalog.models.values():
             if config.label == event_type.model:
+                if config.thin_url:
+                    return {"id": 1, "url": config.thin_url.format(pk=1)}
                 try:
                     return serializer_example(config.serializer_class())
                 except Exception:  # a site's serializer may need what it does not have here
@@ -53,6 +55,16 @@ def example_data(event_type: EventType, catalog: Catalog) -> Any:
                                    event_type.name, exc_info=True)
                     return {}
     return {}
+
+
+def example_changes(event_type: EventType, catalog: Catalog) -> Any:
+    """``changes`` of an ``updated`` example for a model that tracks fields, else ``None``."""
+    if not event_type.model or not event_type.name.endswith(".updated"):
+        return None
+    for config in catalog.models.values():
+        if config.label == event_type.model and config.track:
+            return {name: {"old": "…", "new": "…"} for name, _ in config.track}
+    return None
 
 
 def serializer_example(serializer: serializers.BaseSerializer[Any], depth: int = 0) -> Any:
