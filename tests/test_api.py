@@ -240,9 +240,10 @@ def test_create_read_update_delete(alice: Any) -> None:
     }, format="json")
     assert created.status_code == 201, created.content
     body = created.json()
-    assert set(body) == {"id", "url", "description", "events", "is_active", "headers",
-                         "rate_limit", "created_at", "disabled_reason", "disabled_at",
-                         "last_success_at", "last_failure_at"}
+    assert set(body) == {"id", "url", "description", "events", "payload_fields", "is_active",
+                         "headers", "rate_limit", "created_at", "disabled_reason",
+                         "disabled_at", "last_success_at", "last_failure_at"}
+    assert body["payload_fields"] == {}
     assert uuid.UUID(body["id"]).version == 7  # not sequential, not guessable
     assert body["events"] == ["invoice.paid", "order.created"]
     assert body["headers"] == {"Authorization": "Bearer t0k3n"}

@@ -133,3 +133,80 @@ def test_the_catalog_examples_show_thin_events_and_changes() -> None:
     assert thin["data"] == {"id": 1, "url": "https://x.example.com/p/1/"}
     updated = example_body(catalog.types["order.updated"], catalog)
     assert set(updated["changes"]) == {"status"}
+
+
+# --- payload field allowlists ----------------------------------------------------------------
+
+
+def test_a_subscription_can_restrict_the_payload_to_some_fields(receiver: Any) -> None:
+    from standardwebhooks import Webhook
+
+    from tests.helpers import make_endpoint
+    from webhooks import delivery as engine
+    from webhooks.models import Subscription
+
+    user = make_user()
+    narrow = make_endpoint(receiver.url("/narrow"), "order.created", owner=user)
+    Subscription.objects.filter(endpoint=narrow).update(fields=["id", "status"])
+    wide = make_endpoint(receiver.url("/wide"), "*")
+    Subscription.objects.filter(endpoint=wide).update(fields=["total"])  # for "*"
+    full = make_endpoint(receiver.url("/full"), "order.created")
+    order = Order.objects.create(customer=user, total="5.00")
+    engine.fan_out()
+    with CaptureQueriesContext(connection) as ctx:
+        engine.drain()
+    by_path = {r.path: r for r in receiver.received()}
+    assert json.loads(by_path["/narrow"].body)["data"] == {"id": order.pk, "status": "new"}
+    assert json.loads(by_path["/wide"].body)["data"] == {"total": "5.00"}
+    assert set(json.loads(by_path["/full"].body)["data"]) >= {"id", "status", "total",
+                                                               "customer"}
+    for path, endpoint in (("/narrow", narrow), ("/wide", wide), ("/full", full)):
+        Webhook(endpoint.secret).verify(by_path[path].body, by_path[path].headers)
+    assert sum("webhooks_subscription" in q["sql"] for q in ctx.captured_queries) == 1
+
+
+def test_the_api_reads_writes_and_validates_payload_fields() -> None:
+    from rest_framework.test import APIClient
+
+    user = make_user()
+    client = APIClient()
+    client.force_authenticate(user)
+    url = "/api/webhooks/endpoints/"
+    body = {"url": "https://example.com/hook", "events": ["order.created", "order.updated"],
+            "payload_fields": {"order.created": ["id", "status"]}}
+    created = client.post(url, body, format="json")
+    assert created.status_code == 201, created.content
+    assert created.json()["payload_fields"] == {"order.created": ["id", "status"]}
+    bad = client.post(url, {**body, "payload_fields": {"order.created": ["ssn"],
+                                                       "invoice.paid": ["x"]}}, format="json")
+    assert bad.status_code == 400
+    messages = " ".join(bad.json()["payload_fields"])
+    assert "no field ssn" in messages and "not one of this endpoint's events" in messages
+    changed = client.patch(f"{url}{created.json()['id']}/",
+                           {"payload_fields": {"order.updated": ["total"]}}, format="json")
+    assert changed.json()["payload_fields"] == {"order.updated": ["total"]}
+    catalog = {t["type"]: t for t in client.get("/api/webhooks/event-types/").json()}
+    assert {"id", "status", "total", "customer"} <= set(
+        catalog["order.created"]["payload_fields"])
+    assert catalog["invoice.paid"]["payload_fields"] is None
+
+
+def test_staff_set_payload_fields_in_the_admin(client: Any) -> None:
+    from webhooks.models import Endpoint
+
+    staff = make_user("staff")
+    staff.is_staff = staff.is_superuser = True
+    staff.save()
+    client.force_login(staff)
+    form = {"url": "https://example.com/h", "description": "", "owner": "", "is_active": "on",
+            "events": ["order.created"], "headers": "{}", "rate_limit": "",
+            "payload_fields": '{"order.created": ["id", "total"]}'}
+    response = client.post("/admin/webhooks/endpoint/add/", form)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    endpoint = Endpoint.objects.get()
+    assert endpoint.payload_fields == {"order.created": ["id", "total"]}
+    page = client.get(f"/admin/webhooks/endpoint/{endpoint.pk}/change/").content.decode()
+    assert "&quot;total&quot;" in page or '"total"' in page
+    bad = client.post("/admin/webhooks/endpoint/add/",
+                      {**form, "payload_fields": '{"order.created": ["ssn"]}'})
+    assert bad.status_code == 200 and "has no field ssn" in bad.content.decode()

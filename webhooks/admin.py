@@ -43,7 +43,7 @@ from webhooks.adminhealth import (
 )
 from webhooks.conf import webhooks_settings
 from webhooks.emit import replay, retry_deliveries, send_test_event
-from webhooks.events import TEST_EVENT_TYPE, get_catalog
+from webhooks.events import TEST_EVENT_TYPE, get_catalog, payload_fields
 from webhooks.exceptions import WebhooksConfigurationError
 from webhooks.models import (
     WILDCARD,
@@ -52,7 +52,6 @@ from webhooks.models import (
     Endpoint,
     Event,
     FailedDelivery,
-    Subscription,
 )
 
 #: Columns of an endpoint never needed by a list of events, deliveries or attempts (and
@@ -290,10 +289,16 @@ class EndpointForm(forms.ModelForm):
                     "added later. Test events are always delivered."),
     )
 
+    payload_fields = forms.JSONField(
+        label=_("Payload fields"), required=False,
+        help_text=_('Send only some fields of the data, per event type, e.g. '
+                    '{"order.created": ["id", "status"]}. Types left out get every field.'),
+    )
+
     class Meta:
         model = Endpoint
-        fields = ["url", "description", "owner", "is_active", "events", "headers",
-                  "rate_limit"]
+        fields = ["url", "description", "owner", "is_active", "events", "payload_fields",
+                  "headers", "rate_limit"]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -312,10 +317,34 @@ class EndpointForm(forms.ModelForm):
         events.choices = choices
         if not self.is_bound:
             self.initial["events"] = [WILDCARD] if adding else current
+            self.initial["payload_fields"] = {} if adding else self.instance.payload_fields
 
     def clean_events(self) -> list[str]:
         chosen: list[str] = self.cleaned_data["events"]
         return [WILDCARD] if WILDCARD in chosen else chosen
+
+    def clean(self) -> dict[str, Any]:
+        cleaned: dict[str, Any] = super().clean() or {}
+        restricted = cleaned.get("payload_fields") or {}
+        if not isinstance(restricted, dict) or not all(
+            isinstance(v, list) and all(isinstance(n, str) for n in v)
+            for v in restricted.values()
+        ):
+            self.add_error("payload_fields", _("Give an object of event type to a list of "
+                                               "field names."))
+            return cleaned
+        events = cleaned.get("events") or []
+        for event_type, names in restricted.items():
+            if event_type not in events:
+                self.add_error("payload_fields", _("%(type)s is not one of the chosen event "
+                                                   "types.") % {"type": event_type})
+                continue
+            known = payload_fields(event_type)
+            unknown = sorted(set(names) - set(known)) if known is not None else []
+            if unknown:
+                self.add_error("payload_fields", _("%(type)s has no field %(fields)s.")
+                               % {"type": event_type, "fields": ", ".join(unknown)})
+        return cleaned
 
 
 class EndpointChangeList(LeanChangeList):
@@ -365,7 +394,7 @@ class EndpointAdmin(admin.ModelAdmin):
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
         main = (None, {"fields": ["url", "description", "owner", "is_active", "events",
-                                  "headers", "rate_limit"]})
+                                  "payload_fields", "headers", "rate_limit"]})
         if obj is None:
             return [main]
         return [
@@ -467,11 +496,8 @@ class EndpointAdmin(admin.ModelAdmin):
     def save_related(self, request: HttpRequest, form: Any, formsets: Any,
                      change: bool) -> None:
         super().save_related(request, form, formsets, change)
-        endpoint, chosen = form.instance, set(form.cleaned_data["events"])
-        endpoint.subscriptions.exclude(event_type__in=chosen).delete()
-        Subscription.objects.bulk_create(
-            [Subscription(endpoint=endpoint, event_type=name) for name in sorted(chosen)],
-            ignore_conflicts=True)
+        form.instance.set_subscriptions(form.cleaned_data["events"],
+                                        form.cleaned_data.get("payload_fields") or {})
 
     # secret views (POST to act; change permission on the endpoint required)
 

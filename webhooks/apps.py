@@ -15,10 +15,11 @@ class WebhooksConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from webhooks import checks, events
+        from webhooks import checks, events, metrics
 
         checks.register()
         events.connect()
+        metrics.connect()
         post_migrate.connect(_ensure_schedule, sender=self,
                              dispatch_uid="webhooks.ensure_schedule")
 

@@ -84,6 +84,7 @@ VALIDATORS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "API_PERMISSION_CLASSES": (_str_list, "a list of dotted paths of DRF permission classes"),
     "EVENT_EXAMPLES": (lambda v: isinstance(v, Mapping) and all(isinstance(k, str) for k in v),
                        "a dict of event type to example data"),
+    "METRICS": (lambda v: isinstance(v, bool), "True or False"),
 }
 assert set(VALIDATORS) == set(DEFAULTS)  # noqa: S101 - a table kept in step with DEFAULTS
 

@@ -69,6 +69,8 @@ DEFAULTS: dict[str, Any] = {
     # REST API: example ``data`` per event type for the event-types catalog, for custom
     # events (model events get theirs from their serializer): {"invoice.paid": {...}}.
     "EVENT_EXAMPLES": {},
+    # Prometheus metrics (webhooks.metrics; needs the "metrics" extra, prometheus-client).
+    "METRICS": False,
 }
 
 
@@ -203,6 +205,10 @@ class WebhooksSettings:
     @property
     def EVENT_EXAMPLES(self) -> Mapping[str, Any]:
         return self.get("EVENT_EXAMPLES") or {}
+
+    @property
+    def METRICS(self) -> bool:
+        return bool(self.get("METRICS"))
 
     @property
     def max_task_seconds(self) -> float:

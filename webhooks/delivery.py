@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from webhooks import http, signing, ssrf
 from webhooks.conf import webhooks_settings as conf
+from webhooks.events import restrict_payload
 from webhooks.models import WILDCARD, Delivery, DeliveryAttempt, Endpoint, Event, Subscription
 from webhooks.signals import (
     delivery_attempted,
@@ -63,25 +64,11 @@ def fan_out(event_ids: Iterable[str] | None = None, *, created_before: datetime 
     events = list(events_qs.order_by("created_at")[:limit])
     if not events:
         return 0
-    types = {e.type for e in events}
-    owners = {e.owner_id for e in events if e.owner_id is not None}
-    subscriptions = Subscription.objects.filter(
-        endpoint__is_active=True, event_type__in=types | {WILDCARD}
-    ).filter(Q(endpoint__owner__isnull=True) | Q(endpoint__owner__in=owners))
-    targets: dict[str, list[tuple[Any, Any]]] = defaultdict(list)
-    for endpoint_id, event_type, owner_id in subscriptions.values_list(
-        "endpoint_id", "event_type", "endpoint__owner_id"
-    ):
-        targets[event_type].append((endpoint_id, owner_id))
+    matches = match_endpoints(events, subscriptions_for(events))
     now = timezone.now()
     deliveries = []
     for event in events:
-        endpoint_ids = {
-            endpoint_id
-            for endpoint_id, owner_id in targets[event.type] + targets[WILDCARD]
-            if owner_id is None or owner_id == event.owner_id
-        }
-        for endpoint_id in sorted(endpoint_ids):
+        for endpoint_id in matches[event.id]:
             if event.error:
                 deliveries.append(Delivery(
                     event_id=event.id, endpoint_id=endpoint_id, status=Status.FAILED,
@@ -97,6 +84,40 @@ def fan_out(event_ids: Iterable[str] | None = None, *, created_before: datetime 
         Delivery.objects.bulk_create(deliveries, ignore_conflicts=True, batch_size=1000)
         Event.objects.filter(pk__in=[e.id for e in events]).update(dispatched_at=now)
     return len(events)
+
+
+def subscriptions_for(events: Sequence[Event]) -> list[tuple[Any, str, Any]]:
+    """``(endpoint_id, event_type, endpoint_owner_id)`` of every subscription of an active
+    endpoint that may match one of ``events``: one query (types, ``"*"``, owners or site-wide).
+    """
+    types = {e.type for e in events}
+    owners = {e.owner_id for e in events if e.owner_id is not None}
+    subscriptions = Subscription.objects.filter(
+        endpoint__is_active=True, event_type__in=types | {WILDCARD}
+    ).filter(Q(endpoint__owner__isnull=True) | Q(endpoint__owner__in=owners))
+    return list(subscriptions.values_list("endpoint_id", "event_type", "endpoint__owner_id"))
+
+
+def match_endpoints(events: Iterable[Event],
+                    subscriptions: Iterable[tuple[Any, str, Any]]) -> dict[Any, list[Any]]:
+    """Which endpoints each event goes to: ``{event.id: [endpoint_id, ...]}`` (sorted, and
+    an empty list for an event nobody receives). Pure: no query.
+
+    ``subscriptions`` are ``(endpoint_id, event_type, endpoint_owner_id)`` of active endpoints
+    (as :func:`subscriptions_for` returns them). An endpoint receives an event when it
+    subscribes to its type or to ``"*"`` and is site-wide (no owner) or the event's owner's.
+    """
+    targets: dict[str, list[tuple[Any, Any]]] = defaultdict(list)
+    for endpoint_id, event_type, owner_id in subscriptions:
+        targets[event_type].append((endpoint_id, owner_id))
+    return {
+        event.id: sorted({
+            endpoint_id
+            for endpoint_id, owner_id in targets[event.type] + targets[WILDCARD]
+            if owner_id is None or owner_id == event.owner_id
+        })
+        for event in events
+    }
 
 
 # --- claims ----------------------------------------------------------------------------------
@@ -150,6 +171,19 @@ def claim(batch_size: int | None = None) -> Claim:
 
 
 # --- sending ---------------------------------------------------------------------------------
+
+
+def _payload_restrictions(deliveries: list[Delivery]) -> dict[tuple[Any, str], tuple[str, ...]]:
+    """``{(endpoint id, event type or "*"): fields}`` of the batch's subscriptions, in one
+    query: a subscription may restrict the payload to some fields (empty: all of them)."""
+    if not deliveries:
+        return {}
+    endpoints = {d.endpoint_id for d in deliveries}
+    types = {d.event.type for d in deliveries} | {WILDCARD}
+    rows = Subscription.objects.filter(endpoint_id__in=endpoints, event_type__in=types)
+    return {(endpoint_id, event_type): tuple(fields or ())
+            for endpoint_id, event_type, fields in rows.values_list(
+                "endpoint_id", "event_type", "fields")}
 
 
 def build_headers(endpoint: Endpoint, event: Event, body: bytes, timestamp: int,
@@ -227,7 +261,8 @@ def deliver(claim_: Claim) -> list[Outcome]:
     """Send every delivery of a claim, then record all outcomes in one transaction."""
     outcomes: list[Outcome] = []
     released: list[Any] = []
-    bodies: dict[Any, bytes] = {}
+    bodies: dict[tuple[Any, tuple[str, ...]], bytes] = {}
+    restrictions = _payload_restrictions(claim_.deliveries)
     gone: set[Any] = set()  # endpoints disabled during this batch
     timeout, connect_timeout = conf.TIMEOUT, conf.CONNECT_TIMEOUT
     max_bytes, stored_bytes = conf.MAX_RESPONSE_BYTES, conf.STORED_RESPONSE_BYTES
@@ -246,9 +281,13 @@ def deliver(claim_: Claim) -> list[Outcome]:
             delivery.last_error = "endpoint_disabled: the endpoint is disabled"
             outcomes.append(_finish(delivery, None, succeeded=False, terminal=True))
             continue
-        body = bodies.get(event.pk)
+        allowed = restrictions.get((delivery.endpoint_id, event.type))
+        if allowed is None:
+            allowed = restrictions.get((delivery.endpoint_id, WILDCARD), ())
+        body = bodies.get((event.pk, allowed))
         if body is None:
-            body = bodies[event.pk] = event.payload.encode()
+            payload = restrict_payload(event.payload, allowed) if allowed else event.payload
+            body = bodies[(event.pk, allowed)] = payload.encode()
         timestamp = int(time.time())
         headers = build_headers(endpoint, event, body, timestamp)
         started_at = timezone.now()

@@ -7,7 +7,7 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -508,3 +508,37 @@ def connect() -> None:
     pre_save.connect(on_pre_save, dispatch_uid="webhooks.events.on_pre_save")
     post_delete.connect(on_post_delete, dispatch_uid="webhooks.events.on_post_delete")
     setting_changed.connect(clear_caches, dispatch_uid="webhooks.events.clear_caches")
+
+
+def restrict_payload(payload: str, fields: Iterable[str]) -> str:
+    """``payload`` with only ``fields`` of its ``data`` (when ``data`` is an object)."""
+    document = json.loads(payload)
+    data = document.get("data")
+    if isinstance(data, dict):
+        keep = set(fields)
+        document["data"] = {k: v for k, v in data.items() if k in keep}
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False)
+
+
+def payload_fields(event_type: str, catalog: Catalog | None = None) -> list[str] | None:
+    """The top-level fields of ``data`` for ``event_type``, when they are known: a model
+    event's serializer fields (or ``id``/``url`` for thin events), the keys of a custom
+    event's ``EVENT_EXAMPLES`` entry; ``None`` when only the sending code knows."""
+    catalog = catalog or get_catalog()
+    known = catalog.types.get(event_type)
+    if known is None:
+        return None
+    if event_type == TEST_EVENT_TYPE:
+        return ["endpoint_id", "message"]
+    if known.model:
+        for config in catalog.models.values():
+            if config.label == known.model:
+                if config.thin_url:
+                    return ["id", "url"]
+                try:
+                    serializer = config.serializer_class()
+                    return [name for name, f in serializer.fields.items() if not f.write_only]
+                except Exception:  # a site's serializer may need what it does not have here
+                    return None
+    example = webhooks_settings.EVENT_EXAMPLES.get(event_type)
+    return sorted(example) if isinstance(example, dict) else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -125,6 +126,32 @@ class Endpoint(models.Model):
         """Subscribed event types (``"*"`` stands for all of them)."""
         return [s.event_type for s in self.subscriptions.all()]
 
+    def set_subscriptions(self, events: Iterable[str],
+                          payload: Mapping[str, Iterable[str]] | None = None) -> None:
+        """Subscribe to exactly ``events``; with ``payload``, set each subscription's field
+        allowlist too (``{event type: fields}``; types left out get every field)."""
+        wanted = set(events)
+        current = set() if self._state.adding else set(
+            self.subscriptions.values_list("event_type", flat=True))
+        if current - wanted:
+            self.subscriptions.filter(event_type__in=current - wanted).delete()
+        restrict = payload or {}
+        Subscription.objects.bulk_create(
+            [Subscription(endpoint=self, event_type=name,
+                          fields=sorted(set(restrict.get(name, []))))
+             for name in sorted(wanted - current)])
+        if payload is not None:
+            for name in sorted(wanted & current):
+                self.subscriptions.filter(event_type=name).update(
+                    fields=sorted(set(restrict.get(name, []))))
+        if hasattr(self, "_prefetched_objects_cache"):
+            self._prefetched_objects_cache.pop("subscriptions", None)
+
+    @property
+    def payload_fields(self) -> dict[str, list[str]]:
+        """``{event type: fields}`` for the subscriptions that restrict the payload."""
+        return {s.event_type: list(s.fields) for s in self.subscriptions.all() if s.fields}
+
 
 class Subscription(models.Model):
     """One event type an endpoint receives; ``"*"`` subscribes it to every type."""
@@ -134,6 +161,11 @@ class Subscription(models.Model):
         verbose_name=_("endpoint"),
     )
     event_type = models.CharField(_("event type"), max_length=100)
+    fields = models.JSONField(
+        _("payload fields"), default=list, blank=True,
+        help_text=_("Only these fields of the payload's data are sent (keep personal data "
+                    "from third parties). Empty: every field."),
+    )
 
     class Meta:
         verbose_name = _("subscription")

@@ -13,8 +13,8 @@ from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
 from webhooks.conf import MAX_ROTATION_GRACE
-from webhooks.events import TEST_EVENT_TYPE, get_catalog
-from webhooks.models import WILDCARD, Delivery, DeliveryAttempt, Endpoint, Subscription
+from webhooks.events import TEST_EVENT_TYPE, get_catalog, payload_fields
+from webhooks.models import WILDCARD, Delivery, DeliveryAttempt, Endpoint
 from webhooks.validators import header_errors, validate_endpoint_url
 
 from .schema import extend_schema_field
@@ -76,6 +76,13 @@ class EndpointSerializer(serializers.ModelSerializer):
         source="event_types", child=EventTypeField(), allow_empty=False, max_length=200,
         help_text=_('Event types this endpoint receives; "*" stands for all of them.'),
     )
+    payload_fields = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField(max_length=100), max_length=200),
+        required=False, default=dict,
+        help_text=_('Restrict the payload\'s data to some fields, per subscribed event type: '
+                    '{"order.created": ["id", "status"]}. Types left out get every field. '
+                    "event-types/ lists the fields of each type."),
+    )
     is_active = serializers.BooleanField(
         required=False, default=True,
         help_text=_("Turn deliveries off or on. Switching an endpoint on clears why it was "
@@ -96,8 +103,8 @@ class EndpointSerializer(serializers.ModelSerializer):
     class Meta:
         model = Endpoint
         fields = ["id", "url", "description", "events", "is_active", "headers", "rate_limit",
-                  "created_at", "disabled_reason", "disabled_at", "last_success_at",
-                  "last_failure_at"]
+                  "created_at", "payload_fields", "disabled_reason", "disabled_at",
+                  "last_success_at", "last_failure_at"]
 
     def to_representation(self, instance: Endpoint) -> dict[str, Any]:
         data = super().to_representation(instance)
@@ -107,14 +114,38 @@ class EndpointSerializer(serializers.ModelSerializer):
     def validate_events(self, value: list[str]) -> list[str]:
         return sorted(set(value))
 
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        restricted = attrs.get("payload_fields")
+        if restricted:
+            events = attrs.get("event_types")
+            if events is None and self.instance is not None:
+                events = self.instance.event_types
+            errors = []
+            for event_type, names in restricted.items():
+                if event_type not in (events or []):
+                    errors.append(_("%(type)s is not one of this endpoint's events.")
+                                  % {"type": event_type})
+                    continue
+                known = payload_fields(event_type)
+                unknown = sorted(set(names) - set(known)) if known is not None else []
+                if unknown:
+                    errors.append(_("%(type)s has no field %(fields)s.")
+                                  % {"type": event_type, "fields": ", ".join(unknown)})
+            if errors:
+                raise serializers.ValidationError({"payload_fields": errors})
+        return attrs
+
     def create(self, validated_data: dict[str, Any]) -> Endpoint:
         return create_endpoint(validated_data.pop("owner"),
-                               validated_data.pop("event_types"), **validated_data)
+                               validated_data.pop("event_types"),
+                               payload=validated_data.pop("payload_fields", None),
+                               **validated_data)
 
     def update(self, instance: Endpoint, validated_data: dict[str, Any]) -> Endpoint:
         """Save only what the request changes: the delivery engine updates the health fields
         of the same row concurrently, and a full save would write stale values over them."""
         events = validated_data.pop("event_types", None)
+        restricted = validated_data.pop("payload_fields", None)
         active = validated_data.pop("is_active", instance.is_active)
         changed = {"updated_at", *validated_data}
         if active and not instance.is_active:
@@ -132,12 +163,14 @@ class EndpointSerializer(serializers.ModelSerializer):
             setattr(instance, name, value)
         with transaction.atomic(using=router.db_for_write(Endpoint)):
             instance.save(update_fields=sorted(changed))
-            if events is not None:
-                set_subscriptions(instance, events)
+            if events is not None or restricted is not None:
+                set_subscriptions(instance, events if events is not None
+                                  else instance.event_types, restricted)
         return instance
 
 
-def create_endpoint(owner: Any, events: list[str], **fields: Any) -> Endpoint:
+def create_endpoint(owner: Any, events: list[str], payload: dict[str, list[str]] | None = None,
+                    **fields: Any) -> Endpoint:
     """Create an endpoint of ``owner`` subscribed to ``events``, within
     ``MAX_ENDPOINTS_PER_OWNER`` (checked under a lock on the owner's row, so that concurrent
     requests cannot both take the last place)."""
@@ -152,20 +185,15 @@ def create_endpoint(owner: Any, events: list[str], **fields: Any) -> Endpoint:
         except DjangoValidationError as exc:
             raise serializers.ValidationError(serializers.as_serializer_error(exc)) from None
         endpoint.save(using=using, force_insert=True)
-        set_subscriptions(endpoint, events)
+        set_subscriptions(endpoint, events, payload)
     return endpoint
 
 
-def set_subscriptions(endpoint: Endpoint, events: list[str]) -> None:
-    """Make ``endpoint`` subscribe to exactly ``events``."""
-    wanted = set(events)
-    current = set(endpoint.subscriptions.values_list("event_type", flat=True)) \
-        if not endpoint._state.adding else set()
-    if current - wanted:
-        endpoint.subscriptions.filter(event_type__in=current - wanted).delete()
-    Subscription.objects.bulk_create(
-        [Subscription(endpoint=endpoint, event_type=name) for name in sorted(wanted - current)]
-    )
+def set_subscriptions(endpoint: Endpoint, events: list[str],
+                      payload: dict[str, list[str]] | None = None) -> None:
+    """Make ``endpoint`` subscribe to exactly ``events`` (see
+    :meth:`webhooks.models.Endpoint.set_subscriptions`)."""
+    endpoint.set_subscriptions(events, payload)
     endpoint._prefetched_objects_cache = {}  # type: ignore[attr-defined]
 
 
@@ -287,6 +315,10 @@ class EventTypeSerializer(serializers.Serializer):
     type = serializers.CharField(read_only=True, help_text=_("The event type, e.g. "
                                                              "order.created."))
     description = serializers.CharField(read_only=True)
+    payload_fields = serializers.ListField(
+        child=serializers.CharField(), read_only=True, allow_null=True,
+        help_text=_("The fields of data, which a subscription can restrict the payload to "
+                    "(null when only the sending code knows them)."))
     example = EventBodySerializer(read_only=True, help_text=_(
         "An example body; data is built from the serializer that builds the real one."))
 

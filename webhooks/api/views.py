@@ -18,7 +18,7 @@ from rest_framework.serializers import BaseSerializer
 from rest_framework.throttling import BaseThrottle
 
 from webhooks.emit import replay, retry_deliveries, send_test_event
-from webhooks.events import get_catalog
+from webhooks.events import get_catalog, payload_fields
 from webhooks.models import Delivery, DeliveryAttempt, Endpoint, Event, Subscription
 
 from . import serializers as s
@@ -115,7 +115,7 @@ class EndpointViewSet(mixins.ListModelMixin, mixins.CreateModelMixin,
     def get_queryset(self) -> QuerySet[Endpoint]:
         return self.endpoints().prefetch_related(
             Prefetch("subscriptions", queryset=Subscription.objects.only(
-                "endpoint_id", "event_type"))
+                "endpoint_id", "event_type", "fields"))
         )
 
     def perform_create(self, serializer: BaseSerializer[Any]) -> None:
@@ -233,6 +233,7 @@ class EventTypeViewSet(mixins.ListModelMixin, WebhooksAPIView):
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         catalog = get_catalog()
         items = [{"type": t.name, "description": t.description,
+                  "payload_fields": payload_fields(t.name, catalog),
                   "example": example_body(t, catalog)}
                  for t in sorted(catalog.types.values(), key=lambda t: t.name)]
         return Response(s.EventTypeSerializer(items, many=True).data)
