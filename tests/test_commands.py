@@ -110,3 +110,16 @@ def test_prune_deletes_old_finished_events_only(receiver: Receiver) -> None:
     assert "Deleted 2 events" in out and "2/2" in out
     assert Event.objects.count() == 2  # the pending one and the recent one stay
     assert DeliveryAttempt.objects.count() == 1
+
+
+def test_dry_runs_change_nothing(receiver: Receiver) -> None:
+    endpoint = make_endpoint(receiver.url())
+    webhooks.send_event("invoice.paid", {})
+    assert "1 events to dispatch, 0 deliveries due" in run("webhooks_deliver", "--dry-run")
+    out = run("webhooks_send_test", str(endpoint.pk), "--dry-run")
+    assert "Would POST a webhook.test event" in out and "1 secret(s)" in out
+    assert Event.objects.count() == 1 and not Delivery.objects.exists()
+    assert receiver.received() == []
+    bad = make_endpoint("http://10.0.0.5/hook")
+    with pytest.raises(CommandError, match="private, loopback or reserved"):
+        run("webhooks_send_test", str(bad.pk), "--dry-run")

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
+from django.db.models import Count
 
 from webhooks import delivery
 from webhooks.models import Delivery
@@ -25,9 +26,26 @@ class Command(BaseCommand):
                             help="Seconds between polls with --loop (default 1).")
         parser.add_argument("--time-limit", type=float, default=None,
                             help="Stop after this many seconds (default: no limit).")
+        parser.add_argument("--dry-run", action="store_true",
+                            help="Only say what is waiting: undispatched events, due "
+                                 "deliveries and the oldest due one.")
 
     def handle(self, *args: Any, loop: bool = False, interval: float = 1.0,
-               time_limit: float | None = None, **options: Any) -> None:
+               time_limit: float | None = None, dry_run: bool = False,
+               **options: Any) -> None:
+        if dry_run:
+            from django.db.models import Min
+            from django.utils import timezone
+
+            from webhooks.models import Event
+
+            now = timezone.now()
+            due = Delivery.objects.due(now).aggregate(n=Count("id"),
+                                                      oldest=Min("next_attempt_at"))
+            age = (now - due["oldest"]).total_seconds() if due["oldest"] else 0.0
+            self.stdout.write(f"{Event.objects.undispatched().count()} events to dispatch, "
+                              f"{due['n']} deliveries due (oldest due for {age:.0f}s).")
+            return
         started = time.monotonic()
         totals = {"events": 0, "succeeded": 0, "retrying": 0, "failed": 0}
         while True:
@@ -49,9 +67,9 @@ class Command(BaseCommand):
                 break
             time.sleep(interval)
         self.stdout.write(self._line(totals))
-        due = Delivery.objects.due().count()
-        if due:
-            self.stdout.write(f"{due} deliveries are still due.")
+        still_due = Delivery.objects.due().count()
+        if still_due:
+            self.stdout.write(f"{still_due} deliveries are still due.")
 
     @staticmethod
     def _line(totals: dict[str, int]) -> str:

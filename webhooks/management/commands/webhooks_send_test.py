@@ -10,6 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from webhooks.emit import send_test_event
 from webhooks.models import Delivery, Endpoint
+from webhooks.validators import validate_endpoint_url
 
 
 class Command(BaseCommand):
@@ -20,12 +21,25 @@ class Command(BaseCommand):
         parser.add_argument("endpoint", help="The endpoint's id.")
         parser.add_argument("--wait", type=float, default=0, metavar="SECONDS",
                             help="Wait up to SECONDS for the attempt and print its outcome.")
+        parser.add_argument("--dry-run", action="store_true",
+                            help="Check the endpoint's URL as the sender would and show what "
+                                 "would be sent; send nothing.")
 
-    def handle(self, *args: Any, endpoint: str, wait: float = 0, **options: Any) -> None:
+    def handle(self, *args: Any, endpoint: str, wait: float = 0, dry_run: bool = False,
+               **options: Any) -> None:
         try:
             target = Endpoint.objects.get(pk=endpoint)
         except (Endpoint.DoesNotExist, ValidationError, ValueError):
             raise CommandError(f"No endpoint with id {endpoint!r}.") from None
+        if dry_run:
+            try:
+                validate_endpoint_url(target.url)
+            except ValidationError as exc:
+                raise CommandError(" ".join(exc.messages)) from None
+            state = "active" if target.is_active else f"disabled ({target.disabled_reason})"
+            self.stdout.write(f"Would POST a webhook.test event to {target.url} ({state}), "
+                              f"signed with {len(target.signing_secrets())} secret(s).")
+            return
         sent = send_test_event(target)
         self.stdout.write(f"Queued test event {sent.event.public_id} for {target.url}")
         deadline = time.monotonic() + wait
