@@ -1,8 +1,10 @@
 """The legs of the benchmark. Each runs in its own process, started by ``bench/run.py``.
 
-``raw`` needs no Django: it posts signed bodies with ``webhooks.http.post`` in a tight loop.
-``save`` and ``drain`` set Django up with ``bench.settings`` (the environment names the
-database and the broker) on a fresh database; ``drain`` starts a real ``qcluster``.
+``raw`` needs no database: it posts signed bodies with ``webhooks.http.post`` in a tight loop,
+in one process and then in two forked processes at once. ``save``, ``drain`` (also the history
+legs: ``history_rows`` old rows are inserted first) and ``latency`` set Django up with
+``bench.settings`` (the environment names the database and the broker) on a fresh database;
+``drain`` and ``latency`` start a real ``qcluster`` and sample its processes' RSS.
 """
 
 from __future__ import annotations
@@ -75,6 +77,10 @@ class ReceiverClient:
     def unique(self, path: str) -> int:
         return int(self.stats().get(path, {}).get("unique", 0))
 
+    def arrivals(self, path: str) -> dict[str, float]:
+        """``{webhook-id: first arrival (time.monotonic())}`` of the requests to ``path``."""
+        return json.loads(self._get("/arrivals" + path))
+
 
 def event_data(seq: int) -> dict[str, Any]:
     """A custom event's ``data``: an order-like document, about 1 KB once in its envelope."""
@@ -122,6 +128,17 @@ def group_cpu_seconds(pgid: int) -> float:
     return total / CLK_TCK
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds every core of the machine has spent busy since boot (``/proc/stat``)."""
+    try:
+        with open("/proc/stat") as fh:
+            fields = [int(x) for x in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return float("nan")
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / CLK_TCK
+
+
 def process_cpu_seconds(pid: int) -> float:
     try:
         with open(f"/proc/{pid}/stat") as fh:
@@ -129,6 +146,126 @@ def process_cpu_seconds(pid: int) -> float:
     except OSError:
         return float("nan")
     return sum(int(x) for x in fields[11:13]) / CLK_TCK
+
+
+def group_pids(pgid: int) -> list[int]:
+    """Live processes of process group ``pgid`` (Linux)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            pids.append(int(entry))
+    return pids
+
+
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def rss_bytes(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/statm") as fh:
+            return int(fh.read().split()[1]) * PAGE_SIZE
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+class RssSampler:
+    """Samples the RSS of every process of a ``qcluster`` group in a thread (``/proc``).
+
+    ``result(deliveries)`` gives the peak RSS of any one process (the cluster's processes
+    are forks of one another: its 2 workers, the sentinel, pusher and monitor) and, for the
+    processes alive from the first sample to the last, the largest start → end growth and
+    the largest growth over the second half of the window (by time), per 1,000 deliveries
+    (half the leg's deliveries: the rate is steady). A worker's first tasks cost it a
+    one-off ~10 MiB (imports, caches): the second half shows whether it keeps growing.
+    """
+
+    def __init__(self, pgid: int, interval: float = 0.1) -> None:
+        import threading
+
+        self.pgid, self.interval = pgid, interval
+        self.first: dict[int, int] = {}
+        self.last: dict[int, int] = {}
+        self.peak: dict[int, int] = {}
+        self.timeline: list[tuple[float, dict[int, int]]] = []
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self) -> None:
+        now: dict[int, int] = {}
+        for pid in group_pids(self.pgid):
+            rss = rss_bytes(pid)
+            if rss is None:
+                continue
+            now[pid] = rss
+            self.first.setdefault(pid, rss)
+            self.last[pid] = rss
+            self.peak[pid] = max(rss, self.peak.get(pid, 0))
+        self.timeline.append((time.monotonic(), now))
+        self.samples += 1
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def __enter__(self) -> RssSampler:
+        self.sample()
+        self.initial = set(self.first)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.final = set(group_pids(self.pgid))
+        self.sample()
+
+    def result(self, deliveries: int) -> dict[str, Any]:
+        mib = 1024 * 1024
+        stayed = self.initial & self.final
+        growth = {pid: self.last[pid] - self.first[pid] for pid in stayed}
+        worst = max(growth, key=lambda pid: growth[pid]) if growth else None
+        grown = growth[worst] if worst is not None else float("nan")
+        middle_t = (self.timeline[0][0] + self.timeline[-1][0]) / 2
+        middle = min(self.timeline, key=lambda sample: abs(sample[0] - middle_t))[1]
+        late = [self.last[pid] - middle[pid] for pid in stayed if pid in middle]
+        late_grown = max(late) if late else float("nan")
+        return {
+            "samples": self.samples,
+            "processes": len(self.peak),
+            "processes_started_during_run": len(set(self.peak) - self.initial),
+            "peak_rss_mib": max(self.peak.values()) / mib if self.peak else float("nan"),
+            "start_rss_mib": max(self.first[p] for p in stayed) / mib if stayed
+            else float("nan"),
+            "max_growth_mib": grown / mib,
+            "growth_kib_per_1000_deliveries": grown / 1024 / deliveries * 1000
+            if deliveries else float("nan"),
+            "second_half_growth_mib": late_grown / mib,
+            "second_half_kib_per_1000_deliveries": late_grown / 1024 / (deliveries / 2) * 1000
+            if deliveries else float("nan"),
+            "per_process_mib": {str(pid): {"start": self.first[pid] / mib,
+                                           "end": self.last[pid] / mib,
+                                           "peak": self.peak[pid] / mib}
+                                for pid in self.peak},
+        }
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q``-quantile (0..1) of ``values``, linear interpolation; NaN when empty."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q
+    lo = int(k)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
 # --- raw sender baseline ---------------------------------------------------------------------
@@ -150,21 +287,15 @@ def client_options() -> dict[str, Any]:
     }
 
 
-def leg_raw(cfg: dict[str, Any]) -> dict[str, Any]:
-    """``webhooks.http.post`` (its kept-alive session) posting signed 1 KB bodies, 1 process,
-    with the options a delivery uses (the bench settings; no database is touched)."""
-    import django
-
-    django.setup()
+def raw_poster(receiver: str, path: str) -> Callable[[int], None]:
+    """A function posting the signed body number ``seq`` with ``webhooks.http.post`` and the
+    options a delivery uses (the bench settings; no database is touched)."""
     from webhooks import http, signing
 
     options = client_options()
-
-    url = cfg["receiver"] + "/raw"
+    url = receiver + path
     secret = signing.generate_secret()
     body = raw_body(0)
-    client = ReceiverClient(cfg["receiver"])
-    client.reset()
 
     def post(seq: int) -> None:
         timestamp = int(time.time())
@@ -182,7 +313,81 @@ def leg_raw(cfg: dict[str, Any]) -> dict[str, Any]:
             raise RuntimeError(f"raw POST failed: {result.status_code} {result.error_class} "
                                f"{result.error}")
 
-    warm, n = 50, cfg["raw_requests"]
+    return post
+
+
+RAW_WARM = 50
+
+
+def _raw_child(receiver: str, path: str, first: int, n: int, barrier: Any, queue: Any) -> None:
+    """One sender process of the 2-process baseline (forked: its own session and sockets)."""
+    try:
+        post = raw_poster(receiver, path)
+        for seq in range(first, first + RAW_WARM):
+            post(seq)
+        barrier.wait(timeout=30)
+        cpu0 = time.process_time()
+        started = time.monotonic()
+        for seq in range(first + RAW_WARM, first + RAW_WARM + n):
+            post(seq)
+        queue.put((started, time.monotonic(), time.process_time() - cpu0, None))
+    except BaseException as exc:  # reported by the parent
+        queue.put((0.0, 0.0, 0.0, f"{type(exc).__name__}: {exc}"))
+
+
+def raw_parallel(receiver: str, processes: int, n: int, receiver_pid: int) -> dict[str, Any]:
+    """``processes`` forked senders posting ``n`` requests in all, started together: requests
+    over the time from the first start to the last finish."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    path = f"/raw-{processes}p"
+    barrier, queue = ctx.Barrier(processes + 1), ctx.Queue()
+    share = n // processes
+    children = [ctx.Process(target=_raw_child,
+                            args=(receiver, path, i * (share + RAW_WARM), share, barrier, queue),
+                            daemon=True)
+                for i in range(processes)]
+    for child in children:
+        child.start()
+    try:
+        barrier.wait(timeout=60)
+        receiver_cpu0 = process_cpu_seconds(receiver_pid)
+        reports = [queue.get(timeout=120) for _ in children]
+        receiver_cpu = process_cpu_seconds(receiver_pid) - receiver_cpu0
+    finally:
+        for child in children:
+            child.join(timeout=5)
+            if child.is_alive():
+                child.kill()
+                child.join(timeout=5)
+    errors = [r[3] for r in reports if r[3]]
+    if errors:
+        raise RuntimeError(f"a raw sender failed: {errors[0]}")
+    total = share * processes
+    got = ReceiverClient(receiver).unique(path)
+    if got != total + RAW_WARM * processes:
+        raise RuntimeError(f"the receiver counted {got} raw requests on {path}, expected "
+                           f"{total + RAW_WARM * processes}")
+    elapsed = max(r[1] for r in reports) - min(r[0] for r in reports)
+    return {"processes": processes, "requests": total, "seconds": elapsed,
+            "per_second": total / elapsed,
+            "sender_cpu_us_per_request": sum(r[2] for r in reports) / total * 1e6,
+            "receiver_cpu_us_per_request": receiver_cpu / total * 1e6}
+
+
+def leg_raw(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``webhooks.http.post`` (its kept-alive session) posting signed 1 KB bodies, 1 process
+    and then 2 processes at once, with the options a delivery uses."""
+    import django
+
+    django.setup()
+    client = ReceiverClient(cfg["receiver"])
+    client.reset()
+    post = raw_poster(cfg["receiver"], "/raw")
+    body = raw_body(0)
+
+    warm, n = RAW_WARM, cfg["raw_requests"]
     for seq in range(warm):
         post(seq)
     cpu0, receiver_cpu0 = time.process_time(), process_cpu_seconds(cfg["receiver_pid"])
@@ -195,6 +400,7 @@ def leg_raw(cfg: dict[str, Any]) -> dict[str, Any]:
     got = client.unique("/raw")
     if got != warm + n:
         raise RuntimeError(f"the receiver counted {got} raw requests, expected {warm + n}")
+    two = raw_parallel(cfg["receiver"], 2, n, cfg["receiver_pid"])
     return {
         "requests": n,
         "seconds": elapsed,
@@ -202,6 +408,8 @@ def leg_raw(cfg: dict[str, Any]) -> dict[str, Any]:
         "body_bytes": len(body),
         "sender_cpu_us_per_request": cpu / n * 1e6,
         "receiver_cpu_us_per_request": receiver_cpu / n * 1e6,
+        "two_processes": two,
+        "per_second_2p": two["per_second"],
         # For reference only (not in any ratio): a bare requests.Session, same bodies.
         "bare_requests_per_second": bare_requests_rate(cfg["receiver"] + "/bare", body, n),
     }
@@ -410,6 +618,125 @@ def leg_save(cfg: dict[str, Any]) -> dict[str, Any]:
     return results
 
 
+# --- history ---------------------------------------------------------------------------------
+
+
+HISTORY_SPAN_MS = 30 * 86_400_000  # old rows are spread over 30 days, ending 10 days ago
+
+
+def fill_history(rows: int, endpoint_ids: list[Any]) -> dict[str, Any]:
+    """Insert ``rows`` old succeeded deliveries, one attempt each, and their events (one event
+    per ``len(endpoint_ids)`` deliveries), with set-based SQL: ``generate_series`` on
+    PostgreSQL, a recursive CTE on SQLite. Ids are UUIDv7-like (time first), as the app makes.
+    """
+    from django.db import connection, transaction
+
+    from webhooks.models import Delivery, DeliveryAttempt, Event
+
+    started = time.perf_counter()
+    fan = len(endpoint_ids)
+    events = max(1, -(-rows // fan))
+    step = max(1, HISTORY_SPAN_MS // events)
+    ms0 = int(time.time() * 1000) - 40 * 86_400_000
+    payload = json.dumps({"id": "evt_old", "type": "ping.sent",
+                          "timestamp": "2025-01-01T00:00:00.000Z",
+                          "data": {"note": "h" * 150}}, separators=(",", ":"))
+    headers = json.dumps({"Content-Type": "application/json", "webhook-id": "evt_old",
+                          "webhook-timestamp": "1735689600", "webhook-signature": "v1," + "s" * 44})
+    tables = {m: connection.ops.quote_name(m._meta.db_table)
+              for m in (Event, Delivery, DeliveryAttempt)}
+    params = {"events": events, "fan": fan, "ms0": ms0, "step": step, "payload": payload,
+              "headers": headers, "url": "http://127.0.0.1:9/old-endpoint"}
+    if connection.vendor == "postgresql":
+        series = "generate_series(0, %(events)s - 1) AS g"
+        pairs = ("(SELECT n / %(fan)s AS g, n %% %(fan)s AS k "
+                 "FROM generate_series(0, %(events)s * %(fan)s - 1) AS n) AS p")
+        ms = "(%(ms0)s::bigint + g::bigint * %(step)s)"
+        ts = f"to_timestamp({ms} / 1000.0)"
+
+        def uid(tag: str, n: str) -> str:
+            return f"(lpad(to_hex({ms}), 12, '0') || '7{tag}' || lpad(to_hex({n}), 16, '0'))::uuid"
+
+        endpoint = "(%(endpoints)s::uuid[])[k + 1]" if _uuid_pk() else \
+            "(%(endpoints)s::bigint[])[k + 1]"
+        params["endpoints"] = [str(e) if _uuid_pk() else e for e in endpoint_ids]
+        prefix = ""
+        json_cast = "::jsonb"
+    else:
+        series = "(SELECT g FROM s WHERE g < %(events)s) AS gg"
+        pairs = "(SELECT g / %(fan)s AS g, g %% %(fan)s AS k FROM s) AS p"
+        ms = "(%(ms0)s + g * %(step)s)"
+        ts = f"strftime('%%Y-%%m-%%d %%H:%%M:%%f', {ms} / 1000.0, 'unixepoch')"
+
+        def uid(tag: str, n: str) -> str:
+            return f"printf('%%012x7{tag}%%016x', {ms}, {n})"
+
+        ids_json = json.dumps([e.hex if hasattr(e, "hex") else e for e in endpoint_ids])
+        params["endpoints"] = ids_json
+        endpoint = "json_extract(%(endpoints)s, '$[' || k || ']')"
+        # SQLite: INSERT may follow a WITH clause.
+        prefix = ("WITH RECURSIVE s(g) AS (SELECT 0 UNION ALL SELECT g + 1 FROM s "
+                  "WHERE g + 1 < %(events)s * %(fan)s) ")
+        json_cast = ""
+    event_id = uid("000", "g")
+    delivery_id = uid("001", f"g * {fan} + k")
+    attempt_id = uid("002", f"g * {fan} + k")
+    # Table names are quoted by the backend; every value is a parameter.
+    statements = [" ".join(parts) for parts in (
+        [prefix, "INSERT INTO", tables[Event],
+         "(id, type, owner_id, created_at, payload, error, dispatched_at) SELECT",
+         f"{event_id}, 'ping.sent', NULL, {ts}, %(payload)s, '', {ts} FROM {series}"],
+        [prefix, "INSERT INTO", tables[Delivery],
+         "(id, event_id, endpoint_id, status, attempts, next_attempt_at, claim_token,",
+         "last_attempt_at, last_status_code, last_error, created_at) SELECT",
+         f"{delivery_id}, {event_id}, {endpoint}, 'succeeded', 1, NULL, NULL, {ts}, 200,",
+         f"'', {ts} FROM {pairs}"],
+        [prefix, "INSERT INTO", tables[DeliveryAttempt],
+         "(id, delivery_id, endpoint_id, number, created_at, url, request_headers,",
+         "status_code, response_headers, response_body, duration, error_class, error)",
+         f"SELECT {attempt_id}, {delivery_id}, {endpoint}, 1, {ts}, %(url)s,",
+         f"%(headers)s{json_cast}, 200, '{{}}'{json_cast}, 'ok', 0.001, '', '' FROM {pairs}"],
+    )]
+    timings = []
+    with transaction.atomic(), connection.cursor() as cursor:
+        for sql in statements:
+            t0 = time.perf_counter()
+            cursor.execute(sql, params)
+            timings.append(time.perf_counter() - t0)
+    analyzed = 0.0
+    if connection.vendor == "postgresql":
+        # What autovacuum would do soon after such a load, done now rather than mid-run.
+        t0 = time.perf_counter()
+        with connection.cursor() as cursor:
+            for table in tables.values():
+                cursor.execute(f"VACUUM ANALYZE {table}")  # quoted name
+        analyzed = time.perf_counter() - t0
+    counts = {"events": Event.objects.count(), "deliveries": Delivery.objects.count(),
+              "attempts": DeliveryAttempt.objects.count()}
+    if counts["deliveries"] < events * fan or counts["attempts"] < events * fan:
+        raise RuntimeError(f"history fill: expected {events * fan} rows, got {counts}")
+    return {"rows": events * fan, "events": events, "counts": counts,
+            "insert_seconds": timings, "vacuum_analyze_seconds": analyzed,
+            "seconds": time.perf_counter() - started}
+
+
+def history_end() -> Any:
+    """A time after every row :func:`fill_history` writes (they end 10 days ago)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    return timezone.now() - timedelta(days=9)
+
+
+def _uuid_pk() -> bool:
+    from django.db import models
+
+    from webhooks.models import Endpoint
+
+    return isinstance(Endpoint._meta.pk, models.UUIDField)
+
+
 # --- drain throughput ------------------------------------------------------------------------
 
 
@@ -463,8 +790,10 @@ def leg_drain(cfg: dict[str, Any]) -> dict[str, Any]:
     run_dir = Path(cfg["run_dir"])
     client = ReceiverClient(cfg["receiver"])
     paths = [f"/{cfg['name']}/endpoint-{i}" for i in range(cfg["endpoints"])]
-    for path in paths:
-        make_endpoint(cfg["receiver"] + path, "ping.sent")
+    endpoints = [make_endpoint(cfg["receiver"] + path, "ping.sent") for path in paths]
+    history = None
+    if cfg.get("history_rows"):
+        history = fill_history(cfg["history_rows"], [e.pk for e in endpoints])
     n, per_txn, warm = cfg["events"], cfg["events_per_transaction"], cfg["warmup_events"]
     expected = n * len(paths)
     client.reset()
@@ -485,10 +814,12 @@ def leg_drain(cfg: dict[str, Any]) -> dict[str, Any]:
         return all(stats.get(p, {}).get("unique", 0) >= count for p in paths)
 
     def succeeded(count: int) -> bool:
-        return Delivery.objects.filter(status=Delivery.Status.SUCCEEDED).count() >= count
+        return (Delivery.objects.filter(status=Delivery.Status.SUCCEEDED).count()
+                - done_before) >= count
 
+    done_before = Delivery.objects.filter(status=Delivery.Status.SUCCEEDED).count()
     cluster = start_cluster(run_dir, cfg["name"])
-    result: dict[str, Any] = {"setup": setup, "broker": broker_info()}
+    result: dict[str, Any] = {"setup": setup, "broker": broker_info(), "history": history}
     try:
         started = time.monotonic()
         # Warm-up, one event per transaction (one task each, so that both workers get some):
@@ -501,33 +832,45 @@ def leg_drain(cfg: dict[str, Any]) -> dict[str, Any]:
         client.reset()
         cpu0 = group_cpu_seconds(cluster.pid)
         receiver_cpu0 = process_cpu_seconds(cfg["receiver_pid"])
-        produce_started = time.monotonic()
-        first_commit = produce(warm, n)
-        produced = time.monotonic()
-        assert first_commit is not None
-        try:
-            wait_until(lambda: all_received(n), cfg["drain_timeout"],
-                       f"{expected} deliveries", interval=0.02)
-        except TimeoutError as exc:
-            got = {p: client.stats().get(p, {}).get("unique", 0) for p in paths}
-            raise TimeoutError(
-                f"{exc}; received (distinct) {got}, events not fanned out yet: "
-                f"{Event.objects.undispatched().count()}, deliveries by status: "
-                f"{dict(Delivery.objects.values_list('status').annotate(Count('id')))}"
-            ) from None
-        received = time.monotonic()
+        machine0, own0 = machine_busy_seconds(), time.process_time()
+        with RssSampler(cluster.pid) as rss:
+            produce_started = time.monotonic()
+            first_commit = produce(warm, n)
+            produced = time.monotonic()
+            assert first_commit is not None
+            try:
+                wait_until(lambda: all_received(n), cfg["drain_timeout"],
+                           f"{expected} deliveries", interval=0.02)
+            except TimeoutError as exc:
+                got = {p: client.stats().get(p, {}).get("unique", 0) for p in paths}
+                raise TimeoutError(
+                    f"{exc}; received (distinct) {got}, events not fanned out yet: "
+                    f"{Event.objects.undispatched().count()}, deliveries by status: "
+                    f"{dict(Delivery.objects.values_list('status').annotate(Count('id')))}"
+                ) from None
+            received = time.monotonic()
+        result["worker_memory"] = rss.result(expected)
         wait_until(lambda: succeeded((warm + n) * len(paths)), 60,
                    "every delivery recorded as succeeded", interval=0.02)
         recorded = time.monotonic()
         cluster_cpu = group_cpu_seconds(cluster.pid) - cpu0
         receiver_cpu = process_cpu_seconds(cfg["receiver_pid"]) - receiver_cpu0
+        machine_cpu = machine_busy_seconds() - machine0
+        own_cpu = time.process_time() - own0
+        window = time.monotonic() - produce_started
     finally:
         result["cluster_stopped_by"] = stop_cluster(cluster, run_dir)
     stats = client.stats()
+    # Busy cores of the whole machine over the window, and what is not ours (the cluster, the
+    # receiver, this producer; the database server is counted as not ours): other engineers'
+    # work on a shared machine, which slows a leg without changing its CPU per delivery.
+    result["machine_busy_cores"] = machine_cpu / window
+    result["other_busy_cores"] = (machine_cpu - cluster_cpu - receiver_cpu - own_cpu) / window
     last = max(stats[p]["last_new_at"] for p in paths)
     first = min(stats[p]["first_at"] for p in paths)
     drain_seconds = last - first_commit
-    statuses = dict(Delivery.objects.values_list("status").annotate(Count("id")))
+    statuses = dict(Delivery.objects.filter(created_at__gte=history_end())
+                    .values_list("status").annotate(Count("id")))
     sample = Event.objects.filter(type="ping.sent").order_by("created_at").last()
     result.update({
         "events": n,
@@ -548,8 +891,104 @@ def leg_drain(cfg: dict[str, Any]) -> dict[str, Any]:
         "received_requests": sum(stats[p]["count"] for p in paths),
         "duplicates": sum(stats[p]["count"] - stats[p]["unique"] for p in paths),
         "delivery_statuses": statuses,
-        "attempts": DeliveryAttempt.objects.count(),
+        "attempts": DeliveryAttempt.objects.filter(created_at__gte=history_end()).count(),
         "undispatched_events": Event.objects.undispatched().count(),
+    })
+    forget_redis_keys()
+    return result
+
+
+# --- latency ---------------------------------------------------------------------------------
+
+
+def leg_latency(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Save → receipt latency at a paced rate: one event per transaction, ``rate`` events/s
+    for ``seconds``, to one endpoint, delivered by a real 2-worker qcluster.
+
+    The producer notes ``time.monotonic()`` when each transaction has committed (its first
+    on-commit callback, before the app's own) against the event's ``webhook-id``; the
+    receiver notes the first arrival of each ``webhook-id`` on the same clock (Linux's
+    monotonic clock is shared by every process).
+    """
+    setup = fresh_database()
+    from django.db import transaction
+
+    import webhooks
+    from webhooks.models import Delivery
+
+    run_dir = Path(cfg["run_dir"])
+    client = ReceiverClient(cfg["receiver"])
+    path = f"/{cfg['name']}/endpoint-0"
+    make_endpoint(cfg["receiver"] + path, "ping.sent")
+    rate, seconds, warm = cfg["rate"], cfg["seconds"], cfg["warmup_events"]
+    n = max(1, int(rate * seconds))
+    client.reset()
+    committed: dict[str, float] = {}
+
+    def send(seq: int) -> None:
+        stamp: list[float] = []
+        with transaction.atomic():
+            transaction.on_commit(lambda: stamp.append(time.monotonic()))
+            event = webhooks.send_event("ping.sent", event_data(seq))
+        committed[event.public_id] = stamp[0]
+
+    cluster = start_cluster(run_dir, cfg["name"])
+    result: dict[str, Any] = {"setup": setup, "broker": broker_info()}
+    try:
+        started = time.monotonic()
+        for seq in range(warm):
+            send(seq)
+            time.sleep(0.05)
+        wait_until(lambda: client.unique(path) >= warm, cfg["startup_timeout"],
+                   "the warm-up deliveries")
+        result["startup_seconds"] = time.monotonic() - started
+        committed.clear()
+        client.reset()
+        time.sleep(0.5)  # let the warm-up's tasks finish
+        cpu0 = group_cpu_seconds(cluster.pid)
+        behind = 0
+        with RssSampler(cluster.pid) as rss:
+            t0 = time.monotonic()
+            for i in range(n):
+                due = t0 + i / rate
+                pause = due - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
+                elif pause < -0.01:
+                    behind += 1
+                send(warm + i)
+            produced = time.monotonic()
+            wait_until(lambda: client.unique(path) >= n, cfg["drain_timeout"],
+                       f"{n} paced deliveries", interval=0.05)
+        cluster_cpu = group_cpu_seconds(cluster.pid) - cpu0
+        result["worker_memory"] = rss.result(n)
+        wait_until(lambda: Delivery.objects.filter(
+            status=Delivery.Status.SUCCEEDED).count() >= warm + n, 30,
+            "every paced delivery recorded as succeeded", interval=0.05)
+    finally:
+        result["cluster_stopped_by"] = stop_cluster(cluster, run_dir)
+    arrivals = client.arrivals(path)
+    missing = [i for i in committed if i not in arrivals]
+    if missing:
+        raise RuntimeError(f"{len(missing)} paced events never arrived")
+    latencies = sorted((arrivals[i] - t) * 1000 for i, t in committed.items())
+    result.update({
+        "rate": rate,
+        "events": n,
+        "offered_seconds": n / rate,
+        "achieved_rate": n / (produced - t0),
+        "producer_behind": behind,
+        "latency_ms": {
+            "p50": percentile(latencies, 0.50),
+            "p90": percentile(latencies, 0.90),
+            "p99": percentile(latencies, 0.99),
+            "max": latencies[-1],
+            "min": latencies[0],
+            "mean": statistics.fmean(latencies),
+        },
+        "negative": sum(1 for x in latencies if x < 0),
+        "cluster_cpu_seconds": cluster_cpu,
+        "cluster_cpu_share": cluster_cpu / (produced - t0),
     })
     forget_redis_keys()
     return result
@@ -559,4 +998,5 @@ LEGS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "raw": leg_raw,
     "save": leg_save,
     "drain": leg_drain,
+    "latency": leg_latency,
 }

@@ -6,7 +6,9 @@
 - ``POST <path>``: answers ``200 ok`` and counts the request under ``<path>``, with the number
   of distinct ``webhook-id`` values, the first arrival and the arrival of the last new id
   (``time.monotonic()``: on Linux the same clock in every process);
-- ``GET /stats``: those counters as JSON; ``GET /reset``: forget them.
+- ``GET /stats``: those counters as JSON; ``GET /reset``: forget them;
+- ``GET /arrivals<path>``: ``{webhook-id: first arrival}`` of the requests to ``<path>``
+  (the latency leg matches them with the commit time of each event).
 
 It parses only what it needs (request line, ``Content-Length``, ``Connection``,
 ``webhook-id``), so one process answers far more requests per second than a Python sender
@@ -32,7 +34,7 @@ class PathStats:
 
     def __init__(self) -> None:
         self.count = 0
-        self.ids: set[str] = set()
+        self.ids: dict[str, float] = {}  # webhook-id -> first arrival
         self.first_at: float | None = None
         self.last_new_at: float | None = None
 
@@ -54,7 +56,7 @@ class Stats:
         if stats.first_at is None:
             stats.first_at = now
         if webhook_id not in stats.ids:
-            stats.ids.add(webhook_id)
+            stats.ids[webhook_id] = now
             stats.last_new_at = now
 
     def as_json(self) -> bytes:
@@ -108,6 +110,11 @@ class Protocol(asyncio.Protocol):
             elif path == "/stats":
                 self.transport.write(response("200 OK", self.stats.as_json(),
                                               "application/json"))
+            elif path.startswith("/arrivals/"):
+                arrived = self.stats.paths.get(path[len("/arrivals"):])
+                self.transport.write(response(
+                    "200 OK", json.dumps(arrived.ids if arrived else {}).encode(),
+                    "application/json"))
             elif path == "/reset":
                 self.stats.paths.clear()
                 self.transport.write(OK)

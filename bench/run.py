@@ -1,7 +1,9 @@
 """django-webhooks benchmark (not part of the test suite).
 
     python bench/run.py [--quick] [--json PATH] [--skip-pg] [--skip-save]
-                        [--events N] [--events-per-transaction N] [--endpoints N]
+                        [--skip-history] [--skip-latency] [--history-rows N]
+                        [--latency-seconds S] [--events N] [--events-per-transaction N]
+                        [--endpoints N]
 
 Measures, in one run, on a fresh database per leg:
 
@@ -15,16 +17,31 @@ Measures, in one run, on a fresh database per leg:
    commit of the first event to the arrival of the last delivery; on SQLite with the ORM
    broker and on PostgreSQL with the Redis broker (skipped when they do not answer).
 3. the raw sender baseline: ``webhooks.http.post`` posting signed 1 KB bodies to the same
-   receiver in a tight loop, in one process, measured right before and right after every
-   drain leg; a drain is compared with the mean of those two.
+   receiver in a tight loop, in one process and then in two processes at once, measured
+   right before and right after every drain leg; a drain is compared with the mean of those
+   two (``vs raw``: 1 process, ``vs raw2``: 2 processes).
+4. history: the same drain again on a database that already holds ``--history-rows`` old
+   succeeded deliveries (one attempt each, and their events), inserted with set-based SQL,
+   compared with the empty-table drain of the same run (``history/empty``).
+5. latency: one event per transaction, paced at 100 events/s (PostgreSQL + Redis) and at
+   20 events/s (SQLite + ORM broker) for ``--latency-seconds``, to one endpoint; per event,
+   commit (producer) → first arrival (receiver) on the shared monotonic clock; p50/p90/p99.
+6. worker memory: the RSS of every qcluster process, sampled from ``/proc`` every 0.1 s in
+   the drain, history and latency legs: peak, and start → end growth per 1,000 deliveries of
+   the processes that lived through the leg.
 
 The last line printed starts with ``RATIOS``: ``save_alone``, ``save_alone_enqueue`` and
 ``save_batch100`` are µs/save with the app over µs/save without it (SQLite + ORM broker;
 ``save_alone``: a dispatch is already pending, as on a busy site, so the commit only finds the
 dispatch token; ``save_alone_enqueue``: every commit enqueues a task, the worst case; 100 saves
 per transaction enqueue once per transaction); ``sqlite_vs_raw`` and
-``pg_redis_vs_raw`` are drain deliveries/s over raw requests/s (``n/a`` when a leg was
-skipped or failed). The exit status is 1 when a leg failed. Logs of every process go to
+``pg_redis_vs_raw`` are drain deliveries/s over raw requests/s (``…_vs_raw2``: over the
+2-process raw sender); ``…_history`` is the drain with history over the empty drain (deliveries/s;
+``…_history_cpu``: cluster CPU per delivery, empty over history, which others' work on a
+shared machine does not move);
+``…_p50_ms``/``…_p99_ms`` the paced latencies; ``…_rss_mib`` the peak worker RSS and
+``…_rss_kib_per_1000`` its growth per 1,000 deliveries (``n/a`` when a leg was skipped or
+failed). The exit status is 1 when a leg failed. Logs of every process go to
 ``var/bench/<run id>/``; PostgreSQL legs use (drop and recreate) the database ``bench_webhooks``.
 
 Every leg runs in its own process group with a fresh database and a django-q2 cluster name of
@@ -61,15 +78,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="django-webhooks benchmark")
     parser.add_argument("--quick", action="store_true", help="a short run (under 3 minutes)")
     parser.add_argument("--json", metavar="PATH", help="write every figure to PATH")
-    parser.add_argument("--events", type=int, help="events per drain leg (2000; quick 500)")
-    parser.add_argument("--endpoints", type=int, default=1,
-                        help="endpoints every event fans out to (default 1)")
+    parser.add_argument("--events", type=int, help="events per drain leg (5000; quick 1000)")
+    parser.add_argument("--endpoints", type=int, default=3,
+                        help="endpoints every event fans out to (default 3)")
     parser.add_argument("--events-per-transaction", type=int, default=100, metavar="N",
                         help="events committed per transaction in the drain legs (100)")
     parser.add_argument("--saves", type=int,
                         help="saves per mode and scenario (3000; quick 300)")
     parser.add_argument("--raw-requests", type=int, help="requests per raw baseline")
     parser.add_argument("--skip-save", action="store_true", help="skip the save overhead legs")
+    parser.add_argument("--skip-history", action="store_true", help="skip the history legs")
+    parser.add_argument("--skip-latency", action="store_true", help="skip the latency legs")
+    parser.add_argument("--history-rows", type=int,
+                        help="old deliveries (and attempts) in the history legs "
+                             "(1,000,000; quick 100,000)")
+    parser.add_argument("--latency-seconds", type=float,
+                        help="length of each paced latency leg (30; quick 8)")
+    parser.add_argument("--history-backends", default="sqlite,pg",
+                        help="backends of the history legs (default sqlite,pg)")
     parser.add_argument("--skip-pg", action="store_true",
                         help="skip the PostgreSQL + Redis legs")
     parser.add_argument("--pg-url", default=os.environ.get("BENCH_PG_URL", DEFAULT_PG_URL),
@@ -82,7 +108,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--leg-config", help=argparse.SUPPRESS)
     parser.add_argument("--leg-result", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    args.events = args.events or (500 if args.quick else 2000)
+    args.events = args.events or (1000 if args.quick else 5000)
+    args.history_rows = args.history_rows or (100_000 if args.quick else 1_000_000)
+    args.latency_seconds = args.latency_seconds or (8.0 if args.quick else 30.0)
     args.saves = args.saves or (300 if args.quick else 3000)
     args.raw_requests = args.raw_requests or (2000 if args.quick else 5000)
     return args
@@ -191,6 +219,8 @@ class Runner:
             finally:
                 self.kill_group(proc.pid)
                 self.kill_leftover_clusters()
+                if backend == "pg":
+                    self.forget_redis_keys(name)
         elapsed = time.monotonic() - started
         if code == 0 and result_path.exists():
             print(f" {elapsed:.1f}s", flush=True)
@@ -203,6 +233,19 @@ class Runner:
             print(f"      {line}")
         self.errors.append(message)
         return None
+
+    def forget_redis_keys(self, name: str) -> None:
+        """The leg's django-q2 keys, even when the leg died before deleting them itself."""
+        try:
+            import redis
+
+            client = redis.from_url(self.args.redis_url, socket_timeout=5,
+                                    socket_connect_timeout=5)
+            keys = list(client.scan_iter(match=f"django_q:bench-{self.run_id}-{name}:*"))
+            if keys:
+                client.delete(*keys)
+        except Exception as exc:  # a clean-up must not hide the leg's own result
+            print(f" (could not delete the leg's Redis keys: {exc})", end="")
 
     @staticmethod
     def kill_group(pgid: int) -> None:
@@ -265,7 +308,9 @@ def run_all(args: argparse.Namespace, runner: Runner) -> dict[str, Any]:
         "environment": environment(),
         "parameters": {"events": args.events, "endpoints": args.endpoints,
                        "events_per_transaction": args.events_per_transaction,
-                       "saves": args.saves, "raw_requests": args.raw_requests},
+                       "saves": args.saves, "raw_requests": args.raw_requests,
+                       "history_rows": args.history_rows,
+                       "latency_seconds": args.latency_seconds},
         "save": {}, "drain": {}, "raw": [],
     }
     pg_problem = "--skip-pg was given" if args.skip_pg else services_answer(args)
@@ -302,17 +347,52 @@ def run_all(args: argparse.Namespace, runner: Runner) -> dict[str, Any]:
         figures["raw"].append(result)
         return result
 
+    def compare(result: dict[str, Any] | None, before: dict[str, Any] | None,
+                after: dict[str, Any] | None) -> None:
+        if result is None:
+            return
+        for key, suffix in (("per_second", ""), ("per_second_2p", "2")):
+            adjacent = [r[key] for r in (before, after) if r]
+            result[f"raw{suffix}_per_second"] = statistics.mean(adjacent) if adjacent else NAN
+            result[f"vs_raw{suffix}"] = (result["deliveries_per_second"]
+                                         / result[f"raw{suffix}_per_second"])
+
     before = raw()
     for backend, label in backends:
         result = runner.run_leg("drain", f"drain-{label}", backend, drain_cfg,
                                 timeout=drain_timeout)
         after = raw()
-        if result is not None:
-            adjacent = [r["per_second"] for r in (before, after) if r]
-            result["raw_per_second"] = statistics.mean(adjacent) if adjacent else NAN
-            result["vs_raw"] = result["deliveries_per_second"] / result["raw_per_second"]
+        compare(result, before, after)
         figures["drain"][label] = result
         before = after
+
+    figures["history"] = {}
+    history_backends = set(args.history_backends.split(","))
+    for backend, label in [] if args.skip_history else backends:
+        if backend not in history_backends:
+            continue
+        cfg = {**drain_cfg, "history_rows": args.history_rows}
+        # Filling takes about 60 s per million rows on SQLite, 30 s on PostgreSQL.
+        result = runner.run_leg("drain", f"history-{label}", backend, cfg,
+                                timeout=drain_timeout + 300 + args.history_rows / 5000)
+        after = raw()
+        compare(result, before, after)
+        empty = get(figures, "drain", label, "deliveries_per_second")
+        empty_cpu = get(figures, "drain", label, "cluster_cpu_us_per_delivery")
+        if result is not None:
+            result["history_vs_empty"] = result["deliveries_per_second"] / empty
+            result["history_cpu_vs_empty"] = empty_cpu / result["cluster_cpu_us_per_delivery"]
+        figures["history"][label] = result
+        before = after
+
+    figures["latency"] = {}
+    rates = {"pg": 100.0, "sqlite": 20.0}
+    for backend, label in [] if args.skip_latency else reversed(backends):
+        cfg = {"rate": rates[backend], "seconds": args.latency_seconds, "warmup_events": 4,
+               "startup_timeout": 60, "drain_timeout": 60}
+        figures["latency"][label] = runner.run_leg(
+            "latency", f"latency-{label}", backend, cfg,
+            timeout=240 + args.latency_seconds)
     return figures
 
 
@@ -386,11 +466,111 @@ def report(figures: dict[str, Any]) -> str:
         "",
         f"Drain: {p['events']} events ({p['events_per_transaction']}/txn) to {p['endpoints']} "
         "endpoint(s), first commit → last delivery received; qcluster, 2 workers",
-        f"  {'backend':<12} {'deliveries':>10} {'payload':>8} {'seconds':>8} {'deliv/s':>8} "
-        f"{'raw/s':>7} {'vs raw':>7} {'1st ms':>7} {'prod s':>7} {'cpu µs/d':>9} {'dups':>5} "
-        f"{'ok':>6}",
+        *drain_table(figures["drain"]),
+        "  (1st ms: first commit → first delivery received; prod s: time the benchmark took "
+        "to commit all events,",
+        "   within the measured window; vs raw/raw2: over the 1-/2-process raw sender measured "
+        "before and after;",
+        "   cpu µs/d: CPU of all qcluster processes per delivery; other: busy cores of the "
+        "machine that are not",
+        "   the cluster, receiver or producer (the database server, and anyone else's work); "
+        "ok: deliveries",
+        "   succeeded, incl. 4 warm-up events)",
     ]
-    for label, d in figures["drain"].items():
+    if figures.get("history"):
+        lines += [
+            "",
+            f"History: the same drain with {p['history_rows']:,} old succeeded deliveries "
+            "(1 attempt each) already in the tables",
+            *drain_table(figures["history"]),
+            f"  {'backend':<12} {'rows':>9} {'fill s':>7} {'deliv/s':>8} {'empty/s':>8} "
+            f"{'history/empty':>14} {'cpu/d empty/history':>20}",
+        ]
+        for label, h in figures["history"].items():
+            if not h:
+                continue
+            lines.append(
+                f"  {label:<12} {h['history']['rows']:>9} {h['history']['seconds']:>7.1f} "
+                f"{fmt(h['deliveries_per_second']):>8} "
+                f"{fmt(get(figures, 'drain', label, 'deliveries_per_second')):>8} "
+                f"{fmt(h['history_vs_empty'], '.3f'):>14} "
+                f"{fmt(h.get('history_cpu_vs_empty'), '.3f'):>20}")
+        lines.append("  (history/empty: deliveries/s; cpu/d empty/history: cluster CPU per "
+                     "delivery, empty over history,")
+        lines.append("   which other work on a shared machine does not move: below 1 when history "
+                     "costs CPU)")
+    if figures.get("latency"):
+        lines += [
+            "",
+            f"Latency: one event per transaction, paced, {p['latency_seconds']:g} s, 1 endpoint; "
+            "commit → first arrival (ms)",
+            f"  {'backend':<12} {'rate/s':>7} {'got/s':>6} {'events':>6} {'p50':>6} "
+            f"{'p90':>6} {'p99':>6} {'max':>6} {'mean':>6} {'cpu%':>5}",
+        ]
+        for label, d in figures["latency"].items():
+            if not d:
+                lines.append(f"  {label:<12} failed")
+                continue
+            ms = d["latency_ms"]
+            lines.append(
+                f"  {label:<12} {d['rate']:>7.0f} {d['achieved_rate']:>6.1f} {d['events']:>6} "
+                f"{ms['p50']:>6.1f} {ms['p90']:>6.1f} {ms['p99']:>6.1f} {ms['max']:>6.1f} "
+                f"{ms['mean']:>6.1f} {d['cluster_cpu_share'] * 100:>5.0f}")
+        lines.append("  (got/s: the rate the producer achieved; cpu%: qcluster CPU over the "
+                     "paced window, % of one core)")
+    lines += [
+        "",
+        "Worker memory: RSS of the qcluster processes, sampled every 0.1 s during the measured "
+        "window",
+        f"  {'leg':<20} {'deliveries':>10} {'procs':>5} {'new':>4} {'start MiB':>9} "
+        f"{'peak MiB':>9} {'growth MiB':>10} {'KiB/1000 d':>10} {'2nd half MiB':>12} "
+        f"{'KiB/1000 d':>10}",
+    ]
+    for group in ("drain", "history", "latency"):
+        for label, d in (figures.get(group) or {}).items():
+            m = (d or {}).get("worker_memory")
+            if not m:
+                continue
+            count = d.get("deliveries") or d.get("events")
+            lines.append(
+                f"  {group + '-' + label:<20} {count:>10} {m['processes']:>5} "
+                f"{m['processes_started_during_run']:>4} {fmt(m['start_rss_mib'], '.1f'):>9} "
+                f"{fmt(m['peak_rss_mib'], '.1f'):>9} {fmt(m['max_growth_mib'], '.2f'):>10} "
+                f"{fmt(m['growth_kib_per_1000_deliveries'], '.1f'):>10} "
+                f"{fmt(m['second_half_growth_mib'], '.2f'):>12} "
+                f"{fmt(m['second_half_kib_per_1000_deliveries'], '.1f'):>10}")
+    lines += [
+        "  (procs: qcluster processes seen; new: started during the window (recycled workers); "
+        "growth: largest",
+        "   start → end RSS change of a process alive throughout; 2nd half: the same from the "
+        "middle of the window",
+        "   to its end, per 1,000 of the half of the deliveries sent then: ~0 when memory is "
+        "flat)",
+        "",
+        "Raw sender: webhooks.http.post, signed 1 KB body, same receiver; 1 process, then 2 "
+        "processes at once",
+    ]
+    for i, r in enumerate(figures["raw"], 1):
+        if r:
+            two = r["two_processes"]
+            lines.append(
+                f"  raw-{i}: {r['requests']} requests in {r['seconds']:.2f}s = "
+                f"{r['per_second']:.0f}/s (sender CPU {r['sender_cpu_us_per_request']:.0f} "
+                f"µs/request, receiver CPU {r['receiver_cpu_us_per_request']:.0f} µs/request)"
+                f"; 2 processes: {two['per_second']:.0f}/s; "
+                f"bare requests.Session: {r['bare_requests_per_second']:.0f}/s")
+        else:
+            lines.append(f"  raw-{i}: failed")
+    return "\n".join(lines)
+
+
+def drain_table(legs: dict[str, Any]) -> list[str]:
+    lines = [
+        f"  {'backend':<12} {'deliveries':>10} {'payload':>8} {'seconds':>8} {'deliv/s':>8} "
+        f"{'raw/s':>7} {'vs raw':>7} {'raw2/s':>7} {'vs raw2':>7} {'1st ms':>7} "
+        f"{'prod s':>7} {'cpu µs/d':>9} {'other':>5} {'dups':>5} {'ok':>6}",
+    ]
+    for label, d in legs.items():
         if not d:
             lines.append(f"  {label:<12} failed")
             continue
@@ -398,39 +578,47 @@ def report(figures: dict[str, Any]) -> str:
         lines.append(
             f"  {label:<12} {d['deliveries']:>10} {fmt(d['payload_bytes'], 'd'):>8} "
             f"{fmt(d['drain_seconds'], '.2f'):>8} {fmt(d['deliveries_per_second']):>8} "
-            f"{fmt(d['raw_per_second']):>7} {fmt(d['vs_raw'], '.3f'):>7} "
+            f"{fmt(d.get('raw_per_second')):>7} {fmt(d.get('vs_raw'), '.3f'):>7} "
+            f"{fmt(d.get('raw2_per_second')):>7} {fmt(d.get('vs_raw2'), '.3f'):>7} "
             f"{fmt(d['first_delivery_latency_seconds'] * 1000):>7} "
             f"{fmt(d['produce_seconds'], '.2f'):>7} "
-            f"{fmt(d['cluster_cpu_us_per_delivery']):>9} {d['duplicates']:>5} {ok:>6}")
-    lines += [
-        "  (1st ms: first commit → first delivery received; prod s: time the benchmark took "
-        "to commit all events,",
-        "   within the measured window; cpu µs/d: CPU of all qcluster processes per delivery; "
-        "ok: deliveries",
-        "   succeeded, incl. 4 warm-up events)",
-        "",
-        "Raw sender: webhooks.http.post, signed 1 KB body, 1 process, same receiver",
-    ]
-    for i, r in enumerate(figures["raw"], 1):
-        if r:
-            lines.append(
-                f"  raw-{i}: {r['requests']} requests in {r['seconds']:.2f}s = "
-                f"{r['per_second']:.0f}/s (sender CPU {r['sender_cpu_us_per_request']:.0f} "
-                f"µs/request, receiver CPU {r['receiver_cpu_us_per_request']:.0f} µs/request)"
-                f"; bare requests.Session: {r['bare_requests_per_second']:.0f}/s")
-        else:
-            lines.append(f"  raw-{i}: failed")
-    return "\n".join(lines)
+            f"{fmt(d['cluster_cpu_us_per_delivery']):>9} "
+            f"{fmt(d.get('other_busy_cores'), '.2f'):>5} {d['duplicates']:>5} {ok:>6}")
+    return lines
 
 
 def ratios(figures: dict[str, Any]) -> dict[str, float]:
-    return {
+    out = {
         "save_alone": get(figures, "save", "sqlite_orm", "alone", "ratio"),
         "save_alone_enqueue": get(figures, "save", "sqlite_orm", "alone_enqueue", "ratio"),
         "save_batch100": get(figures, "save", "sqlite_orm", "batch100", "ratio"),
-        "sqlite_vs_raw": get(figures, "drain", "sqlite_orm", "vs_raw"),
-        "pg_redis_vs_raw": get(figures, "drain", "pg_redis", "vs_raw"),
+        "pg_save_alone": get(figures, "save", "pg_redis", "alone", "ratio"),
+        "pg_save_alone_enqueue": get(figures, "save", "pg_redis", "alone_enqueue", "ratio"),
+        "pg_save_batch100": get(figures, "save", "pg_redis", "batch100", "ratio"),
     }
+    for label, short in (("sqlite_orm", "sqlite"), ("pg_redis", "pg_redis")):
+        out[f"{short}_per_s"] = get(figures, "drain", label, "deliveries_per_second")
+        out[f"{short}_vs_raw"] = get(figures, "drain", label, "vs_raw")
+        out[f"{short}_vs_raw2"] = get(figures, "drain", label, "vs_raw2")
+        out[f"{short}_history"] = get(figures, "history", label, "history_vs_empty")
+        out[f"{short}_history_cpu"] = get(figures, "history", label, "history_cpu_vs_empty")
+    for label, short in (("pg_redis", "pg_redis_100"), ("sqlite_orm", "sqlite_20")):
+        out[f"{short}_p50_ms"] = get(figures, "latency", label, "latency_ms", "p50")
+        out[f"{short}_p99_ms"] = get(figures, "latency", label, "latency_ms", "p99")
+    peaks = [get(figures, group, label, "worker_memory", key)
+             for group in ("drain", "history", "latency")
+             for label in (figures.get(group) or {})
+             for key in ("peak_rss_mib",)]
+    growth = [get(figures, group, label, "worker_memory",
+                  "second_half_kib_per_1000_deliveries")
+              for group in ("drain", "history")
+              for label in (figures.get(group) or {})]
+    peaks = [v for v in peaks if v == v]
+    growth = [v for v in growth if v == v]
+    out["worker_peak_rss_mib"] = max(peaks) if peaks else NAN
+    # Growth per 1,000 deliveries over the second half of the drain and history legs.
+    out["worker_rss_kib_per_1000"] = max(growth) if growth else NAN
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -459,7 +647,9 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).write_text(json.dumps(figures, indent=2, default=str) + "\n")
         print(f"\nfigures written to {args.json}")
     print(f"\n(total {figures['seconds']:.0f}s)")
-    print("RATIOS " + " ".join(f"{k}={fmt(v, '.3f')}" for k, v in figures["ratios"].items()))
+    absolute = ("_ms", "_mib", "_1000", "_per_s")  # figures, not ratios: one decimal
+    print("RATIOS " + " ".join(f"{k}={fmt(v, '.1f' if k.endswith(absolute) else '.3f')}"
+                               for k, v in figures["ratios"].items()))
     return 1 if runner.errors else 0
 
 
