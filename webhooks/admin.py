@@ -696,7 +696,23 @@ class EventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 # --- deliveries and attempts -----------------------------------------------------------------
 
 
-class AttemptInline(ReadOnlyAdminMixin, admin.TabularInline):
+
+class AttemptDisplayMixin:
+    """Columns an attempt shows alike in the delivery's inline and on its own page."""
+
+    @admin.display(description=_("duration"), ordering="duration")
+    def duration_ms(self, obj: DeliveryAttempt) -> str:
+        return format_latency(obj.duration)
+
+    @admin.display(description=_("request headers"))
+    def request_headers_pretty(self, obj: DeliveryAttempt) -> SafeString:
+        return pretty_json(obj.request_headers)
+
+    @admin.display(description=_("response headers"))
+    def response_headers_pretty(self, obj: DeliveryAttempt) -> SafeString:
+        return pretty_json(obj.response_headers)
+
+class AttemptInline(AttemptDisplayMixin, ReadOnlyAdminMixin, admin.TabularInline):
     model = DeliveryAttempt
     fk_name = "delivery"
     formset = CappedInlineFormSet
@@ -711,18 +727,6 @@ class AttemptInline(ReadOnlyAdminMixin, admin.TabularInline):
     @admin.display(description=_("attempt"))
     def attempt_link(self, obj: DeliveryAttempt) -> SafeString:
         return admin_link(obj, f"#{obj.number}")
-
-    @admin.display(description=_("duration"))
-    def duration_ms(self, obj: DeliveryAttempt) -> str:
-        return format_latency(obj.duration)
-
-    @admin.display(description=_("request headers"))
-    def request_headers_pretty(self, obj: DeliveryAttempt) -> SafeString:
-        return pretty_json(obj.request_headers)
-
-    @admin.display(description=_("response headers"))
-    def response_headers_pretty(self, obj: DeliveryAttempt) -> SafeString:
-        return pretty_json(obj.response_headers)
 
     @admin.display(description=_("response body"))
     def response_preview(self, obj: DeliveryAttempt) -> SafeString:
@@ -859,7 +863,7 @@ class FailedDeliveryAdmin(DeliveryAdmin):
 
 
 @admin.register(DeliveryAttempt)
-class DeliveryAttemptAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class DeliveryAttemptAdmin(AttemptDisplayMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["created_at", "attempt", "delivery_link", "endpoint_url", "status_code",
                     "duration_ms", "error_class"]
     list_display_links = ["created_at"]
@@ -909,18 +913,6 @@ class DeliveryAttemptAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description=_("endpoint"))
     def endpoint_url(self, obj: DeliveryAttempt) -> str:
         return obj.endpoint.url if obj.endpoint_id and obj.endpoint else obj.url
-
-    @admin.display(description=_("duration"), ordering="duration")
-    def duration_ms(self, obj: DeliveryAttempt) -> str:
-        return format_latency(obj.duration)
-
-    @admin.display(description=_("request headers"))
-    def request_headers_pretty(self, obj: DeliveryAttempt) -> SafeString:
-        return pretty_json(obj.request_headers)
-
-    @admin.display(description=_("response headers"))
-    def response_headers_pretty(self, obj: DeliveryAttempt) -> SafeString:
-        return pretty_json(obj.response_headers)
 
     @admin.display(description=_("response body (as stored, capped)"))
     def response_body_pretty(self, obj: DeliveryAttempt) -> SafeString:
