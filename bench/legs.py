@@ -112,18 +112,21 @@ def raw_body(seq: int) -> bytes:
     ).encode()
 
 
+def _stat_fields(pid: int | str) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (``None`` once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+
+
 def group_cpu_seconds(pgid: int) -> float:
     """User+system CPU seconds of every live process in process group ``pgid`` (Linux)."""
     total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                fields = fh.read().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid:
+    for pid in group_pids(pgid):
+        fields = _stat_fields(pid)
+        if fields is not None:
             total += sum(int(x) for x in fields[11:15])
     return total / CLK_TCK
 
@@ -140,10 +143,8 @@ def machine_busy_seconds() -> float:
 
 
 def process_cpu_seconds(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            fields = fh.read().rpartition(")")[2].split()
-    except OSError:
+    fields = _stat_fields(pid)
+    if fields is None:
         return float("nan")
     return sum(int(x) for x in fields[11:13]) / CLK_TCK
 
@@ -152,15 +153,10 @@ def group_pids(pgid: int) -> list[int]:
     """Live processes of process group ``pgid`` (Linux)."""
     pids = []
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                fields = fh.read().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid:
-            pids.append(int(entry))
+        if entry.isdigit():
+            fields = _stat_fields(entry)
+            if fields is not None and int(fields[2]) == pgid:
+                pids.append(int(entry))
     return pids
 
 
