@@ -57,8 +57,22 @@ class Endpoint(models.Model):
         _("rate limit"),
         null=True,
         blank=True,
-        help_text=_("Most deliveries per second to this endpoint. Empty: no limit."),
+        help_text=_("Most deliveries per second to this endpoint, across every worker. "
+                    "Empty: no limit."),
     )
+    max_concurrency = models.PositiveSmallIntegerField(
+        _("concurrency limit"),
+        null=True,
+        blank=True,
+        help_text=_("Most workers sending to this endpoint at the same moment. Empty: the "
+                    "site's default (WEBHOOKS['MAX_CONCURRENCY'])."),
+    )
+    # Flow-control state, written by the workers (never by forms).
+    paused_until = models.DateTimeField(_("paused until"), null=True, blank=True,
+                                        editable=False)
+    pause_reason = models.CharField(_("pause reason"), max_length=32, blank=True,
+                                    editable=False)
+    rate_slot_at = models.DateTimeField(null=True, blank=True, editable=False)
     disabled_reason = models.CharField(_("disabled reason"), max_length=255, blank=True)
     disabled_at = models.DateTimeField(_("disabled at"), null=True, blank=True)
     failing_since = models.DateTimeField(_("failing since"), null=True, blank=True)
@@ -204,6 +218,8 @@ class Event(models.Model):
     payload = models.TextField(_("payload"), blank=True)
     error = models.TextField(_("error"), blank=True)
     dispatched_at = models.DateTimeField(_("dispatched"), null=True, blank=True)
+    #: Per-object counter (1, 2, 3… for each model instance's events) so receivers can order.
+    sequence = models.PositiveBigIntegerField(_("sequence"), null=True, blank=True)
 
     objects = EventQuerySet.as_manager()
 
@@ -294,6 +310,12 @@ class Delivery(models.Model):
             models.Index(fields=["status", "-created_at"], name="webhooks_delivery_status"),
             # The admin's delivery list: newest first.
             models.Index(fields=["created_at", "id"], name="webhooks_delivery_created"),
+            # Flow control: deliveries claimed by a worker right now, per endpoint.
+            models.Index(
+                fields=["endpoint", "next_attempt_at"],
+                name="webhooks_delivery_inflight",
+                condition=models.Q(claim_token__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -406,6 +428,20 @@ class DispatchToken(models.Model):
         table = connection.ops.quote_name(cls._meta.db_table)
         with connection.cursor() as cursor:
             cursor.execute(f"DELETE FROM {table} WHERE id = 1")  # noqa: S608 - quoted name
+
+
+class ObjectSequence(models.Model):
+    """The last sequence number given to an object's events (``key``: ``app.model:pk``)."""
+
+    key = models.CharField(max_length=255, primary_key=True)
+    value = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        verbose_name = _("object sequence")
+        verbose_name_plural = _("object sequences")
+
+    def __str__(self) -> str:
+        return f"{self.key} #{self.value}"
 
 
 class ReceivedWebhook(models.Model):
