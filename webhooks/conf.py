@@ -43,6 +43,21 @@ DEFAULTS: dict[str, Any] = {
     "DISABLE_AFTER": 5 * 24 * 3600,
     # ...and at least this many times in a row.
     "DISABLE_AFTER_FAILURES": 10,
+    # Flow control. Most workers sending to one endpoint at the same moment, for endpoints
+    # that set no limit of their own (None: no cap; each worker sends to an endpoint one
+    # request at a time, so the number of workers is the cap).
+    "MAX_CONCURRENCY": None,
+    # Threads one worker uses to send a batch: one endpoint per thread, so a slow endpoint
+    # never holds up the others (1: one request at a time).
+    "SEND_CONCURRENCY": 8,
+    # Circuit breaker: after this many failed attempts in a row an endpoint is paused
+    # (None: never); then one probe request at a time until one succeeds.
+    "CIRCUIT_BREAKER_THRESHOLD": 5,
+    # The first pause, in seconds; a longer failure pauses longer, up to the maximum.
+    "CIRCUIT_BREAKER_COOLDOWN": 10.0,
+    "CIRCUIT_BREAKER_MAX_COOLDOWN": 600.0,
+    # Longest pause a receiver's 429 Retry-After can impose on its endpoint, in seconds.
+    "MAX_THROTTLE_PAUSE": 3600.0,
     # Response bytes read from a receiver (the rest is not read) and stored on the attempt.
     "MAX_RESPONSE_BYTES": 64 * 1024,
     "STORED_RESPONSE_BYTES": 20_000,
@@ -152,6 +167,33 @@ class WebhooksSettings:
     @property
     def DISABLE_AFTER_FAILURES(self) -> int:
         return int(self.get("DISABLE_AFTER_FAILURES"))
+
+    @property
+    def MAX_CONCURRENCY(self) -> int | None:
+        value = self.get("MAX_CONCURRENCY")
+        return None if value is None else int(value)
+
+    @property
+    def SEND_CONCURRENCY(self) -> int:
+        return int(self.get("SEND_CONCURRENCY"))
+
+    @property
+    def CIRCUIT_BREAKER_THRESHOLD(self) -> int | None:
+        value = self.get("CIRCUIT_BREAKER_THRESHOLD")
+        return None if value is None else int(value)
+
+    @property
+    def CIRCUIT_BREAKER_COOLDOWN(self) -> float:
+        return float(self.get("CIRCUIT_BREAKER_COOLDOWN"))
+
+    @property
+    def CIRCUIT_BREAKER_MAX_COOLDOWN(self) -> float:
+        return max(float(self.get("CIRCUIT_BREAKER_MAX_COOLDOWN")),
+                   self.CIRCUIT_BREAKER_COOLDOWN)
+
+    @property
+    def MAX_THROTTLE_PAUSE(self) -> float:
+        return float(self.get("MAX_THROTTLE_PAUSE"))
 
     @property
     def MAX_RESPONSE_BYTES(self) -> int:
