@@ -7,19 +7,24 @@ moving its ``next_attempt_at`` to the end of a lease, so a worker that dies lose
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import logging
+import math
+import os
 import random
+import threading
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connections, router, transaction
-from django.db.models import F, Q, Value
+from django.db.models import Count, F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -120,24 +125,70 @@ def match_endpoints(events: Iterable[Event],
     }
 
 
-# --- claims ----------------------------------------------------------------------------------
+# --- claims ---------------------------------------------------------------------------------
+
+#: How far ahead a rate-limited endpoint's send slots are handed to one claim, in seconds.
+RATE_WINDOW = 1.0
+#: How long a delivery held back by a concurrency cap (or behind a circuit probe) waits
+#: before it is looked at again, in seconds.
+CAPACITY_WAIT = 1.0
+
+CIRCUIT_OPEN = "circuit_open"
+RATE_LIMITED = "rate_limited"
 
 
 @dataclass
 class Claim:
-    """Deliveries one worker holds until ``deadline`` (a ``time.monotonic()`` value)."""
+    """Deliveries one worker holds until ``deadline`` (a ``time.monotonic()`` value).
+
+    ``not_before`` paces rate-limited endpoints: ``{delivery pk: time.time()}`` before which
+    that delivery must not be sent (its slot in the endpoint's rate).
+    """
 
     token: uuid.UUID
     deliveries: list[Delivery]
     deadline: float
+    not_before: dict[Any, float] = field(default_factory=dict)
+    #: The soonest time flow control moved a delivery to (``None``: it moved none).
+    held_until: datetime | None = None
+
+
+@dataclass
+class _Candidate:
+    pk: Any
+    endpoint_id: Any
+    rate_limit: int | None
+    max_concurrency: int | None
+    paused_until: datetime | None
+    pause_reason: str
+
+
+_CANDIDATE_FIELDS = ("pk", "endpoint_id", "endpoint__rate_limit", "endpoint__max_concurrency",
+                     "endpoint__paused_until", "endpoint__pause_reason")
+
+
+def _is_limited(c: _Candidate, now: datetime, default_cap: int | None) -> bool:
+    """Does flow control apply to this candidate's endpoint right now?"""
+    return bool(
+        c.rate_limit or c.max_concurrency or default_cap
+        or (c.paused_until is not None and c.paused_until > now)
+        or c.pause_reason == CIRCUIT_OPEN
+    )
 
 
 def claim(batch_size: int | None = None) -> Claim:
-    """Take up to ``batch_size`` due deliveries for this worker, oldest first.
+    """Take up to ``batch_size`` due deliveries for this worker, oldest first, within each
+    endpoint's flow control (pause, circuit breaker, concurrency cap, rate limit).
 
-    PostgreSQL (and any database with ``SKIP LOCKED``) locks the chosen rows so concurrent
-    workers pass over them; elsewhere (SQLite) one ``UPDATE`` whose ``WHERE`` repeats the due
-    condition is a compare-and-set, and a second worker's update finds the rows already moved.
+    PostgreSQL (and any database with ``SKIP LOCKED``) locks the candidate rows so that
+    concurrent workers pass over them; elsewhere (SQLite) every write repeats the due
+    condition, a compare-and-set that a second worker's write finds already moved.
+
+    Deliveries of endpoints without flow control cost no more than before: one read and one
+    ``UPDATE``. For the others, the endpoint rows are locked (in primary-key order) while
+    their budget is worked out, so the caps hold across every worker and process; what does
+    not fit is moved to when it may go (``next_attempt_at``), so it never blocks the head of
+    the queue. Moving a delivery this way is not an attempt.
     """
     batch_size = batch_size or conf.BATCH_SIZE
     using = router.db_for_write(Delivery)
@@ -146,28 +197,123 @@ def claim(batch_size: int | None = None) -> Claim:
     now = timezone.now()
     started = time.monotonic()
     lease_until = now + timedelta(seconds=conf.CLAIM_TTL)
+    default_cap = conf.MAX_CONCURRENCY
+    locking = connection.features.has_select_for_update_skip_locked
     due = Delivery.objects.using(using).due(now).order_by("next_attempt_at")
-    take = Delivery.objects.using(using).filter(status=Status.PENDING, next_attempt_at__lte=now)
-    if connection.features.has_select_for_update_skip_locked:
-        with transaction.atomic(using=using):
-            chosen = list(due.select_for_update(skip_locked=True)
-                          .values_list("pk", flat=True)[:batch_size])
-            count = take.filter(pk__in=chosen).update(
+    # Rows still due: the compare-and-set condition of every write below.
+    still_due = Delivery.objects.using(using).filter(status=Status.PENDING,
+                                                    next_attempt_at__lte=now)
+    not_before: dict[Any, float] = {}
+    held: list[datetime] = []
+    with transaction.atomic(using=using) if locking else contextlib.nullcontext():
+        if locking:
+            due = due.select_for_update(
+                skip_locked=True,
+                of=("self",) if connection.features.has_select_for_update_of else ())
+        candidates = [_Candidate(*row) for row in
+                      due.values_list(*_CANDIDATE_FIELDS)[:batch_size]]
+        if not candidates:
+            return Claim(token, [], started)
+        limited = [c for c in candidates if _is_limited(c, now, default_cap)]
+        chosen = [c.pk for c in candidates if not _is_limited(c, now, default_cap)]
+        # SQLite: flow control is planned and taken under the database's write lock.
+        with transaction.atomic(using=using) if limited and not locking \
+                else contextlib.nullcontext():
+            if limited:
+                chosen += _plan_limited(using, limited, now, default_cap, not_before,
+                                        still_due, locking, held)
+            count = still_due.filter(pk__in=chosen).update(
                 next_attempt_at=lease_until, claim_token=token) if chosen else 0
-    elif due.exists():  # a read first: an empty claim must not take SQLite's write lock
-        count = take.filter(pk__in=due.values("pk")[:batch_size]).update(
-            next_attempt_at=lease_until, claim_token=token)
-    else:
-        count = 0
+    held_until = min(held) if held else None
     if not count:
-        return Claim(token, [], started)
+        return Claim(token, [], started, held_until=held_until)
     deliveries = list(
         Delivery.objects.using(using)
         .filter(status=Status.PENDING, next_attempt_at=lease_until, claim_token=token)
         .select_related("event", "endpoint")
         .order_by("next_attempt_at", "created_at")
     )
-    return Claim(token, deliveries, started + conf.CLAIM_TTL)
+    return Claim(token, deliveries, started + conf.CLAIM_TTL, not_before, held_until)
+
+
+def _plan_limited(using: str, limited: list[_Candidate], now: datetime,
+                  default_cap: int | None, not_before: dict[Any, float],
+                  still_due: Any, locking: bool, held: list[datetime]) -> list[Any]:
+    """Which of ``limited`` this claim may take; the others are moved to when they may go.
+
+    Runs in a transaction holding the endpoints' rows (PostgreSQL: ``FOR NO KEY UPDATE`` in
+    primary-key order, which foreign-key inserts do not wait for; SQLite: the write lock),
+    so two workers never both spend the same budget.
+    """
+    endpoints = Endpoint.objects.using(using)
+    endpoint_ids = sorted({c.endpoint_id for c in limited})
+    if locking:
+        no_key = connections[using].features.has_select_for_no_key_update
+        state = {row[0]: row for row in endpoints.select_for_update(no_key=no_key).filter(
+            pk__in=endpoint_ids).order_by("pk").values_list(
+                "pk", "rate_limit", "max_concurrency", "paused_until", "pause_reason",
+                "rate_slot_at")}
+    else:
+        endpoints.filter(pk__in=endpoint_ids).update(rate_slot_at=F("rate_slot_at"))
+        state = {row[0]: row for row in endpoints.filter(pk__in=endpoint_ids).values_list(
+            "pk", "rate_limit", "max_concurrency", "paused_until", "pause_reason",
+            "rate_slot_at")}
+    busy = dict(
+        Delivery.objects.using(using)
+        .filter(endpoint_id__in=endpoint_ids, claim_token__isnull=False,
+                next_attempt_at__gt=now)
+        .values("endpoint_id").annotate(claims=Count("claim_token", distinct=True))
+        .values_list("endpoint_id", "claims")
+    )
+    per_endpoint: dict[Any, list[Any]] = defaultdict(list)
+    for c in limited:
+        per_endpoint[c.endpoint_id].append(c.pk)
+    chosen: list[Any] = []
+    moved: dict[datetime, list[Any]] = defaultdict(list)
+    slots: dict[Any, datetime] = {}
+    wait = now + timedelta(seconds=CAPACITY_WAIT)
+    for endpoint_id, pks in per_endpoint.items():
+        if endpoint_id not in state:  # deleted meanwhile: cascades take its deliveries
+            continue
+        _, rate, cap, paused_until, reason, slot_at = state[endpoint_id]
+        if paused_until is not None and paused_until > now:
+            moved[paused_until] += pks  # paused: a 429's Retry-After, or an open circuit
+            continue
+        cap = cap or default_cap
+        if reason == CIRCUIT_OPEN:
+            cap = 1  # half-open: one probe at a time until one succeeds
+            pks, rest = pks[:1], pks[1:]
+            moved[now + timedelta(seconds=conf.TIMEOUT + LEASE_MARGIN)] += rest
+        if cap is not None and busy.get(endpoint_id, 0) >= cap:
+            moved[wait] += pks
+            continue
+        if not rate:
+            chosen += pks
+            continue
+        # Rate limit: the endpoint's send slots are 1/rate apart, and its row keeps the next
+        # free one (a generic cell rate algorithm); a claim takes the slots of the next
+        # RATE_WINDOW. The others come back around their turn, which is not reserved (a
+        # worker that dies must not leave a hole in the rate).
+        interval = timedelta(seconds=1 / rate)
+        first = slot = max(slot_at or now, now)
+        horizon = now + timedelta(seconds=RATE_WINDOW)
+        taken = 0
+        for pk in pks:
+            if slot < horizon:
+                chosen.append(pk)
+                not_before[pk] = slot.timestamp()
+                taken += 1
+            else:  # grouped by whole seconds: one UPDATE per second, not per delivery
+                ahead = math.ceil((slot - now).total_seconds())
+                moved[now + timedelta(seconds=ahead)].append(pk)
+            slot += interval
+        slots[endpoint_id] = first + interval * taken
+    for when, pks in moved.items():
+        if pks and still_due.filter(pk__in=pks).update(next_attempt_at=when):
+            held.append(when)
+    for endpoint_id, slot_at in slots.items():
+        endpoints.filter(pk=endpoint_id).update(rate_slot_at=slot_at)
+    return chosen
 
 
 # --- sending ---------------------------------------------------------------------------------
@@ -257,82 +403,211 @@ def parse_retry_after(value: str, now: float | None = None) -> float | None:
     return max(0.0, when.timestamp() - (now if now is not None else time.time()))
 
 
-def deliver(claim_: Claim) -> list[Outcome]:
-    """Send every delivery of a claim, then record all outcomes in one transaction."""
-    outcomes: list[Outcome] = []
-    released: list[Any] = []
-    bodies: dict[tuple[Any, tuple[str, ...]], bytes] = {}
-    restrictions = _payload_restrictions(claim_.deliveries)
-    gone: set[Any] = set()  # endpoints disabled during this batch
-    timeout, connect_timeout = conf.TIMEOUT, conf.CONNECT_TIMEOUT
-    max_bytes, stored_bytes = conf.MAX_RESPONSE_BYTES, conf.STORED_RESPONSE_BYTES
-    client_options: dict[str, Any] = {
-        "read_timeout": conf.READ_TIMEOUT,
-        "allowed_networks": ssrf.parse_networks(conf.ALLOWED_NETWORKS),
-        "require_https": conf.REQUIRE_HTTPS,
-        "ca_bundle": conf.CA_BUNDLE,
-    }
-    for delivery in claim_.deliveries:
-        if claim_.deadline - time.monotonic() < timeout + LEASE_MARGIN:
-            released.append(delivery.pk)  # no time left in the lease for a full attempt
-            continue
-        endpoint, event = delivery.endpoint, delivery.event
-        if not endpoint.is_active or endpoint.pk in gone:
-            delivery.last_error = "endpoint_disabled: the endpoint is disabled"
-            outcomes.append(_finish(delivery, None, succeeded=False, terminal=True))
-            continue
-        allowed = restrictions.get((delivery.endpoint_id, event.type))
-        if allowed is None:
-            allowed = restrictions.get((delivery.endpoint_id, WILDCARD), ())
-        body = bodies.get((event.pk, allowed))
-        if body is None:
-            payload = restrict_payload(event.payload, allowed) if allowed else event.payload
-            body = bodies[(event.pk, allowed)] = payload.encode()
-        timestamp = int(time.time())
-        headers = build_headers(endpoint, event, body, timestamp)
-        started_at = timezone.now()
-        result = http.post(endpoint.url, body, headers, timeout=timeout,
-                           connect_timeout=connect_timeout, max_response_bytes=max_bytes,
-                           **client_options)
-        delivery.attempts += 1
-        attempt = DeliveryAttempt(
-            delivery=delivery,
-            endpoint_id=delivery.endpoint_id,
-            number=delivery.attempts,
-            created_at=started_at,
-            url=endpoint.url[:2048],
-            request_headers=_logged_headers(endpoint, headers),
-            status_code=result.status_code,
-            response_headers={storable(k): storable(v) for k, v in result.headers.items()},
-            response_body=storable(result.body[:stored_bytes]),
-            duration=round(result.duration, 6),
-            error_class=result.error_class,
-            error=storable(result.error),
+#: Failures that say the endpoint cannot be reached at all right now: the rest of its batch
+#: is handed back instead of waiting out the same failure once per delivery.
+UNREACHABLE = frozenset({"connect_timeout", "read_timeout", "timeout", "connection_refused",
+                         "connection_reset", "connection_error", "dns_error", "tls_error"})
+
+
+@dataclass
+class _Sent:
+    """What sending one endpoint's share of a batch produced (built off the main thread)."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    #: ``(delivery pk, when it is due again)`` for deliveries handed back unattempted.
+    handed_back: list[tuple[Any, datetime]] = field(default_factory=list)
+    #: The endpoint answered 410 Gone.
+    gone: bool = False
+    #: Paused until then by a 429 (its ``Retry-After``, bounded).
+    throttled_until: datetime | None = None
+
+
+@dataclass
+class _Options:
+    """Settings read once per batch, on the worker's main thread."""
+
+    timeout: float
+    connect_timeout: float
+    max_bytes: int
+    stored_bytes: int
+    breaker: int | None
+    max_pause: float
+    client: dict[str, Any]
+
+    @classmethod
+    def current(cls) -> _Options:
+        return cls(
+            timeout=conf.TIMEOUT, connect_timeout=conf.CONNECT_TIMEOUT,
+            max_bytes=conf.MAX_RESPONSE_BYTES, stored_bytes=conf.STORED_RESPONSE_BYTES,
+            breaker=conf.CIRCUIT_BREAKER_THRESHOLD, max_pause=conf.MAX_THROTTLE_PAUSE,
+            client={
+                "read_timeout": conf.READ_TIMEOUT,
+                "allowed_networks": ssrf.parse_networks(conf.ALLOWED_NETWORKS),
+                "require_https": conf.REQUIRE_HTTPS,
+                "ca_bundle": conf.CA_BUNDLE,
+            },
         )
-        if result.ok:
-            outcomes.append(_finish(delivery, attempt, succeeded=True, terminal=True))
-            continue
-        if not attempt.error_class:
-            attempt.error_class = "redirect" if 300 <= (result.status_code or 0) < 400 \
-                else "http_status"
-            attempt.error = f"HTTP {result.status_code}"
-        delivery.last_error = f"{attempt.error_class}: {attempt.error}"[:255]
-        if result.status_code == 410:
-            gone.add(endpoint.pk)
-            outcomes.append(_finish(delivery, attempt, succeeded=False, terminal=True))
-            continue
-        if not result.retryable:  # refused by policy (SSRF guard): retrying cannot help
-            outcomes.append(_finish(delivery, attempt, succeeded=False, terminal=True))
-            continue
-        delay = retry_delay(delivery.attempts, result.status_code,
-                            result.headers.get("Retry-After"))
-        if delay is None:
-            outcomes.append(_finish(delivery, attempt, succeeded=False, terminal=True))
-        else:
-            delivery.next_attempt_at = timezone.now() + timedelta(seconds=delay)
-            outcomes.append(_finish(delivery, attempt, succeeded=False, terminal=False))
-    _record(claim_, outcomes, released, gone)
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_key: tuple[int, int] | None = None
+_pool_lock = threading.Lock()
+
+
+def _sender_pool(size: int) -> ThreadPoolExecutor:
+    """The process's sending threads (a forked worker makes its own)."""
+    global _pool, _pool_key
+    key = (os.getpid(), size)
+    with _pool_lock:
+        if _pool is None or _pool_key != key:
+            _pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="webhooks-send")
+            _pool_key = key
+        return _pool
+
+
+def deliver(claim_: Claim) -> list[Outcome]:
+    """Send every delivery of a claim, then record all outcomes in one transaction.
+
+    Each endpoint's deliveries go out in order on one thread, and different endpoints on
+    different threads (``SEND_CONCURRENCY``), so a slow or failing endpoint never holds up
+    the others. An endpoint that cannot be reached, answers 429, or fails
+    ``CIRCUIT_BREAKER_THRESHOLD`` times in a row gets the rest of its share handed back
+    unattempted.
+    """
+    restrictions = _payload_restrictions(claim_.deliveries)
+    options = _Options.current()
+    groups: dict[Any, list[Delivery]] = defaultdict(list)
+    for delivery in claim_.deliveries:
+        groups[delivery.endpoint_id].append(delivery)
+    threads = min(conf.SEND_CONCURRENCY, len(groups))
+    if threads > 1:
+        pool = _sender_pool(conf.SEND_CONCURRENCY)
+        futures = [pool.submit(_send_endpoint, share, claim_, restrictions, options)
+                   for share in groups.values()]
+        results = [future.result() for future in futures]
+    else:
+        results = [_send_endpoint(share, claim_, restrictions, options)
+                   for share in groups.values()]
+    outcomes = [o for r in results for o in r.outcomes]
+    _record(claim_, outcomes,
+            handed_back=[item for r in results for item in r.handed_back],
+            gone={endpoint_id for endpoint_id, r in zip(groups, results, strict=True)
+                  if r.gone},
+            throttled={endpoint_id: r.throttled_until
+                       for endpoint_id, r in zip(groups, results, strict=True)
+                       if r.throttled_until is not None})
     return outcomes
+
+
+def _send_endpoint(share: list[Delivery], claim_: Claim,
+                   restrictions: dict[tuple[Any, str], tuple[str, ...]],
+                   options: _Options) -> _Sent:
+    """Send one endpoint's deliveries in order; never raises (what was not sent is handed
+    back, due at once)."""
+    sent = _Sent()
+    done = 0
+    try:
+        failures_in_a_row = 0
+        for delivery in share:
+            if sent.gone or not delivery.endpoint.is_active:
+                delivery.last_error = "endpoint_disabled: the endpoint is disabled"
+                sent.outcomes.append(_finish(delivery, None, succeeded=False, terminal=True))
+                done += 1
+                continue
+            wait = claim_.not_before.get(delivery.pk, 0.0) - time.time()
+            if claim_.deadline - time.monotonic() - max(wait, 0.0) \
+                    < options.timeout + LEASE_MARGIN:
+                break  # no time left in the lease for a full attempt
+            if wait > 0:
+                time.sleep(wait)  # this endpoint's rate limit: wait for the delivery's slot
+            outcome, result = _attempt(delivery, restrictions, options)
+            sent.outcomes.append(outcome)
+            done += 1
+            if outcome.succeeded:
+                failures_in_a_row = 0
+                continue
+            failures_in_a_row += 1
+            if result.status_code == 410:
+                sent.gone = True
+            elif result.status_code == 429:
+                sent.throttled_until = timezone.now() + timedelta(
+                    seconds=_throttle_pause(result.headers.get("Retry-After"), options))
+                break
+            elif result.error_class in UNREACHABLE or (
+                    options.breaker is not None and failures_in_a_row >= options.breaker):
+                break
+    except Exception:  # a bug must not lose the batch: what was not sent goes back
+        logger.exception("Sending to endpoint %s failed", share[0].endpoint_id)
+    again = sent.throttled_until or timezone.now()
+    sent.handed_back = [(d.pk, again) for d in share[done:]]
+    return sent
+
+
+def _throttle_pause(retry_after: str | None, options: _Options) -> float:
+    """Seconds a 429 pauses its endpoint: its ``Retry-After`` if sensible, else the first
+    retry delay; at most ``MAX_THROTTLE_PAUSE``."""
+    asked = parse_retry_after(retry_after) if retry_after else None
+    schedule = conf.RETRY_SCHEDULE
+    fallback = float(schedule[0]) if schedule else 5.0
+    return min(max(asked if asked is not None else fallback, 1.0), options.max_pause)
+
+
+def _attempt(delivery: Delivery, restrictions: dict[tuple[Any, str], tuple[str, ...]],
+             options: _Options) -> tuple[Outcome, http.HttpResult]:
+    """One HTTP attempt of one delivery, and what it means for the delivery."""
+    endpoint, event = delivery.endpoint, delivery.event
+    allowed = restrictions.get((delivery.endpoint_id, event.type))
+    if allowed is None:
+        allowed = restrictions.get((delivery.endpoint_id, WILDCARD), ())
+    payload = restrict_payload(event.payload, allowed) if allowed else event.payload
+    body = payload.encode()
+    timestamp = int(time.time())
+    headers = build_headers(endpoint, event, body, timestamp)
+    started_at = timezone.now()
+    result = http.post(endpoint.url, body, headers, timeout=options.timeout,
+                       connect_timeout=options.connect_timeout,
+                       max_response_bytes=options.max_bytes, **options.client)
+    delivery.attempts += 1
+    attempt = DeliveryAttempt(
+        delivery=delivery,
+        endpoint_id=delivery.endpoint_id,
+        number=delivery.attempts,
+        created_at=started_at,
+        url=endpoint.url[:2048],
+        request_headers=_logged_headers(endpoint, headers),
+        status_code=result.status_code,
+        response_headers={storable(k): storable(v) for k, v in result.headers.items()},
+        response_body=storable(result.body[:options.stored_bytes]),
+        duration=round(result.duration, 6),
+        error_class=result.error_class,
+        error=storable(result.error),
+    )
+    if result.ok:
+        return _finish(delivery, attempt, succeeded=True, terminal=True), result
+    if not attempt.error_class:
+        attempt.error_class = status_error_class(result.status_code)
+        attempt.error = f"HTTP {result.status_code}"
+    delivery.last_error = f"{attempt.error_class}: {attempt.error}"[:255]
+    if result.status_code == 410 or not result.retryable:
+        # 410: the receiver is gone for good. Not retryable: refused by policy (SSRF guard).
+        return _finish(delivery, attempt, succeeded=False, terminal=True), result
+    delay = retry_delay(delivery.attempts, result.status_code,
+                        result.headers.get("Retry-After"))
+    if delay is None:
+        return _finish(delivery, attempt, succeeded=False, terminal=True), result
+    delivery.next_attempt_at = timezone.now() + timedelta(seconds=delay)
+    return _finish(delivery, attempt, succeeded=False, terminal=False), result
+
+
+def status_error_class(status_code: int | None) -> str:
+    """The attempt's error class for a non-2xx answer."""
+    if status_code == 410:
+        return "gone"
+    if status_code == 429:
+        return "rate_limited"
+    if status_code is not None and 300 <= status_code < 400:
+        return "redirect"
+    return "http_status"
 
 
 def storable(value: str | bytes) -> str:
@@ -359,7 +634,9 @@ def _finish(delivery: Delivery, attempt: DeliveryAttempt | None, *, succeeded: b
     return Outcome(delivery, attempt, succeeded, terminal)
 
 
-def _record(claim_: Claim, outcomes: list[Outcome], released: list[Any], gone: set[Any]) -> None:
+def _record(claim_: Claim, outcomes: list[Outcome], *,
+            handed_back: Sequence[tuple[Any, datetime]] = (), gone: Iterable[Any] = (),
+            throttled: dict[Any, datetime] | None = None) -> None:
     using = router.db_for_write(Delivery)
     now = timezone.now()
     disabled: list[tuple[Endpoint, str]] = []
@@ -368,15 +645,56 @@ def _record(claim_: Claim, outcomes: list[Outcome], released: list[Any], gone: s
         if attempts:
             DeliveryAttempt.objects.using(using).bulk_create(attempts, batch_size=500)
         _save_deliveries(using, claim_.token, outcomes)
-        if released:
-            Delivery.objects.using(using).filter(
-                pk__in=released, claim_token=claim_.token
-            ).update(next_attempt_at=now, claim_token=None)
+        again: dict[datetime, list[Any]] = defaultdict(list)
+        for pk, when in handed_back:
+            again[when].append(pk)
+        for when, pks in again.items():
+            Delivery.objects.using(using).filter(pk__in=pks, claim_token=claim_.token).update(
+                next_attempt_at=when, claim_token=None)
+        touched = sorted({o.delivery.endpoint_id for o in outcomes if o.attempt is not None}
+                         | set(throttled or ()))
+        if touched and connections[using].features.has_select_for_no_key_update:
+            # Endpoint rows in primary-key order, as claims take them: no deadlock.
+            list(Endpoint.objects.using(using).select_for_update(no_key=True)
+                 .filter(pk__in=touched).order_by("pk").values_list("pk", flat=True))
         _update_health(using, outcomes, now)
+        _update_pauses(using, outcomes, throttled or {}, now)
         for endpoint_id in gone:
             disabled += _disable(using, endpoint_id, "The endpoint answered 410 Gone.", now)
         disabled += _auto_disable(using, outcomes, now)
     _send_signals(outcomes, disabled)
+
+
+def _update_pauses(using: str, outcomes: list[Outcome], throttled: dict[Any, datetime],
+                   now: datetime) -> None:
+    """Pause endpoints that answered 429 or whose circuit opens; close circuits that
+    recovered (a probe succeeded)."""
+    endpoints = Endpoint.objects.using(using)
+    for endpoint_id, until in throttled.items():
+        endpoints.filter(pk=endpoint_id).filter(
+            Q(paused_until__isnull=True) | Q(paused_until__lt=until)
+        ).update(paused_until=until, pause_reason=RATE_LIMITED)
+    recovered = {o.delivery.endpoint_id for o in outcomes
+                 if o.succeeded and o.delivery.endpoint.pause_reason == CIRCUIT_OPEN}
+    if recovered:
+        endpoints.filter(pk__in=recovered, pause_reason=CIRCUIT_OPEN).update(
+            paused_until=None, pause_reason="")
+    threshold = conf.CIRCUIT_BREAKER_THRESHOLD
+    failing = {o.delivery.endpoint_id for o in outcomes if o.attempt and not o.succeeded}
+    if threshold is None or not failing:
+        return
+    base, longest = conf.CIRCUIT_BREAKER_COOLDOWN, conf.CIRCUIT_BREAKER_MAX_COOLDOWN
+    for endpoint_id, since, reason, paused_until in endpoints.filter(
+            pk__in=failing, consecutive_failures__gte=threshold, is_active=True,
+    ).values_list("pk", "failing_since", "pause_reason", "paused_until"):
+        # The longer it has been failing, the longer the pause (about doubling each time).
+        failing_for = (now - since).total_seconds() if since else 0.0
+        until = now + timedelta(seconds=min(longest, max(base, failing_for)))
+        if reason == RATE_LIMITED and paused_until is not None and paused_until > until:
+            continue
+        endpoints.filter(pk=endpoint_id).update(paused_until=until, pause_reason=CIRCUIT_OPEN)
+        logger.warning("Endpoint %s failed %s+ times in a row: paused until %s",
+                       endpoint_id, threshold, until.isoformat())
 
 
 def _save_deliveries(using: str, token: uuid.UUID, outcomes: list[Outcome]) -> None:
@@ -539,17 +857,39 @@ def next_attempt_time() -> datetime | None:
 # --- the loop --------------------------------------------------------------------------------
 
 
+#: Longest a delivery task waits, idle, for something due very soon (a rate-limited
+#: endpoint's next slot, a concurrency cap freeing up) instead of ending, in seconds.
+IDLE_WAIT = 1.0
+
+
 def drain(time_limit: float | None = None) -> bool:
     """Claim and send batches until nothing is due or ``time_limit`` seconds have passed.
 
-    Returns whether due deliveries remain (the caller hands over to a fresh task).
+    Deliveries that flow control held back for at most ``IDLE_WAIT`` seconds (a rate-limited
+    endpoint's next slots, a concurrency cap) are waited for, so such an endpoint is paced by
+    its slots, not by the wake-up schedule. Returns whether due deliveries remain (the caller
+    hands over to a fresh task).
     """
     limit = conf.TASK_TIME_LIMIT if time_limit is None else time_limit
     started = time.monotonic()
+    held: datetime | None = None
     while True:
         batch = claim()
-        if not batch.deliveries:
-            return False
-        deliver(batch)
+        if batch.held_until is not None:
+            held = batch.held_until if held is None else min(held, batch.held_until)
+        if batch.deliveries:
+            deliver(batch)
+        else:
+            if held is None:
+                return False
+            wait = (held - timezone.now()).total_seconds()
+            if wait > IDLE_WAIT:
+                return False
+            if time.monotonic() - started + wait >= limit:
+                return True
+            held = None
+            time.sleep(max(wait, 0.05))
+            continue
         if time.monotonic() - started >= limit:
-            return Delivery.objects.due().exists()
+            return Delivery.objects.due(
+                timezone.now() + timedelta(seconds=IDLE_WAIT)).exists()

@@ -1,0 +1,247 @@
+"""Flow control: rate limits and concurrency caps shared by every worker, 429 slow-downs, the
+circuit breaker, and no head-of-line blocking between endpoints. Real loopback receivers."""
+
+from __future__ import annotations
+
+import itertools
+import time
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+import webhooks
+from tests.cluster import Cluster, wait_until
+from tests.helpers import make_endpoint, override_webhooks
+from tests.receiver import Receiver, Reply
+from webhooks import delivery as engine
+from webhooks import tasks
+from webhooks.models import Delivery, DeliveryAttempt, Endpoint
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def async_broker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tasks go to the broker, for the real clusters these tests start."""
+    from django_q.conf import Conf
+
+    monkeypatch.setattr(Conf, "SYNC", False)
+
+
+def publish(count: int = 1) -> None:
+    for n in range(count):
+        webhooks.send_event("invoice.paid", {"n": n})
+    while engine.fan_out():
+        pass
+
+
+def pending_of(endpoint: Endpoint) -> list[Delivery]:
+    return list(Delivery.objects.filter(endpoint=endpoint, status="pending"))
+
+
+# --- rate limit ------------------------------------------------------------------------------
+
+
+def test_a_rate_limit_hands_each_claim_only_the_next_second_of_slots(receiver: Receiver,
+                                                                      ) -> None:
+    endpoint = make_endpoint(receiver.url(), rate_limit=4)
+    publish(10)
+    before = timezone.now()
+    first = engine.claim()
+    assert len(first.deliveries) == 4
+    slots = sorted(first.not_before.values())
+    assert [round(b - a, 3) for a, b in itertools.pairwise(slots)] == [0.25] * 3
+    # The endpoint's clock moved a second on: a second worker claiming now gets nothing...
+    endpoint.refresh_from_db()
+    assert endpoint.rate_slot_at is not None
+    assert 0.9 <= (endpoint.rate_slot_at - before).total_seconds() <= 1.5
+    second = engine.claim()
+    assert second.deliveries == []
+    # ...and the six left over were moved to around their turn, not left at the head.
+    later = [d.next_attempt_at for d in pending_of(endpoint) if d.claim_token is None]
+    assert len(later) == 6 and all(t is not None and t > before for t in later)
+    assert first.held_until is not None
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_a_rate_limit_holds_across_two_worker_processes(async_broker: None,
+                                                        receiver: Receiver) -> None:
+    make_endpoint(receiver.url(), rate_limit=10)
+    publish(30)
+    # Two clusters of two workers each, one delivery per claim: four claimers racing.
+    with Cluster(WEBHOOKS_TEST_BATCH_SIZE="1"), Cluster(WEBHOOKS_TEST_BATCH_SIZE="1"):
+        for _ in range(4):
+            tasks.enqueue("drain")
+        requests = receiver.wait_for(30, timeout=40)
+    times = sorted(r.at for r in requests)
+    # No one-second window holds more than the limit (one slot of slack for clock rounding).
+    busiest = max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
+    assert busiest <= 11, busiest
+    assert times[-1] - times[0] >= 2.0  # 30 deliveries at 10/s take about 3 s, not 0.1 s
+
+
+# --- concurrency cap -------------------------------------------------------------------------
+
+
+def test_a_concurrency_cap_counts_other_workers_claims(receiver: Receiver) -> None:
+    capped = make_endpoint(receiver.url("/capped"), max_concurrency=1)
+    free = make_endpoint(receiver.url("/free"))
+    publish(3)
+    # Another worker holds a live claim on one of the capped endpoint's deliveries.
+    held = Delivery.objects.filter(endpoint=capped).first()
+    assert held is not None
+    Delivery.objects.filter(pk=held.pk).update(
+        claim_token=uuid.uuid4(), next_attempt_at=timezone.now() + timedelta(seconds=30))
+    batch = engine.claim()
+    assert {d.endpoint_id for d in batch.deliveries} == {free.pk}  # the others still flow
+    waiting = [d for d in pending_of(capped) if d.pk != held.pk]
+    assert len(waiting) == 2
+    assert all(d.claim_token is None and d.next_attempt_at is not None
+               and d.next_attempt_at > timezone.now() for d in waiting)
+    assert batch.held_until is not None
+
+
+def test_the_default_cap_applies_to_endpoints_without_their_own(receiver: Receiver) -> None:
+    endpoint = make_endpoint(receiver.url())
+    publish(2)
+    first = Delivery.objects.first()
+    assert first is not None
+    Delivery.objects.filter(pk=first.pk).update(
+        claim_token=uuid.uuid4(), next_attempt_at=timezone.now() + timedelta(seconds=30))
+    with override_webhooks(MAX_CONCURRENCY=1):
+        assert engine.claim().deliveries == []
+    with override_webhooks(MAX_CONCURRENCY=2):
+        Delivery.objects.filter(endpoint=endpoint, claim_token__isnull=True).update(
+            next_attempt_at=timezone.now())
+        assert len(engine.claim().deliveries) == 1
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_a_concurrency_cap_of_one_holds_across_workers(async_broker: None,
+                                                       receiver: Receiver) -> None:
+    receiver.script("/hook", *[Reply(200, delay=0.3) for _ in range(6)])
+    make_endpoint(receiver.url(), max_concurrency=1)
+    publish(6)
+    with Cluster(WEBHOOKS_TEST_BATCH_SIZE="1", WEBHOOKS_TEST_WORKERS="3"):
+        for _ in range(3):
+            tasks.enqueue("drain")
+        requests = receiver.wait_for(6, timeout=40)
+        wait_until(lambda: not Delivery.objects.filter(status="pending").exists(), timeout=20)
+    starts = sorted(r.at for r in requests)
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert min(gaps) >= 0.28, gaps  # each request began after the previous one's 0.3 s
+
+
+# --- 429 -------------------------------------------------------------------------------------
+
+
+def test_a_429_pauses_the_endpoint_for_its_retry_after(receiver: Receiver) -> None:
+    receiver.script("/hook", Reply(429, headers={"Retry-After": "3"}))
+    endpoint = make_endpoint(receiver.url())
+    publish(5)
+    before = timezone.now()
+    engine.drain()
+    assert len(receiver.received()) == 1  # the other four were not sent into the 429
+    (attempt,) = DeliveryAttempt.objects.all()
+    assert attempt.error_class == "rate_limited"
+    endpoint.refresh_from_db()
+    assert endpoint.pause_reason == "rate_limited"
+    assert endpoint.paused_until is not None
+    assert 2.5 <= (endpoint.paused_until - before).total_seconds() <= 4
+    untouched = [d for d in pending_of(endpoint) if d.attempts == 0]
+    assert len(untouched) == 4
+    assert all(d.next_attempt_at == endpoint.paused_until for d in untouched)
+    # Due again by the clock but still paused: a claim moves them instead of sending.
+    Delivery.objects.update(next_attempt_at=timezone.now())
+    assert engine.claim().deliveries == []
+    # Once the pause is over, everything goes.
+    Endpoint.objects.filter(pk=endpoint.pk).update(paused_until=timezone.now())
+    Delivery.objects.update(next_attempt_at=timezone.now())
+    engine.drain()
+    assert Delivery.objects.filter(status="succeeded").count() == 5
+
+
+def test_an_absurd_retry_after_pauses_at_most_max_throttle_pause(receiver: Receiver) -> None:
+    receiver.script("/hook", Reply(429, headers={"Retry-After": "999999999"}))
+    endpoint = make_endpoint(receiver.url())
+    publish()
+    with override_webhooks(MAX_THROTTLE_PAUSE=60):
+        engine.drain()
+    endpoint.refresh_from_db()
+    assert endpoint.paused_until is not None
+    assert (endpoint.paused_until - timezone.now()).total_seconds() <= 60
+
+
+# --- head-of-line blocking and the circuit breaker -------------------------------------------
+
+
+def test_a_slow_endpoint_never_delays_a_healthy_one(receiver: Receiver) -> None:
+    receiver.script("/slow", *[Reply(200, delay=3) for _ in range(20)])
+    slow = make_endpoint(receiver.url("/slow"))
+    healthy = make_endpoint(receiver.url("/healthy"))
+    publish(20)
+    started = time.time()
+    with override_webhooks(TIMEOUT=1, READ_TIMEOUT=1):
+        engine.drain(time_limit=0.1)
+    took = time.time() - started
+    healthy_times = [r.at - started for r in receiver.received("/healthy")]
+    assert len(healthy_times) == 20
+    assert max(healthy_times) < 0.9  # all of them before the slow one's first timeout ended
+    # The slow endpoint cost one timeout, not twenty: the rest of its share was handed back.
+    assert took < 5, took
+    assert len(receiver.received("/slow")) == 1
+    assert DeliveryAttempt.objects.filter(endpoint=slow).count() == 1
+    assert Delivery.objects.filter(endpoint=slow, attempts=0, status="pending").count() == 19
+    assert Delivery.objects.filter(endpoint=healthy, status="succeeded").count() == 20
+
+
+def test_the_circuit_opens_then_probes_one_at_a_time(receiver: Receiver) -> None:
+    receiver.script("/hook", *[Reply(500) for _ in range(4)])
+    endpoint = make_endpoint(receiver.url())
+    publish(10)
+    with override_webhooks(CIRCUIT_BREAKER_THRESHOLD=3, CIRCUIT_BREAKER_COOLDOWN=30):
+        engine.drain()
+        assert len(receiver.received()) == 3  # three failures in a row, then it stopped
+        endpoint.refresh_from_db()
+        assert endpoint.pause_reason == "circuit_open"
+        assert endpoint.paused_until is not None
+        first_pause = (endpoint.paused_until - timezone.now()).total_seconds()
+        assert 25 <= first_pause <= 31
+        # While open, nothing goes, retries included.
+        Delivery.objects.update(next_attempt_at=timezone.now())
+        assert engine.claim().deliveries == []
+        # Cooldown over: exactly one probe. It fails: open again.
+        Endpoint.objects.filter(pk=endpoint.pk).update(paused_until=timezone.now())
+        Delivery.objects.update(next_attempt_at=timezone.now())
+        engine.drain()
+        assert len(receiver.received()) == 4
+        endpoint.refresh_from_db()
+        assert endpoint.pause_reason == "circuit_open"
+        assert endpoint.paused_until is not None and endpoint.paused_until > timezone.now()
+        # The next probe succeeds (the script is used up: 200): the circuit closes and the
+        # backlog flows.
+        Endpoint.objects.filter(pk=endpoint.pk).update(paused_until=timezone.now())
+        Delivery.objects.update(next_attempt_at=timezone.now())
+        engine.drain()
+        probe_ok = engine.claim()
+        assert probe_ok.deliveries == []
+        endpoint.refresh_from_db()
+        assert (endpoint.pause_reason, endpoint.paused_until) == ("", None)
+        Delivery.objects.filter(status="pending").update(next_attempt_at=timezone.now())
+        engine.drain()
+    assert Delivery.objects.filter(status="succeeded").count() == 10
+
+
+def test_a_disabled_circuit_breaker_sends_everything(receiver: Receiver) -> None:
+    receiver.script("/hook", *[Reply(500) for _ in range(10)])
+    endpoint = make_endpoint(receiver.url())
+    publish(10)
+    with override_webhooks(CIRCUIT_BREAKER_THRESHOLD=None):
+        engine.drain()
+    assert len(receiver.received()) == 10
+    endpoint.refresh_from_db()
+    assert endpoint.pause_reason == "" and endpoint.paused_until is None
