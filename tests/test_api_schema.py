@@ -73,9 +73,10 @@ def test_the_schema_is_exact_where_it_matters() -> None:
     schema = generate()
     components = schema["components"]["schemas"]
     endpoint = components["Endpoint"]
-    assert list(endpoint["properties"])[:8] == ["id", "url", "description", "events",
-                                                "is_active", "headers", "rate_limit",
-                                                "created_at"]
+    assert list(endpoint["properties"])[:11] == ["id", "url", "description", "events",
+                                                 "is_active", "headers", "rate_limit",
+                                                 "max_concurrency", "paused_until",
+                                                 "pause_reason", "created_at"]
     assert "owner" not in endpoint["properties"]
     assert set(endpoint["required"]) >= {"url", "events"}
     assert endpoint["properties"]["headers"]["additionalProperties"] == {"type": "string"}

@@ -245,3 +245,51 @@ def test_a_disabled_circuit_breaker_sends_everything(receiver: Receiver) -> None
     assert len(receiver.received()) == 10
     endpoint.refresh_from_db()
     assert endpoint.pause_reason == "" and endpoint.paused_until is None
+
+
+# --- where staff and owners see and set it ---------------------------------------------------
+
+
+def test_the_api_sets_a_concurrency_limit_and_shows_a_pause(receiver: Receiver) -> None:
+    from django.contrib.auth import get_user_model
+    from rest_framework.test import APIClient
+
+    user = get_user_model().objects.create_user("owner", password="pw")
+    client = APIClient()
+    client.force_authenticate(user)
+    created = client.post("/api/webhooks/endpoints/", {
+        "url": "https://example.com/hook", "events": ["*"], "max_concurrency": 2,
+    }, format="json")
+    assert created.status_code == 201, created.content
+    body = created.json()
+    assert (body["max_concurrency"], body["paused_until"], body["pause_reason"]) == (2, None, "")
+    bad = client.patch(f"/api/webhooks/endpoints/{body['id']}/", {"max_concurrency": 0},
+                       format="json")
+    assert bad.status_code == 400 and "max_concurrency" in bad.json()
+    # Pause state is the engine's: a client cannot write it.
+    Endpoint.objects.filter(pk=body["id"]).update(
+        paused_until=timezone.now() + timedelta(minutes=5), pause_reason="circuit_open")
+    client.patch(f"/api/webhooks/endpoints/{body['id']}/",
+                 {"pause_reason": "", "paused_until": None}, format="json")
+    shown = client.get(f"/api/webhooks/endpoints/{body['id']}/").json()
+    assert shown["pause_reason"] == "circuit_open" and shown["paused_until"] is not None
+
+
+def test_an_admin_edit_never_overwrites_the_engines_state(admin_client: object) -> None:
+    endpoint = make_endpoint("https://example.com/hook", rate_limit=5)
+    page = admin_client.get(f"/admin/webhooks/endpoint/{endpoint.pk}/change/")  # type: ignore[attr-defined]
+    assert page.status_code == 200
+    # A worker pauses the endpoint after the page was loaded...
+    until = timezone.now() + timedelta(minutes=5)
+    Endpoint.objects.filter(pk=endpoint.pk).update(
+        paused_until=until, pause_reason="circuit_open", consecutive_failures=7)
+    response = admin_client.post(f"/admin/webhooks/endpoint/{endpoint.pk}/change/", {  # type: ignore[attr-defined]
+        "url": "https://example.com/hook", "description": "edited", "owner": "",
+        "is_active": "on", "events": ["*"], "payload_fields": "", "headers": "{}",
+        "rate_limit": "5", "max_concurrency": "3",
+    })
+    assert response.status_code == 302, response.content[:2000]
+    endpoint.refresh_from_db()
+    assert (endpoint.description, endpoint.max_concurrency) == ("edited", 3)
+    assert (endpoint.pause_reason, endpoint.consecutive_failures) == ("circuit_open", 7)
+    assert endpoint.paused_until == until

@@ -298,7 +298,7 @@ class EndpointForm(forms.ModelForm):
     class Meta:
         model = Endpoint
         fields = ["url", "description", "owner", "is_active", "events", "payload_fields",
-                  "headers", "rate_limit"]
+                  "headers", "rate_limit", "max_concurrency"]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -387,21 +387,24 @@ class EndpointAdmin(admin.ModelAdmin):
     list_defer = ENDPOINT_HEAVY
     search_fields = ["url", "description"]
     raw_id_fields = ["owner"]
-    readonly_fields = ["secret_display", "health_summary", "health_chart", "disabled_reason",
+    readonly_fields = ["secret_display", "health_summary", "health_chart", "paused",
+                       "disabled_reason",
                        "disabled_at", "failing_since", "consecutive_failures",
                        "last_success_at", "last_failure_at", "created_at", "updated_at"]
     actions = ["send_test", "enable", "disable", "retry_failed", "replay_since"]
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
         main = (None, {"fields": ["url", "description", "owner", "is_active", "events",
-                                  "payload_fields", "headers", "rate_limit"]})
+                                  "payload_fields", "headers"]})
+        flow = (_("Flow control"), {"fields": ["rate_limit", "max_concurrency"]})
         if obj is None:
-            return [main]
+            return [main, flow]
         return [
             main,
+            flow,
             (_("Signing secret"), {"fields": ["secret_display"]}),
             (_("Health (last 24 hours)"), {"fields": ["health_summary", "health_chart"]}),
-            (_("State"), {"fields": ["disabled_reason", "disabled_at", "failing_since",
+            (_("State"), {"fields": ["paused", "disabled_reason", "disabled_at", "failing_since",
                                      "consecutive_failures", "last_success_at",
                                      "last_failure_at", "created_at", "updated_at"]}),
         ]
@@ -441,6 +444,18 @@ class EndpointAdmin(admin.ModelAdmin):
         if len(reason) <= 40:
             return format_html("{}", reason or "—")
         return format_html('<span title="{}">{}…</span>', reason, reason[:39])
+
+    @admin.display(description=_("paused"))
+    def paused(self, obj: Endpoint) -> str:
+        """Why and until when deliveries to the endpoint are held (a 429, an open circuit)."""
+        until = obj.paused_until
+        if until is None or until <= timezone.now():
+            return "—"
+        why = {"rate_limited": _("the receiver answered 429"),
+               "circuit_open": _("failing: circuit breaker open")}.get(obj.pause_reason,
+                                                                      obj.pause_reason)
+        when = timezone.localtime(until).strftime("%Y-%m-%d %H:%M:%S")
+        return str(_("until %(when)s (%(why)s)") % {"when": when, "why": why})
 
     @admin.display(description=_("success (24 h)"))
     def success_rate(self, obj: Endpoint) -> str:
@@ -484,14 +499,25 @@ class EndpointAdmin(admin.ModelAdmin):
         return chart_svg(hourly_buckets(obj.pk))
 
     def save_model(self, request: HttpRequest, obj: Endpoint, form: Any, change: bool) -> None:
-        if change and "is_active" in form.changed_data:
+        """A change saves only what the form changed: workers update the health and
+        flow-control fields of the same row at any moment, and must not be overwritten."""
+        if not change:
+            super().save_model(request, obj, form, change)
+            return
+        columns = {f.name for f in Endpoint._meta.concrete_fields}
+        fields = {name for name in form.changed_data if name in columns} | {"updated_at"}
+        if "is_active" in form.changed_data:
             if obj.is_active:
                 obj.disabled_reason, obj.disabled_at, obj.failing_since = "", None, None
                 obj.consecutive_failures = 0
+                obj.paused_until, obj.pause_reason = None, ""
+                fields |= {"disabled_reason", "disabled_at", "failing_since",
+                           "consecutive_failures", "paused_until", "pause_reason"}
             else:
                 obj.disabled_reason = str(_("Disabled by staff."))
                 obj.disabled_at = timezone.now()
-        super().save_model(request, obj, form, change)
+                fields |= {"disabled_reason", "disabled_at"}
+        obj.save(update_fields=sorted(fields))
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any,
                      change: bool) -> None:
@@ -562,7 +588,7 @@ class EndpointAdmin(admin.ModelAdmin):
     def enable(self, request: HttpRequest, queryset: QuerySet[Endpoint]) -> None:
         count = queryset.filter(is_active=False).update(
             is_active=True, disabled_reason="", disabled_at=None, failing_since=None,
-            consecutive_failures=0)
+            consecutive_failures=0, paused_until=None, pause_reason="")
         self.message_user(request, ngettext("Enabled %d endpoint.", "Enabled %d endpoints.",
                                             count) % count, messages.SUCCESS)
 

@@ -19,6 +19,8 @@ from webhooks.validators import header_errors, validate_endpoint_url
 
 from .schema import extend_schema_field
 
+#: Largest ``max_concurrency`` an endpoint may ask for.
+MAX_CONCURRENCY_LIMIT = 1000
 #: Largest ``rate_limit`` (deliveries per second) an endpoint may ask for.
 MAX_RATE_LIMIT = 10_000
 
@@ -93,6 +95,18 @@ class EndpointSerializer(serializers.ModelSerializer):
         min_value=1, max_value=MAX_RATE_LIMIT, allow_null=True, required=False, default=None,
         help_text=_("Most deliveries per second to this endpoint; null: no limit."),
     )
+    max_concurrency = serializers.IntegerField(
+        min_value=1, max_value=MAX_CONCURRENCY_LIMIT, allow_null=True, required=False,
+        default=None,
+        help_text=_("Most requests in flight to this endpoint at once; null: the site's "
+                    "default."),
+    )
+    paused_until = serializers.DateTimeField(
+        read_only=True, allow_null=True,
+        help_text=_("Deliveries are held until then: the receiver answered 429, or kept "
+                    "failing (circuit breaker)."))
+    pause_reason = serializers.CharField(
+        read_only=True, help_text=_("rate_limited, circuit_open, or empty."))
     created_at = serializers.DateTimeField(read_only=True)
     disabled_reason = serializers.CharField(
         read_only=True, help_text=_("Why the endpoint was disabled (empty when active)."))
@@ -103,7 +117,8 @@ class EndpointSerializer(serializers.ModelSerializer):
     class Meta:
         model = Endpoint
         fields = ["id", "url", "description", "events", "is_active", "headers", "rate_limit",
-                  "created_at", "payload_fields", "disabled_reason", "disabled_at",
+                  "max_concurrency", "paused_until", "pause_reason", "created_at",
+                  "payload_fields", "disabled_reason", "disabled_at",
                   "last_success_at", "last_failure_at"]
 
     def to_representation(self, instance: Endpoint) -> dict[str, Any]:
@@ -152,8 +167,9 @@ class EndpointSerializer(serializers.ModelSerializer):
             instance.is_active = True
             instance.disabled_reason, instance.disabled_at = "", None
             instance.failing_since, instance.consecutive_failures = None, 0
+            instance.paused_until, instance.pause_reason = None, ""
             changed |= {"is_active", "disabled_reason", "disabled_at", "failing_since",
-                        "consecutive_failures"}
+                        "consecutive_failures", "paused_until", "pause_reason"}
         elif not active and instance.is_active:
             instance.is_active = False
             instance.disabled_reason = str(_("Disabled by its owner."))
