@@ -17,10 +17,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class Cluster:
-    """A ``manage.py qcluster`` child process using the current test database."""
+    """A ``manage.py qcluster`` child process using the current test database.
 
-    def __init__(self, **env: str) -> None:
+    ``workers`` overrides the test settings' 2 workers; ``env`` adds environment variables
+    (``tests/settings.py`` reads ``WEBHOOKS_TEST_*`` ones, ``REDIS_URL``).
+    """
+
+    def __init__(self, *, workers: int | None = None, **env: str) -> None:
         self.env = env
+        if workers is not None:
+            self.env["WEBHOOKS_TEST_WORKERS"] = str(workers)
         self.process: subprocess.Popen[bytes] | None = None
         self.log = ROOT / "var" / f"qcluster-{os.getpid()}-{id(self)}.log"
 
@@ -59,6 +65,11 @@ class Cluster:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(5)
+
+    @property
+    def alive(self) -> bool:
+        """The cluster's main process is still running."""
+        return self.process is not None and self.process.poll() is None
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""

@@ -67,13 +67,18 @@ if _db["ENGINE"].endswith("sqlite3"):
 if os.environ.get("WEBHOOKS_TEST_DB_NAME"):
     # A qcluster subprocess started by a test: talk straight to the test database.
     _db["NAME"] = os.environ["WEBHOOKS_TEST_DB_NAME"]
+    # Fault tests run some clusters with persistent, health-checked connections (the README's
+    # production advice) to show they survive a database restart too.
+    _db["CONN_MAX_AGE"] = int(os.environ.get("WEBHOOKS_TEST_CONN_MAX_AGE", "0"))
+    _db["CONN_HEALTH_CHECKS"] = os.environ.get("WEBHOOKS_TEST_CONN_HEALTH_CHECKS") == "1"
 
 # One queue name per test session, inherited by qcluster subprocesses, so that leftovers of
 # another run (in Redis) are never picked up.
 os.environ.setdefault("WEBHOOKS_TEST_QUEUE", f"tests-{uuid.uuid4().hex[:8]}")
 Q_CLUSTER = {
     "name": os.environ["WEBHOOKS_TEST_QUEUE"],
-    "workers": 2,
+    # Fault tests (tests/test_faults.py) start clusters with more workers.
+    "workers": int(os.environ.get("WEBHOOKS_TEST_WORKERS", "2")),
     "timeout": 60,
     "retry": 90,
     "poll": 0.05,
