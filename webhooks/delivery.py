@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import functools
 import logging
 import math
 import os
@@ -227,13 +228,33 @@ def claim(batch_size: int | None = None) -> Claim:
     held_until = min(held) if held else None
     if not count:
         return Claim(token, [], started, held_until=held_until)
+    deliveries = _load_claimed(using, token, lease_until)
+    return Claim(token, deliveries, started + conf.CLAIM_TTL, not_before, held_until)
+
+
+def _load_claimed(using: str, token: uuid.UUID, lease_until: datetime) -> list[Delivery]:
+    """The claimed deliveries, each with its event and endpoint attached.
+
+    Three queries rather than one join: a batch holds few distinct events and endpoints, so
+    each event's payload is read once (not once per endpoint) and each endpoint row (with
+    its encrypted secrets) once per batch, not once per delivery.
+    """
     deliveries = list(
         Delivery.objects.using(using)
         .filter(status=Status.PENDING, next_attempt_at=lease_until, claim_token=token)
-        .select_related("event", "endpoint")
         .order_by("next_attempt_at", "created_at")
     )
-    return Claim(token, deliveries, started + conf.CLAIM_TTL, not_before, held_until)
+    if not deliveries:
+        return deliveries
+    events = Event.objects.using(using).only("id", "type", "owner_id", "created_at",
+                                             "payload").in_bulk({d.event_id for d in deliveries})
+    endpoints = Endpoint.objects.using(using).in_bulk({d.endpoint_id for d in deliveries})
+    for delivery in deliveries:
+        # What ``select_related`` would have done: fill the relations' caches (a foreign
+        # key's cache name is its field name).
+        delivery._state.fields_cache["event"] = events[delivery.event_id]
+        delivery._state.fields_cache["endpoint"] = endpoints[delivery.endpoint_id]
+    return deliveries
 
 
 def _plan_limited(using: str, limited: list[_Candidate], now: datetime,
@@ -643,7 +664,7 @@ def _record(claim_: Claim, outcomes: list[Outcome], *,
     with transaction.atomic(using=using):
         attempts = [o.attempt for o in outcomes if o.attempt is not None]
         if attempts:
-            DeliveryAttempt.objects.using(using).bulk_create(attempts, batch_size=500)
+            insert_attempts(using, attempts)
         _save_deliveries(using, claim_.token, outcomes)
         again: dict[datetime, list[Any]] = defaultdict(list)
         for pk, when in handed_back:
@@ -695,6 +716,53 @@ def _update_pauses(using: str, outcomes: list[Outcome], throttled: dict[Any, dat
         endpoints.filter(pk=endpoint_id).update(paused_until=until, pause_reason=CIRCUIT_OPEN)
         logger.warning("Endpoint %s failed %s+ times in a row: paused until %s",
                        endpoint_id, threshold, until.isoformat())
+
+
+def insert_attempts(using: str, attempts: Sequence[DeliveryAttempt]) -> None:
+    """Insert attempt rows with one ``executemany``: what ``bulk_create`` does, without its
+    per-field machinery, which cost over 100 µs per attempt (a third of a worker's CPU on the
+    main thread). Values are adapted as the fields would: UUIDs and date-times by the
+    backend's adapters, JSON by the field itself."""
+    connection = connections[using]
+    fields = DeliveryAttempt._meta.concrete_fields
+    native_uuid = connection.features.has_native_uuid_field
+    adapt_datetime = connection.ops.adapt_datetimefield_value
+    converters: list[Any] = []
+    for f in fields:
+        kind = f.get_internal_type()
+        if kind in ("UUIDField", "ForeignKey"):
+            converters.append(None if native_uuid else _uuid_hex)
+        elif kind == "DateTimeField":
+            converters.append(adapt_datetime)
+        elif kind == "JSONField":
+            converters.append(functools.partial(_json_prep, f, connection))
+        else:
+            converters.append(None)
+    quote = connection.ops.quote_name
+    sql = "INSERT INTO {} ({}) VALUES ({})".format(  # noqa: S608 - quoted names only
+        quote(DeliveryAttempt._meta.db_table),
+        ", ".join(quote(str(f.column)) for f in fields), ", ".join(["%s"] * len(fields)))
+    attnames = [f.attname for f in fields]
+    rows = []
+    for attempt in attempts:
+        rows.append([
+            value if convert is None or value is None else convert(value)
+            for value, convert in zip(
+                [getattr(attempt, name) for name in attnames], converters, strict=True)
+        ])
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, rows)
+    for attempt in attempts:
+        attempt._state.adding = False
+        attempt._state.db = using
+
+
+def _uuid_hex(value: Any) -> str:
+    return value.hex if isinstance(value, uuid.UUID) else uuid.UUID(str(value)).hex
+
+
+def _json_prep(field: Any, connection: Any, value: Any) -> Any:
+    return field.get_db_prep_save(value, connection)
 
 
 def _save_deliveries(using: str, token: uuid.UUID, outcomes: list[Outcome]) -> None:
