@@ -143,3 +143,42 @@ def test_default_descriptions_read_well() -> None:
 
     assert get_catalog().types["order.created"].description == "An order was created."
     assert get_catalog().types["product.created"].description == "A product was created."
+
+
+@pytest.mark.parametrize("key,value", [
+    ("RETENTION", {"pending": 30}),
+    ("RETENTION", {"succeeded": 0}),
+    ("RETENTION", {"failed": "90"}),
+    ("RETENTION", [30, 90]),
+    ("EVENT_RETENTION", -1),
+    ("RESPONSE_RETENTION", "14"),
+    ("PRUNE_INTERVAL", 1.5),
+    ("PRUNE_INTERVAL", -5),
+    ("PRUNE_BATCH_SIZE", 0),
+    ("PRUNE_BATCH_SIZE", 50_000),
+])
+def test_bad_retention_settings_are_errors(key: str, value: Any) -> None:
+    with override_settings(WEBHOOKS={key: value}):
+        (message,) = check_settings()
+        assert message.id == "webhooks.E003" and key in message.msg
+
+
+def test_pending_retention_is_refused_with_a_reason() -> None:
+    with override_settings(WEBHOOKS={"RETENTION": {"pending": 30}}):
+        (message,) = check_settings()
+        assert "pending deliveries are never pruned" in message.hint
+
+
+@pytest.mark.parametrize("webhooks", [
+    {"RETENTION": {"failed": None}, "EVENT_RETENTION": None, "RESPONSE_RETENTION": 0.5},
+    {"RETENTION": {}, "PRUNE_INTERVAL": None},
+    {"PRUNE_INTERVAL": 0, "PRUNE_BATCH_SIZE": 10_000},
+])
+def test_good_retention_settings_pass(webhooks: dict[str, Any]) -> None:
+    with override_settings(WEBHOOKS=webhooks):
+        assert check_settings() == []
+    with override_settings(WEBHOOKS={"RETENTION": {"failed": None}}):
+        assert webhooks_settings.RETENTION == {"succeeded": 30, "failed": None}
+        assert webhooks_settings.PRUNE_INTERVAL == 60
+    with override_settings(WEBHOOKS={"PRUNE_INTERVAL": 0}):
+        assert webhooks_settings.PRUNE_INTERVAL is None

@@ -102,12 +102,14 @@ def test_prune_deletes_old_finished_events_only(receiver: Receiver) -> None:
         webhooks.send_event("invoice.paid", {})
     engine.fan_out()
     engine.drain()  # two succeeded, one pending a retry
-    Event.objects.update(created_at=timezone.now() - timedelta(days=40))
+    old = timezone.now() - timedelta(days=40)
+    Event.objects.update(created_at=old)
+    Delivery.objects.update(created_at=old, last_attempt_at=old)
     webhooks.send_event("invoice.paid", {"recent": True})
     engine.fan_out()
-    assert "2 events" in run("webhooks_prune", "--dry-run")
+    assert "events: 2\n" in run("webhooks_prune", "--dry-run")
     out = run("webhooks_prune", "--older-than", "30d", "--batch-size", "1")
-    assert "Deleted 2 events" in out and "2/2" in out
+    assert "2 deliveries (2 succeeded, 0 failed), 2 attempts, 2 events" in out and "2/2" in out
     assert Event.objects.count() == 2  # the pending one and the recent one stay
     assert DeliveryAttempt.objects.count() == 1
 

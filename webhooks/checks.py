@@ -39,6 +39,10 @@ def _positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
+def _days(value: Any) -> bool:
+    return value is None or _positive(value)
+
+
 def _str_list(value: Any) -> bool:
     return isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
 
@@ -94,6 +98,18 @@ VALIDATORS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "EVENT_EXAMPLES": (lambda v: isinstance(v, Mapping) and all(isinstance(k, str) for k in v),
                        "a dict of event type to example data"),
     "METRICS": (lambda v: isinstance(v, bool), "True or False"),
+    "RETENTION": (lambda v: isinstance(v, Mapping) and set(v) <= {"succeeded", "failed"}
+                  and all(_days(d) for d in v.values()),
+                  "a dict with the keys 'succeeded' and/or 'failed' (pending deliveries are "
+                  "never pruned), each a positive number of days or None (keep forever)"),
+    "EVENT_RETENTION": (_days, "a positive number of days or None (keep forever)"),
+    "RESPONSE_RETENTION": (_days, "a positive number of days or None (keep as long as "
+                                  "the attempt)"),
+    "PRUNE_INTERVAL": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)
+                                               and v >= 0),
+                       "a whole number of minutes, or None or 0 (no scheduled prune)"),
+    "PRUNE_BATCH_SIZE": (lambda v: _positive_int(v) and v <= 10_000,
+                         "a whole number from 1 to 10000"),
 }
 assert set(VALIDATORS) == set(DEFAULTS)  # noqa: S101 - a table kept in step with DEFAULTS
 

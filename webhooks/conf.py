@@ -86,6 +86,19 @@ DEFAULTS: dict[str, Any] = {
     "EVENT_EXAMPLES": {},
     # Prometheus metrics (webhooks.metrics; needs the "metrics" extra, prometheus-client).
     "METRICS": False,
+    # Retention (webhooks.retention). Days a finished delivery is kept, with its attempts,
+    # per status (counted from its creation and its last attempt); None keeps that status
+    # forever. Pending deliveries are never pruned. Keys left out keep these defaults.
+    "RETENTION": {"succeeded": 30, "failed": 90},
+    # Days an event is kept; after that it goes once it has no delivery left. None: forever.
+    "EVENT_RETENTION": 30,
+    # Days an attempt keeps the response body and headers it stored (then they are blanked
+    # and the attempt row stays). None: as long as the attempt.
+    "RESPONSE_RETENTION": 14,
+    # Minutes between two scheduled prunes (set up by ``migrate``); None or 0: no schedule.
+    "PRUNE_INTERVAL": 60,
+    # Rows deleted or blanked per statement (each batch is its own short transaction).
+    "PRUNE_BATCH_SIZE": 1000,
 }
 
 
@@ -251,6 +264,30 @@ class WebhooksSettings:
     @property
     def METRICS(self) -> bool:
         return bool(self.get("METRICS"))
+
+    @property
+    def RETENTION(self) -> Mapping[str, float | None]:
+        """Days to keep finished deliveries per status: the user's keys over the defaults."""
+        return {**DEFAULTS["RETENTION"], **(self.get("RETENTION") or {})}
+
+    @property
+    def EVENT_RETENTION(self) -> float | None:
+        value = self.get("EVENT_RETENTION")
+        return None if value is None else float(value)
+
+    @property
+    def RESPONSE_RETENTION(self) -> float | None:
+        value = self.get("RESPONSE_RETENTION")
+        return None if value is None else float(value)
+
+    @property
+    def PRUNE_INTERVAL(self) -> int | None:
+        """Minutes between scheduled prunes; ``None`` when the schedule is off."""
+        return int(self.get("PRUNE_INTERVAL") or 0) or None
+
+    @property
+    def PRUNE_BATCH_SIZE(self) -> int:
+        return int(self.get("PRUNE_BATCH_SIZE"))
 
     @property
     def max_task_seconds(self) -> float:

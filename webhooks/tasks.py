@@ -2,7 +2,8 @@
 
 ``dispatch`` fans out newly committed events and delivers; ``drain`` delivers what is due;
 ``sweep`` runs on a django-q2 schedule and recovers whatever a lost task or a dead worker left
-behind (events not fanned out, retries that came due, expired claims).
+behind (events not fanned out, retries that came due, expired claims). ``prune`` runs on a
+second schedule and applies the retention settings.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from django_q.conf import Conf
 from django_q.models import Schedule
 from django_q.tasks import async_task
 
-from webhooks import delivery
+from webhooks import delivery, retention
 from webhooks.conf import webhooks_settings as conf
 from webhooks.models import DispatchToken
 
@@ -27,6 +28,7 @@ logger = logging.getLogger("webhooks")
 
 SWEEP_SCHEDULE_NAME = "webhooks.sweep"
 WAKEUP_SCHEDULE_NAME = "webhooks.wakeup"
+PRUNE_SCHEDULE_NAME = "webhooks.prune"
 #: An event younger than this is left to its own dispatch task by the sweep.
 SWEEP_GRACE = timedelta(seconds=30)
 
@@ -118,19 +120,39 @@ def sweep() -> None:
     drain()
 
 
+def prune() -> None:
+    """Scheduled retention: prune for at most ``TASK_TIME_LIMIT`` seconds; whatever is left
+    (a backlog after retention was first switched on) waits for the next run."""
+    result = retention.prune(time_limit=conf.TASK_TIME_LIMIT)
+    if result.total:
+        logger.info("Pruned %s%s.", result, "" if result.complete else " (more next run)",
+                    extra={"counts": result.counts, "complete": result.complete})
+
+
 def ensure_schedule(using: str = "default") -> None:
-    """Create or update the sweep's django-q2 schedule (idempotent; run after ``migrate``)."""
+    """Create or update the sweep's and the prune's django-q2 schedules (idempotent; run after
+    ``migrate``). Without ``PRUNE_INTERVAL`` the prune's schedule is deleted."""
+    _put_schedule(using, SWEEP_SCHEDULE_NAME, "webhooks.tasks.sweep", conf.SWEEP_INTERVAL)
+    interval = conf.PRUNE_INTERVAL
+    if interval is None:
+        Schedule.objects.using(using).filter(name=PRUNE_SCHEDULE_NAME).delete()
+    else:
+        _put_schedule(using, PRUNE_SCHEDULE_NAME, "webhooks.tasks.prune", interval)
+
+
+def _put_schedule(using: str, name: str, func: str, minutes: int) -> None:
+    """Create the repeating schedule ``name`` or bring its fields in line."""
     defaults = {
-        "func": "webhooks.tasks.sweep",
+        "func": func,
         "schedule_type": Schedule.MINUTES,
-        "minutes": conf.SWEEP_INTERVAL,
+        "minutes": minutes,
         "repeats": -1,
         "cluster": conf.TASK_CLUSTER,
     }
     schedules = Schedule.objects.using(using)
-    existing = schedules.filter(name=SWEEP_SCHEDULE_NAME).first()
+    existing = schedules.filter(name=name).first()
     if existing is None:
-        schedules.create(name=SWEEP_SCHEDULE_NAME, next_run=timezone.now(), **defaults)
+        schedules.create(name=name, next_run=timezone.now(), **defaults)
         return
     changed = [k for k, v in defaults.items() if getattr(existing, k) != v]
     if changed:
