@@ -465,12 +465,13 @@ def fresh_database() -> dict[str, Any]:
     from django.core.management import call_command
     from django_q.models import Schedule
 
-    from webhooks.tasks import SWEEP_SCHEDULE_NAME
+    from webhooks.tasks import PRUNE_SCHEDULE_NAME, SWEEP_SCHEDULE_NAME
 
     call_command("migrate", verbosity=0, interactive=False)
-    # The sweep would run at once in the cluster (its next_run is "now"): a measured drain
-    # must only see the work the benchmark gives it.
+    # The sweep (and the prune) would run at once in the cluster (next_run is "now"): a
+    # measured drain must only see the work the benchmark gives it.
     removed, _ = Schedule.objects.filter(name=SWEEP_SCHEDULE_NAME).delete()
+    Schedule.objects.filter(name=PRUNE_SCHEDULE_NAME).delete()
     if Schedule.objects.exists():
         raise RuntimeError("unexpected django-q2 schedules in the bench database")
     return {"vendor": vendor, "migrate_seconds": time.perf_counter() - started,
