@@ -4,14 +4,22 @@ receivers no well-behaved HTTP server would imitate (drip, garbage, endless bodi
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 from typing import Any
 
 
 class RawServer:
-    def __init__(self, handler: Callable[[socket.socket], None]) -> None:
+    """``handler(conn)`` writes the reply once the request has been read. With
+    ``ssl_context``, connections are TLS (the handshake comes first); with ``raw=True`` the
+    handler gets the connection as accepted, nothing read (nor any handshake made)."""
+
+    def __init__(self, handler: Callable[[socket.socket], None], *,
+                 ssl_context: ssl.SSLContext | None = None, raw: bool = False) -> None:
         self.handler = handler
+        self.ssl_context = ssl_context
+        self.raw = raw
         self.connections = 0
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -29,8 +37,13 @@ class RawServer:
         self.sock.close()
 
     @property
+    def port(self) -> int:
+        return int(self.sock.getsockname()[1])
+
+    @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.sock.getsockname()[1]}/hook"
+        scheme = "https" if self.ssl_context else "http"
+        return f"{scheme}://127.0.0.1:{self.port}/hook"
 
     def _serve(self) -> None:
         while not self.stopped.is_set():
@@ -44,7 +57,10 @@ class RawServer:
     def _handle(self, conn: socket.socket) -> None:
         try:
             conn.settimeout(10)
-            read_request(conn)
+            if not self.raw:
+                if self.ssl_context is not None:
+                    conn = self.ssl_context.wrap_socket(conn, server_side=True)
+                read_request(conn)
             self.handler(conn)
         except OSError:
             pass

@@ -17,6 +17,8 @@ class Received:
     headers: dict[str, str]
     body: bytes
     at: float
+    #: The client's (address, port): tells requests on one kept-alive connection apart.
+    client: tuple[str, int] | None = None
 
 
 @dataclass
@@ -25,14 +27,18 @@ class Reply:
     body: bytes = b"ok"
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    #: Answer with the request's own path and body instead of ``body``.
+    echo: bool = False
 
 
 class Receiver:
     """``with Receiver() as r:`` serves on ``r.url(path)``; ``r.script(path, Reply(...), ...)``
-    queues answers for a path (default: 200)."""
+    queues answers for a path (default: ``default``, or 200)."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *,
+                 default: Reply | None = None) -> None:
         self.host = host
+        self.default = default or Reply()
         self.requests: list[Received] = []
         self._scripts: dict[str, deque[Reply]] = defaultdict(deque)
         self._lock = threading.Lock()
@@ -51,18 +57,19 @@ class Receiver:
                 with receiver._cond:
                     receiver.requests.append(Received(
                         self.path, {k.lower(): v for k, v in self.headers.items()}, body,
-                        time.time()))
+                        time.time(), tuple(self.client_address[:2])))
                     script = receiver._scripts[self.path]
-                    reply = script.popleft() if script else Reply()
+                    reply = script.popleft() if script else receiver.default
                     receiver._cond.notify_all()
                 if reply.delay:
                     time.sleep(reply.delay)
                 self.send_response(reply.status)
                 for name, value in reply.headers.items():
                     self.send_header(name, value)
-                self.send_header("Content-Length", str(len(reply.body)))
+                answer = self.path.encode() + b" " + body if reply.echo else reply.body
+                self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
-                self.wfile.write(reply.body)
+                self.wfile.write(answer)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

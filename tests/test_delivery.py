@@ -233,7 +233,7 @@ def test_connection_refused_is_a_retried_failure() -> None:
     engine.drain()
     attempt = DeliveryAttempt.objects.get()
     assert attempt.status_code is None
-    assert attempt.error_class == "connection_error"
+    assert attempt.error_class == "connection_refused"
     assert Delivery.objects.get().status == "pending"
 
 

@@ -1,26 +1,34 @@
 """The HTTP client that sends every webhook, and the SSRF guard around it. Knows no models.
 
 - One ``requests.Session`` per process (keep-alive between deliveries) that never reads proxies
-  or ``.netrc`` from the environment and never follows redirects.
+  or ``.netrc`` from the environment, never follows redirects and keeps no cookies.
 - Each new connection resolves its host once, checks *every* address (``webhooks.ssrf``) and
   connects to the checked address, while TLS (SNI, certificate) and ``Host`` keep the name: no
   DNS-rebinding window. A reused connection's peer is checked again before each request.
 - A total deadline per request: a watchdog thread shuts the socket of a request that runs past
-  it, so a receiver dripping one byte a second is cut off.
+  it, so a receiver dripping one byte a second is cut off, during the TLS handshake as much as
+  in the body.
 - At most ``max_response_bytes`` of the body are read, undecoded (``Accept-Encoding:
   identity`` is sent; nothing is decompressed).
+- Thread-safe: :func:`post` may run in several threads of one process at once. They share the
+  session's connection pools; each request's deadline only ever cuts the connection that
+  request is using (a connection handed back to the pool belongs to no request).
+- Every failure gets one of the classes in :data:`ERROR_CLASSES`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import heapq
+import http.client
+import http.cookiejar
 import itertools
 import os
 import socket
+import ssl
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,10 +37,33 @@ import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.util.response import assert_header_parsing
 
 from webhooks import __version__, ssrf
 
 USER_AGENT = f"django-webhooks/{__version__}"
+
+#: Every ``error_class`` :func:`post` can give a failure, and what causes it. The delivery
+#: engine adds the classes of HTTP answers that are not 2xx (``redirect``, ``gone``,
+#: ``rate_limited``, ``http_status``). docs/observability.md has the same table.
+ERROR_CLASSES: dict[str, str] = {
+    "blocked": "the SSRF guard refused the destination, or the scheme is not allowed",
+    "invalid_url": "the URL or a custom header cannot be sent",
+    "dns_error": "the host name does not resolve",
+    "connection_refused": "nothing listens at the address (TCP reset on connect)",
+    "connect_timeout": "connecting, or a wait in the TLS handshake, took over CONNECT_TIMEOUT",
+    "connection_error": "any other failure to connect (unreachable network or host...)",
+    "tls_error": "the TLS handshake failed: certificate, name, protocol",
+    "read_timeout": "the receiver went silent for READ_TIMEOUT (e.g. headers never sent)",
+    "timeout": "no complete answer within TIMEOUT (e.g. a slow drip)",
+    "connection_reset": "the receiver reset or closed the connection before the answer ended",
+    "invalid_response": "not HTTP: bad status line, malformed headers or framing, a 1xx",
+    "response_too_large": "the response head is over the limits (a line or the header count)",
+}
+
+#: Where a request is; decides what an error means (a timeout while connecting is not one
+#: while waiting for the answer).
+_CONNECT, _TLS, _SEND, _WAIT, _BODY = "connect", "tls", "send", "wait", "body"
 
 
 @dataclass
@@ -61,7 +92,9 @@ class HttpResult:
 class _Request:
     allowed_networks: Sequence[ssrf.IPNetwork]
     deadline: float
-    sockets: list[socket.socket] = field(default_factory=list)
+    phase: str = _CONNECT
+    #: Connections this request has used (it owns those whose ``_webhooks_owner`` is it).
+    connections: list[Any] = field(default_factory=list)
     finished: bool = False
     timed_out: bool = False
 
@@ -78,9 +111,20 @@ def _context() -> _Request:
 
 
 class _Watchdog:
-    """One thread per process that shuts the sockets of requests past their deadline."""
+    """One thread per process that cuts the connections of requests past their deadline.
+
+    A connection is owned by one request from the moment that request connects it (or takes
+    it from the pool) until the request ends or hands it back to the pool; only its owner's
+    deadline can cut it. To cut, the watchdog shuts down a duplicate descriptor of the socket
+    (``shutdown`` acts on the connection, whatever wraps the socket, TLS included), so it never
+    touches an object another thread is using. Every change of ownership, every cut and every
+    close of a duplicate happen under one lock.
+    """
 
     def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
         self._cond = threading.Condition()
         self._heap: list[tuple[float, int, _Request]] = []
         self._seq = itertools.count()
@@ -100,14 +144,41 @@ class _Watchdog:
             if earliest is None or ctx.deadline < earliest:
                 self._cond.notify()  # only an earlier deadline changes what the thread waits for
 
-    def add_socket(self, ctx: _Request, sock: socket.socket) -> None:
+    def attach(self, ctx: _Request, conn: Any, sock: socket.socket) -> None:
+        """Make ``ctx`` the owner of ``conn``, whose socket is ``sock``."""
+        handle = os.dup(sock.fileno())
         with self._cond:
-            if not ctx.finished:
-                ctx.sockets.append(sock)
+            self._detach(conn)
+            if ctx.finished:
+                os.close(handle)
+                return
+            conn._webhooks_owner, conn._webhooks_handle = ctx, handle
+            ctx.connections.append(conn)
+            if ctx.timed_out:  # the deadline passed before the connection existed
+                _shut(handle)
+
+    def release(self, conn: Any) -> bool:
+        """``conn`` goes back to the pool: it belongs to no request any more. Returns whether
+        its owner's deadline cut it (then it must not be reused)."""
+        with self._cond:
+            owner = conn._webhooks_owner
+            self._detach(conn)
+            return owner is not None and owner.timed_out
 
     def finish(self, ctx: _Request) -> None:
         with self._cond:
             ctx.finished = True
+            for conn in ctx.connections:
+                if conn._webhooks_owner is ctx:
+                    self._detach(conn)
+            ctx.connections.clear()
+
+    @staticmethod
+    def _detach(conn: Any) -> None:
+        handle = conn._webhooks_handle
+        conn._webhooks_owner = conn._webhooks_handle = None
+        if handle is not None:
+            os.close(handle)
 
     def _run(self) -> None:
         while True:
@@ -124,9 +195,19 @@ class _Watchdog:
                     continue
                 heapq.heappop(self._heap)
                 ctx.timed_out = True
-                for sock in ctx.sockets:
-                    with contextlib.suppress(OSError):
-                        sock.shutdown(socket.SHUT_RDWR)
+                for conn in ctx.connections:
+                    if conn._webhooks_owner is ctx and conn._webhooks_handle is not None:
+                        _shut(conn._webhooks_handle)
+
+
+def _shut(fd: int) -> None:
+    """Shut down the connection of the descriptor ``fd`` (which stays open)."""
+    with contextlib.suppress(OSError):
+        sock = socket.socket(fileno=fd)
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        finally:
+            sock.detach()
 
 
 _watchdog = _Watchdog()
@@ -140,9 +221,14 @@ class _GuardedConnectionMixin:
     timeout: Any
     socket_options: Any
     sock: Any
+    #: The request that owns this connection now, and the descriptor its deadline shuts (a
+    #: duplicate of the socket's, closed when the ownership ends).
+    _webhooks_owner: _Request | None = None
+    _webhooks_handle: int | None = None
 
     def _new_conn(self) -> socket.socket:
         ctx = _context()
+        ctx.phase = _CONNECT
         try:
             infos = ssrf.resolve(self.host, self.port, ctx.allowed_networks)
         except socket.gaierror as exc:
@@ -150,13 +236,18 @@ class _GuardedConnectionMixin:
                 self.host, self, exc) from exc  # type: ignore[arg-type]
         last_error: OSError | None = None
         for family, socktype, proto, _name, sockaddr in infos:
+            # Every address gets the connect timeout, but all of them together no more than
+            # what is left of the deadline.
+            left = ctx.deadline - time.monotonic()
+            if left <= 0:
+                raise urllib3.exceptions.ConnectTimeoutError(
+                    self, f"connecting to {self.host} timed out")
             sock = socket.socket(family, socktype, proto)
             try:
                 for option in self.socket_options or ():
                     sock.setsockopt(*option)
-                sock.settimeout(self.timeout)
+                sock.settimeout(left if self.timeout is None else min(self.timeout, left))
                 sock.connect(sockaddr)
-                return sock
             except TimeoutError as exc:
                 sock.close()
                 raise urllib3.exceptions.ConnectTimeoutError(
@@ -164,8 +255,17 @@ class _GuardedConnectionMixin:
             except OSError as exc:
                 sock.close()
                 last_error = exc
+                continue
+            try:
+                _watchdog.attach(ctx, self, sock)  # from here on, the TLS handshake included
+            except OSError:
+                sock.close()
+                raise
+            ctx.phase = _TLS if isinstance(self, HTTPSConnection) else _SEND
+            return sock
         raise urllib3.exceptions.NewConnectionError(
-            self, f"Failed to establish a new connection: {last_error}")  # type: ignore[arg-type]
+            self, f"Failed to establish a new connection: {last_error}",  # type: ignore[arg-type]
+        ) from last_error
 
     def request(self, *args: Any, **kwargs: Any) -> Any:
         ctx = _context()
@@ -177,11 +277,13 @@ class _GuardedConnectionMixin:
                 peer = None
             if peer is not None and not ssrf.is_allowed(peer, ctx.allowed_networks):
                 raise ssrf.BlockedDestination()
+            if self._webhooks_owner is not ctx:  # (only this thread changes it now)
+                _watchdog.attach(ctx, self, self.sock)
+            ctx.phase = _SEND
         return super().request(*args, **kwargs)  # type: ignore[misc]
 
     def getresponse(self, *args: Any, **kwargs: Any) -> Any:
-        if self.sock is not None:
-            _watchdog.add_socket(_context(), self.sock)
+        _context().phase = _WAIT
         return super().getresponse(*args, **kwargs)  # type: ignore[misc]
 
 
@@ -190,14 +292,25 @@ class GuardedHTTPConnection(_GuardedConnectionMixin, HTTPConnection):
 
 
 class GuardedHTTPSConnection(_GuardedConnectionMixin, HTTPSConnection):
-    pass
+    def connect(self) -> None:
+        super().connect()
+        _context().phase = _SEND  # the handshake is over
 
 
-class _GuardedHTTPPool(HTTPConnectionPool):
+class _GuardedPoolMixin:
+    def _put_conn(self, conn: Any) -> None:
+        # Back in the pool, a connection belongs to no request: another thread may take it at
+        # once, and the deadline of the request that used it must not cut it then.
+        if conn is not None and _watchdog.release(conn):
+            conn.close()  # cut by its deadline: never reused
+        super()._put_conn(conn)  # type: ignore[misc]
+
+
+class _GuardedHTTPPool(_GuardedPoolMixin, HTTPConnectionPool):
     ConnectionCls = GuardedHTTPConnection
 
 
-class _GuardedHTTPSPool(HTTPSConnectionPool):
+class _GuardedHTTPSPool(_GuardedPoolMixin, HTTPSConnectionPool):
     ConnectionCls = GuardedHTTPSConnection
 
 
@@ -214,22 +327,48 @@ class GuardedAdapter(HTTPAdapter):
         raise ssrf.BlockedDestination("proxies are not used")
 
 
+class _NoCookies(http.cookiejar.DefaultCookiePolicy):
+    """Receivers' cookies are never kept: they would go to every endpoint on the same host."""
+
+    def set_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
+        return False
+
+    def return_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
+        return False
+
+
 _session: requests.Session | None = None
 _session_pid: int | None = None
+_session_lock = threading.Lock()
 
 
 def get_session() -> requests.Session:
     """The process's session (a forked worker gets its own, never its parent's sockets)."""
     global _session, _session_pid
     pid = os.getpid()
-    if _session is None or _session_pid != pid:
-        session = requests.Session()
-        session.trust_env = False
-        adapter = GuardedAdapter(pool_connections=32, pool_maxsize=32, max_retries=0)
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
-        _session, _session_pid = session, pid
-    return _session
+    session = _session
+    if session is not None and _session_pid == pid:
+        return session
+    with _session_lock:
+        if _session is None or _session_pid != pid:
+            session = requests.Session()
+            session.trust_env = False
+            session.cookies.set_policy(_NoCookies())
+            adapter = GuardedAdapter(pool_connections=32, pool_maxsize=32, max_retries=0)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            _session, _session_pid = session, pid
+        return _session
+
+
+def _after_fork_in_child() -> None:
+    # A lock held by another thread at the moment of fork() would stay held in the child.
+    global _session_lock
+    _session_lock = threading.Lock()
+    _watchdog._reset()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def post(
@@ -247,12 +386,21 @@ def post(
 ) -> HttpResult:
     """POST ``body`` to ``url`` within ``timeout`` seconds in all; classify any failure.
 
-    ``connect_timeout`` bounds connecting, ``read_timeout`` each silence of the receiver, and
-    ``timeout`` the whole exchange (a watchdog enforces it even against a slow drip).
+    ``connect_timeout`` bounds connecting (TCP and TLS), ``read_timeout`` each silence of the
+    receiver, and ``timeout`` the whole exchange (a watchdog enforces it even against a slow
+    drip). Safe to call from several threads at once.
 
-    ``error_class`` is one of ``blocked``, ``invalid_url``, ``connect_timeout``,
-    ``read_timeout``, ``timeout``, ``tls_error``, ``dns_error``, ``connection_error``,
-    ``invalid_response`` or ``""``. Error messages name no resolved address.
+    The answer is complete when its body has ended or ``max_response_bytes`` of it have been
+    read, whichever comes first: the rest of a longer body is never read (the connection is
+    closed instead). So a 2xx with an endless body succeeds once that much has arrived within
+    the deadline; a 2xx whose body stops short (the receiver closes or resets the connection
+    early), drips past the deadline, or is not valid HTTP is a failure.
+
+    For an answer that is not 2xx the status decides: a failure while reading its body is
+    not recorded as the error (the body read so far is kept).
+
+    ``error_class`` is ``""`` or one of :data:`ERROR_CLASSES`. Only ``blocked`` is not worth
+    retrying (``retryable`` is ``False``). Error messages name no resolved address.
     """
     started = time.monotonic()
     result = HttpResult()
@@ -266,6 +414,8 @@ def post(
     _current.request = ctx
     _watchdog.watch(ctx)
     response = None
+    received = bytearray()
+    completed_at: float | None = None
     try:
         response = get_session().post(
             url,
@@ -276,75 +426,164 @@ def post(
             stream=True,
             verify=ca_bundle or True,
         )
+        ctx.phase = _BODY
         result.status_code = response.status_code
         result.headers = dict(response.headers.items())
-        result.body = _read_capped(response, max_response_bytes)
+        problem = _bad_head(response)
+        if problem:  # the body's framing cannot be trusted: it is not read
+            if not _status_decides(result):
+                result.error_class, result.error = problem
+        else:
+            _read_capped(response, max_response_bytes, received)
+        completed_at = time.monotonic()
     except ssrf.BlockedDestination as exc:
         result.error_class, result.error, result.retryable = "blocked", exc.reason, False
     except Exception as exc:
-        result.error_class, result.error = _classify(exc, ctx, timeout)
+        if not _status_decides(result):
+            result.error_class, result.error = _classify(exc, ctx, timeout)
     finally:
         _watchdog.finish(ctx)
         _current.request = None
         if response is not None:
-            response.close()
-    if ctx.timed_out:
+            response.close()  # a body left unread closes the connection: never reused
+    result.body = bytes(received)
+    # The watchdog cuts at the deadline, so an answer completed before it is not late even if
+    # the watchdog fired while this thread was still on its way out.
+    late = completed_at is None or completed_at > ctx.deadline
+    if ctx.timed_out and late and not _status_decides(result):
         result.error_class = "timeout"
         result.error = f"no complete answer within {timeout:g}s"
     result.duration = time.monotonic() - started
     return result
 
 
+def _status_decides(result: HttpResult) -> bool:
+    """A final answer that is not 2xx: it failed whatever its body does."""
+    return result.status_code is not None and not 100 <= result.status_code < 300 \
+        and result.error_class == ""
+
+
+def _bad_head(response: requests.Response) -> tuple[str, str] | None:
+    """Why an answer whose status line and headers parsed is still not a usable HTTP answer."""
+    if response.status_code < 200:
+        # http.client takes an interim answer (other than 100) for the final one, and the
+        # real answer would then be read as the next request's: never reuse the connection.
+        return "invalid_response", f"an interim answer ({response.status_code}) is not final"
+    original = getattr(response.raw, "_original_response", None)
+    if original is not None and (original.msg.defects or original.msg.get_payload()):
+        try:
+            assert_header_parsing(original.msg)
+        except urllib3.exceptions.HeaderParsingError:
+            return "invalid_response", "malformed header section"
+    length = response.headers.get("Content-Length")
+    if length is not None and "Transfer-Encoding" not in response.headers:
+        values = {value.strip() for value in length.split(",")}
+        if len(values) != 1 or not all(value.isdigit() for value in values):
+            return "invalid_response", "invalid Content-Length"
+    return None
+
+
+_RESETS = (ConnectionResetError, ConnectionAbortedError, BrokenPipeError,
+           http.client.IncompleteRead, urllib3.exceptions.IncompleteRead, ssl.SSLEOFError,
+           ssl.SSLZeroReturnError)
+_TIMEOUTS = (TimeoutError, urllib3.exceptions.TimeoutError, requests.exceptions.Timeout)
+_MALFORMED = (http.client.HTTPException, urllib3.exceptions.InvalidChunkLength,
+              urllib3.exceptions.InvalidHeader, urllib3.exceptions.HeaderParsingError,
+              ValueError)
+
+
 def _classify(exc: Exception, ctx: _Request, timeout: float) -> tuple[str, str]:
+    """The error class and message of a failed request, from the exception chain and from
+    where the request was (``ctx.phase``)."""
+    chain = list(_chain(exc))
+
+    def find(kinds: type[BaseException] | tuple[type[BaseException], ...]) -> Any:
+        return next((e for e in chain if isinstance(e, kinds)), None)
+
     if ctx.timed_out:
         return "timeout", f"no complete answer within {timeout:g}s"
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return "connect_timeout", "connecting timed out"
-    if isinstance(exc, requests.exceptions.ReadTimeout | urllib3.exceptions.ReadTimeoutError):
-        return "read_timeout", "the receiver stopped answering"
-    if isinstance(exc, requests.exceptions.SSLError):
-        return "tls_error", _first_line(exc)
-    if isinstance(exc, requests.exceptions.InvalidHeader):
+    if find(urllib3.exceptions.NameResolutionError):
+        return "dns_error", "the host name could not be resolved"
+    if isinstance(exc, requests.exceptions.InvalidHeader) and ctx.phase == _CONNECT:
         return "invalid_url", "a custom header is not valid"  # never echo header values
     if isinstance(exc, requests.exceptions.InvalidURL | requests.exceptions.InvalidSchema
                   | requests.exceptions.MissingSchema | requests.exceptions.URLRequired):
         return "invalid_url", _first_line(exc)
-    if isinstance(exc, requests.exceptions.ConnectionError):
-        if _caused_by(exc, urllib3.exceptions.NameResolutionError):
-            return "dns_error", "the host name could not be resolved"
-        if _caused_by(exc, urllib3.exceptions.ProtocolError):
-            return "invalid_response", _first_line(exc)
-        return "connection_error", _first_line(exc)
+    if ctx.phase == _CONNECT and find(ConnectionRefusedError):
+        return "connection_refused", "the receiver refused the connection"
+    # (urllib3's NewConnectionError subclasses its ConnectTimeoutError: it is no timeout.)
+    timeouts = [e for e in chain if isinstance(e, _TIMEOUTS)
+                and not isinstance(e, urllib3.exceptions.NewConnectionError)]
+    if timeouts and (ctx.phase in (_CONNECT, _TLS) or any(
+            isinstance(e, urllib3.exceptions.ConnectTimeoutError) for e in timeouts)):
+        return "connect_timeout", "no connection within the connect timeout"
+    if timeouts:
+        return "read_timeout", "the receiver stopped answering"
+    tls = find(ssl.SSLError)
+    if ctx.phase == _TLS or (tls is not None and not isinstance(tls, _RESETS)):
+        return "tls_error", _tls_detail(tls)
+    if ctx.phase == _CONNECT:
+        cause = find(OSError)
+        return "connection_error", f"could not connect: {_os_detail(cause, exc)}"
+    if find(http.client.LineTooLong) or _too_many_headers(find(http.client.HTTPException)):
+        return "response_too_large", "the response head is too large"
+    if find(urllib3.exceptions.InvalidChunkLength):  # (an IncompleteRead, but no reset)
+        return "invalid_response", "not a valid HTTP answer: invalid chunk length"
+    premature = any(str(e) == "Response ended prematurely" for e in chain
+                    if isinstance(e, urllib3.exceptions.ProtocolError))
+    if find(_RESETS) or premature:
+        return "connection_reset", ("the receiver closed the connection while answering"
+                                    if ctx.phase == _BODY else
+                                    "the receiver closed the connection without answering")
+    malformed = find(_MALFORMED)
+    if malformed is not None:
+        return "invalid_response", f"not a valid HTTP answer: {_first_line(malformed)[:200]}"
     if isinstance(exc, requests.exceptions.RequestException | urllib3.exceptions.HTTPError
-                  | OSError | ValueError):
-        return "invalid_response", _first_line(exc)
+                  | OSError):
+        return "connection_error", _first_line(exc)
     raise exc
 
 
-def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and every exception it wraps (causes, contexts, ``reason``, ``args``)."""
     seen: set[int] = set()
     stack: list[Any] = [exc]
     while stack:
         current = stack.pop()
-        if current is None or id(current) in seen:
+        if not isinstance(current, BaseException) or id(current) in seen:
             continue
         seen.add(id(current))
-        if isinstance(current, kind):
-            return True
-        stack += [getattr(current, "__cause__", None), getattr(current, "__context__", None),
-                  getattr(current, "reason", None), *getattr(current, "args", ())[:1]]
-    return False
+        yield current
+        stack += [current.__cause__, current.__context__, getattr(current, "reason", None),
+                  *current.args[:3]]
 
 
-def _read_capped(response: requests.Response, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
+def _too_many_headers(exc: BaseException | None) -> bool:
+    return exc is not None and type(exc) is http.client.HTTPException and \
+        str(exc).startswith("got more than")
+
+
+def _tls_detail(exc: BaseException | None) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"certificate verify failed: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return f"TLS handshake failed: {exc.reason}"
+    return "TLS handshake failed"
+
+
+def _os_detail(cause: BaseException | None, exc: BaseException) -> str:
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror
+    return _first_line(cause or exc)
+
+
+def _read_capped(response: requests.Response, limit: int, into: bytearray) -> None:
+    """Read the body into ``into`` until it ends or ``limit`` bytes are in (what is read so
+    far stays in ``into`` if reading fails)."""
     for chunk in response.raw.stream(8192, decode_content=False):
-        chunks.append(chunk)
-        size += len(chunk)
-        if size >= limit:
-            break
-    return b"".join(chunks)[:limit]
+        into += chunk[:limit - len(into)]
+        if len(into) >= limit:
+            return
 
 
 def _first_line(exc: BaseException) -> str:
