@@ -6,7 +6,9 @@ Optional: ``pip install "django-webhooks[metrics]"`` (``prometheus-client``) and
 ``webhooks_delivery_attempts_total{outcome, error_class}``
     HTTP attempts, by ``outcome`` (``succeeded``, ``retrying``: a retry follows, ``failed``: the
     delivery failed for good) and ``error_class`` (``none`` on success, else the attempt's:
-    ``http_status``, ``redirect``, ``timeout``, ``connection_error``, ``blocked``…).
+    ``http_status``, ``redirect``, ``gone``, ``rate_limited``, or one of
+    ``webhooks.http.ERROR_CLASSES`` such as ``connection_refused`` or ``read_timeout``; the
+    full list is in ``docs/observability.md``).
 ``webhooks_delivery_attempt_duration_seconds{outcome}``
     A histogram of how long attempts took.
 ``webhooks_due_deliveries`` and ``webhooks_oldest_due_delivery_age_seconds``
