@@ -30,6 +30,7 @@ def main() -> int:
     parser.add_argument("--endpoints", type=int, default=3)
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--db", default="sqlite")
+    parser.add_argument("--sort", default="cumulative", help="pstats sort key (tottime…)")
     args = parser.parse_args()
 
     path = ROOT / "var" / "profile-drain.sqlite3"
@@ -101,7 +102,7 @@ def main() -> int:
         print(f"{sent}/{total} deliveries in {wall:.2f}s = {sent / wall:.0f}/s; "
               f"CPU {cpu / max(sent, 1) * 1e6:.0f} µs/delivery (this process, threads "
               f"included; main thread {main / max(sent, 1) * 1e6:.0f}); {len(queries)} queries, {len(queries) / batches:.1f} per batch")
-        pstats.Stats(profiler).sort_stats("cumulative").print_stats(args.top)
+        pstats.Stats(profiler).sort_stats(args.sort).print_stats(args.top)
     finally:
         receiver.terminate()
         receiver.wait(5)
