@@ -578,7 +578,8 @@ def test_event_types_with_examples_built_from_the_serializers(alice: Any) -> Non
                             "ping.sent"}
     assert catalog["invoice.paid"]["description"] == "An invoice was paid."
     product = catalog["product.created"]["example"]
-    assert set(product) == {"id", "type", "timestamp", "data"}
+    assert set(product) == {"id", "type", "timestamp", "sequence", "data"}
+    assert "sequence" not in catalog["invoice.paid"]["example"]  # custom: only with a key
     assert product["type"] == "product.created" and product["id"].startswith("evt_")
     # The example has exactly the keys the configured serializer writes.
     assert list(product["data"]) == list(ProductSerializer().fields)

@@ -71,6 +71,17 @@ class ModelEvents:
         return f"{self.name}.{action}"
 
     @functools.cached_property
+    def sequence_prefix(self) -> str:
+        """``app_label.model:`` of the concrete model, so a proxy and its model share the
+        counters of their rows."""
+        return f"{self.model._meta.concrete_model._meta.label_lower}:"  # type: ignore[union-attr]
+
+    def sequence_key(self, instance: models.Model) -> str | None:
+        """The key of ``instance``'s sequence counter: ``app_label.model:pk``."""
+        pk = instance.pk
+        return None if pk is None else f"{self.sequence_prefix}{pk}"
+
+    @functools.cached_property
     def serializer_class(self) -> Any:
         if self.serializer_path:
             return import_string(self.serializer_path)
@@ -365,11 +376,71 @@ def get_catalog() -> Catalog:
 @functools.cache
 def default_serializer_for(model: type[models.Model]) -> Any:
     """A ``ModelSerializer`` with every field of ``model``, used when none is configured."""
-    from rest_framework import serializers
-
     meta = type("Meta", (), {"model": model, "fields": "__all__"})
-    return type(f"{model.__name__}WebhookSerializer", (serializers.ModelSerializer,),
+    return type(f"{model.__name__}WebhookSerializer", (_default_serializer_base(),),
                 {"Meta": meta})
+
+
+@functools.cache
+def _default_serializer_base() -> Any:
+    """The base of default serializers: a ``ModelSerializer`` whose output is DRF's, made
+    faster for the columns it reads straight off the instance (one instance is reused for every
+    save of a thread, see :meth:`ModelEvents.serialize`, so the plan is worked out once)."""
+    from rest_framework import serializers
+    from rest_framework.fields import Field, SkipField
+    from rest_framework.relations import PKOnlyObject, PrimaryKeyRelatedField
+
+    def plan(serializer: serializers.ModelSerializer[Any]) -> list[tuple[str, Any, str, int]]:
+        """``(name, field, attname, kind)`` per readable field. ``kind`` 1: a column DRF reads
+        with ``getattr`` (the field keeps DRF's ``get_attribute``); 2: a foreign key rendered
+        as its primary key (the column holds it already); 0: anything else, left to DRF."""
+        model: type[models.Model] = serializer.Meta.model
+        columns = {f.name: f for f in model._meta.concrete_fields}
+        steps = []
+        for name, drf_field in serializer.fields.items():
+            if drf_field.write_only:
+                continue
+            column = columns.get(name) if drf_field.source_attrs == [name] else None
+            kind = 0
+            if column is not None and column.is_relation:
+                if (type(drf_field) is PrimaryKeyRelatedField
+                        and drf_field.pk_field is None):
+                    kind = 2
+            elif column is not None and type(drf_field).get_attribute is Field.get_attribute:
+                kind = 1
+            steps.append((name, drf_field, column.attname if column is not None else name, kind))
+        return steps
+
+    class WebhookModelSerializer(serializers.ModelSerializer):
+        def to_representation(self, instance: Any) -> dict[str, Any]:
+            steps = self.__dict__.get("_webhooks_plan")
+            if steps is None:
+                steps = self.__dict__["_webhooks_plan"] = plan(self)
+            values = instance.__dict__
+            ret: dict[str, Any] = {}
+            for name, drf_field, attname, kind in steps:
+                value = values.get(attname, _MISSING) if kind else _MISSING
+                if value is _MISSING or callable(value):  # deferred, or unusual: DRF's way
+                    try:
+                        attribute = drf_field.get_attribute(instance)
+                    except SkipField:
+                        continue
+                    check = attribute.pk if isinstance(attribute, PKOnlyObject) else attribute
+                    ret[name] = (None if check is None
+                                 else drf_field.to_representation(attribute))
+                elif value is None or kind == 2:
+                    ret[name] = value
+                else:
+                    ret[name] = drf_field.to_representation(value)
+            return ret
+
+    return WebhookModelSerializer
+
+
+@functools.cache
+def payload_limit() -> int:
+    """``MAX_PAYLOAD_BYTES``, read once per settings change rather than once per event."""
+    return webhooks_settings.MAX_PAYLOAD_BYTES
 
 
 def clear_caches(**kwargs: Any) -> None:
@@ -377,44 +448,66 @@ def clear_caches(**kwargs: Any) -> None:
     if kwargs.get("setting") in (None, "WEBHOOKS", "AUTH_USER_MODEL", "INSTALLED_APPS"):
         get_catalog.cache_clear()
         default_serializer_for.cache_clear()
+        payload_limit.cache_clear()
 
 
-def build_payload(event_id: Any, event_type: str, created_at: datetime, data: Any,
-                  changes: Mapping[str, Any] | None = None) -> str:
-    """The JSON body of an event, built once: ``{"id", "type", "timestamp", "data"}``, plus
-    ``"changes": {field: {"old", "new"}}`` on ``updated`` events of tracked models.
+#: One encoder for every payload: ``json.dumps(cls=...)`` would build a new one per call.
+_ENCODER = DjangoJSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+#: What the member ``"sequence": n`` adds to a body at most (20 digits hold any 64-bit value).
+SEQUENCE_ALLOWANCE = len(',"sequence":') + 20
 
-    Raises :class:`PayloadError` when ``data`` cannot be represented as JSON or the body is
-    larger than ``MAX_PAYLOAD_BYTES`` (it is never truncated).
+
+def payload_parts(event_id: Any, event_type: str, created_at: datetime, data: Any,
+                  changes: Mapping[str, Any] | None = None, *,
+                  sequenced: bool = False) -> tuple[str, str]:
+    """The JSON body of an event in two parts, around where ``"sequence": n`` goes.
+
+    ``head + tail`` is the body of an event without a sequence number, and
+    ``f'{head},"sequence":{n}{tail}'`` the body of one with. The split lets the number be
+    filled in by the database, in the statement that draws it (see :mod:`webhooks.emit`).
+    ``sequenced`` says whether the size limit must leave room for the number. Raises
+    :class:`PayloadError` like :func:`build_payload`.
     """
     timestamp = created_at.astimezone(UTC).isoformat(timespec="milliseconds")
-    document = {
-        "id": ids.to_public("evt", event_id),
-        "type": event_type,
-        "timestamp": timestamp.replace("+00:00", "Z"),
-        "data": data,
-    }
-    if changes is not None:
-        document["changes"] = changes
+    encode = _ENCODER.encode
     try:
-        body = json.dumps(
-            document,
-            cls=DjangoJSONEncoder,
-            separators=(",", ":"),
-            ensure_ascii=False,
-            allow_nan=False,
-        )
+        # Member by member: each part is plain JSON, and the id and timestamp need no escaping.
+        head = (f'{{"id":"evt_{ids.encode(event_id)}","type":{encode(event_type)},'
+                f'"timestamp":"{timestamp.replace("+00:00", "Z")}"')
+        tail = f',"data":{encode(data)}'
+        if changes is not None:
+            tail += f',"changes":{encode(changes)}'
     except (TypeError, ValueError, OverflowError, RecursionError) as exc:
         raise PayloadError(f"the payload is not JSON-serializable: {exc}") from exc
-    limit = webhooks_settings.MAX_PAYLOAD_BYTES
-    if len(body) * 4 > limit:  # UTF-8 takes at most 4 bytes a character: only then measure
-        size = len(body.encode())
-        if size > limit:
+    tail += "}"
+    limit = payload_limit()
+    length = len(head) + len(tail) + (SEQUENCE_ALLOWANCE if sequenced else 0)
+    if length * 4 > limit:  # UTF-8 takes at most 4 bytes a character: only then measure
+        size = len(head.encode()) + len(tail.encode())
+        if size + (SEQUENCE_ALLOWANCE if sequenced else 0) > limit:
             raise PayloadError(
                 f"the payload is {size} bytes, more than MAX_PAYLOAD_BYTES ({limit}); send "
                 "less data or an id the receiver can fetch"
             )
-    return body
+    return head, tail
+
+
+def build_payload(event_id: Any, event_type: str, created_at: datetime, data: Any,
+                  changes: Mapping[str, Any] | None = None,
+                  sequence: int | None = None) -> str:
+    """The JSON body of an event, built once: ``{"id", "type", "timestamp", "data"}``, plus
+    ``"sequence": n`` for events that have one (model events, and custom events sent with a
+    ``sequence_key``) and ``"changes": {field: {"old", "new"}}`` on ``updated`` events of
+    tracked models.
+
+    Raises :class:`PayloadError` when ``data`` cannot be represented as JSON or the body is
+    larger than ``MAX_PAYLOAD_BYTES`` (it is never truncated).
+    """
+    head, tail = payload_parts(event_id, event_type, created_at, data, changes,
+                               sequenced=sequence is not None)
+    if sequence is None:
+        return head + tail
+    return f'{head},"sequence":{int(sequence)}{tail}'
 
 
 # --- model capture ---------------------------------------------------------------------------
@@ -496,7 +589,7 @@ def record_model_event(
         logger.exception("Could not serialize %s for event %s", config.label, event_type)
         error = f"{type(exc).__name__}: {exc}"
     write_event(event_type, data, owner_id=owner_id, using=using, error=error, strict=False,
-                changes=changes)
+                changes=changes, sequence_key=config.sequence_key(instance), returning=False)
 
 
 def connect() -> None:

@@ -431,10 +431,15 @@ class DispatchToken(models.Model):
 
 
 class ObjectSequence(models.Model):
-    """The last sequence number given to an object's events (``key``: ``app.model:pk``)."""
+    """The last sequence number given to an object's events (``key``: ``app_label.model:pk``
+    of its concrete model), or to the custom events sent with one ``sequence_key``.
 
-    key = models.CharField(max_length=255, primary_key=True)
-    value = models.PositiveBigIntegerField(default=0)
+    Drawn (:mod:`webhooks.emit`) in the transaction that writes the event: the row stays locked
+    until it ends, so numbers follow commit order.
+    """
+
+    key = models.CharField(_("key"), max_length=255, primary_key=True)
+    value = models.PositiveBigIntegerField(_("last number"), default=0)
 
     class Meta:
         verbose_name = _("object sequence")

@@ -57,6 +57,9 @@ class CapturedEvent:
     error: str
     #: Active endpoints that would receive it, by the fan-out's rules (sorted by id).
     endpoints: tuple[Endpoint, ...] = field(default=())
+    #: Its per-object ``sequence`` number (``None`` for a custom event sent without a
+    #: ``sequence_key``).
+    sequence: int | None = None
 
     @property
     def endpoint_ids(self) -> list[Any]:
@@ -84,7 +87,7 @@ class CapturedWebhooks:
         self._written: list[tuple[str, Any]] = []  # (database alias, event pk), in order
         self._lock = threading.Lock()
 
-    # -- recording (called by the Event post_save receiver) --
+    # -- recording (called by ``webhooks.emit`` after each event row it inserts) --
 
     def _record(self, using: str, pk: Any) -> None:
         with self._lock:
@@ -226,7 +229,7 @@ def _captured(event: Event, endpoints: tuple[Endpoint, ...]) -> CapturedEvent:
     return CapturedEvent(
         id=event.public_id, pk=event.pk, type=event.type, data=event.data,
         owner_id=event.owner_id, created_at=event.created_at, payload=event.payload,
-        error=event.error, endpoints=endpoints,
+        error=event.error, endpoints=endpoints, sequence=event.sequence,
     )
 
 
@@ -263,11 +266,10 @@ _active: list[CapturedWebhooks] = []
 _saved: dict[str, Any] = {}
 
 
-def _on_event_saved(sender: Any, instance: Event, created: bool = False, raw: bool = False,
-                    using: str = "default", **kwargs: Any) -> None:
-    if created and not raw:
-        for recorder in list(_active):
-            recorder._record(using, instance.pk)
+def _on_event_written(using: str, event_id: Any) -> None:
+    """An ``emit.event_written_hooks`` entry: every active capture records the new event."""
+    for recorder in list(_active):
+        recorder._record(using, event_id)
 
 
 def _no_dispatch(using: str) -> None:
@@ -280,31 +282,24 @@ def _no_enqueue(task: str, *args: Any) -> bool:
 
 
 def _start(recorder: CapturedWebhooks) -> None:
-    from django.db.models.signals import post_save
-
     from webhooks import emit
-    from webhooks.models import Event
 
     with _state_lock:
         if not _active:
             _saved.update(schedule_dispatch=emit.schedule_dispatch, enqueue=emit.enqueue)
             emit.schedule_dispatch = _no_dispatch
             emit.enqueue = _no_enqueue
-            post_save.connect(_on_event_saved, sender=Event,
-                              dispatch_uid="webhooks.testing.capture")
+            emit.event_written_hooks.append(_on_event_written)
         _active.append(recorder)
 
 
 def _stop(recorder: CapturedWebhooks) -> None:
-    from django.db.models.signals import post_save
-
     from webhooks import emit
-    from webhooks.models import Event
 
     with _state_lock:
         _active.remove(recorder)
         if not _active:
-            post_save.disconnect(sender=Event, dispatch_uid="webhooks.testing.capture")
+            emit.event_written_hooks.remove(_on_event_written)
             emit.schedule_dispatch = _saved.pop("schedule_dispatch")
             emit.enqueue = _saved.pop("enqueue")
 

@@ -28,9 +28,11 @@ MAX_DEPTH = 4
 
 def example_body(event_type: EventType, catalog: Catalog) -> dict[str, Any]:
     """The whole body a receiver gets for ``event_type``: ``{"id", "type", "timestamp",
-    "data"}`` with placeholder values."""
+    "data"}`` with placeholder values, and ``"sequence"`` for model events (custom events have
+    one only when the sending code passes a ``sequence_key``)."""
     body = build_payload(EXAMPLE_EVENT_ID, event_type.name, EXAMPLE_TIME,
-                         example_data(event_type, catalog), example_changes(event_type, catalog))
+                         example_data(event_type, catalog), example_changes(event_type, catalog),
+                         sequence=1 if event_type.model else None)
     result: dict[str, Any] = json.loads(body)
     return result
 

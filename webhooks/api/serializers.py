@@ -304,6 +304,11 @@ class EventBodySerializer(serializers.Serializer):
                                                            "header: deduplicate on it."))
     type = serializers.CharField(read_only=True)
     timestamp = serializers.CharField(read_only=True, help_text=_("ISO 8601, UTC."))
+    # Not read_only: the schema would then list it as always present.
+    sequence = serializers.IntegerField(required=False, help_text=_(
+        "1, 2, 3… per object, in commit order: apply an event only if its sequence is higher "
+        "than the last one applied for that object. Model events always have one; custom "
+        "events only when sent with a sequence_key."))
     # A declared field (the metaclass takes it out of the class), not Serializer.data.
     data = serializers.JSONField(  # type: ignore[assignment]
         read_only=True, help_text=_("What the event is about."))

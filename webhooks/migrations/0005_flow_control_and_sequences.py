@@ -13,8 +13,8 @@ class Migration(migrations.Migration):
         migrations.CreateModel(
             name='ObjectSequence',
             fields=[
-                ('key', models.CharField(max_length=255, primary_key=True, serialize=False)),
-                ('value', models.PositiveBigIntegerField(default=0)),
+                ('key', models.CharField(max_length=255, primary_key=True, serialize=False, verbose_name='key')),
+                ('value', models.PositiveBigIntegerField(default=0, verbose_name='last number')),
             ],
             options={
                 'verbose_name': 'object sequence',
