@@ -90,7 +90,8 @@ def test_the_schema_is_exact_where_it_matters() -> None:
         "endpoint", "status", "event_type", "event", "created_after", "created_before",
         "cursor", "page_size"}
     replay = schema["paths"]["/api/webhooks/endpoints/{id}/replay/"]["post"]
-    assert set(replay["responses"]) == {"202", "400", "401", "403", "404", "409", "429"}
+    assert set(replay["responses"]) == {"202", "400", "401", "403", "404", "406", "409",
+                                        "429"}
 
 
 def test_the_schema_is_served(client: Any) -> None:

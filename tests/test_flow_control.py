@@ -199,6 +199,27 @@ def test_a_slow_endpoint_never_delays_a_healthy_one(receiver: Receiver) -> None:
     assert Delivery.objects.filter(endpoint=healthy, status="succeeded").count() == 20
 
 
+def test_a_hanging_endpoint_does_not_hold_up_the_next_batches(receiver: Receiver) -> None:
+    receiver.script("/slow", *[Reply(200, delay=3) for _ in range(40)])
+    make_endpoint(receiver.url("/slow"))
+    make_endpoint(receiver.url("/healthy"))
+    publish(30)
+    started = time.time()
+    # Small batches: the healthy endpoint's 30 deliveries need several claims, while the
+    # hanging one's shares straggle on their threads until their 1 s timeout.
+    with override_webhooks(TIMEOUT=1, READ_TIMEOUT=1, BATCH_SIZE=6):
+        engine.drain(time_limit=2)
+    healthy = [r.at - started for r in receiver.received("/healthy")]
+    assert len(healthy) == 30
+    assert max(healthy) < 0.9, sorted(healthy)  # never waited for a timeout to end
+    assert Delivery.objects.filter(endpoint__url__endswith="/healthy",
+                                   status="succeeded").count() == 30
+    # Every share of the hanging endpoint was recorded before drain() returned.
+    assert not Delivery.objects.filter(claim_token__isnull=False,
+                                       next_attempt_at__gt=timezone.now()).exists()
+    assert DeliveryAttempt.objects.filter(error_class__in=["read_timeout", "timeout"]).exists()
+
+
 def test_the_circuit_opens_then_probes_one_at_a_time(receiver: Receiver) -> None:
     receiver.script("/hook", *[Reply(500) for _ in range(4)])
     endpoint = make_endpoint(receiver.url())

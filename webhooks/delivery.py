@@ -19,7 +19,8 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -177,7 +178,7 @@ def _is_limited(c: _Candidate, now: datetime, default_cap: int | None) -> bool:
     )
 
 
-def claim(batch_size: int | None = None) -> Claim:
+def claim(batch_size: int | None = None, *, exclude: Iterable[Any] = ()) -> Claim:
     """Take up to ``batch_size`` due deliveries for this worker, oldest first, within each
     endpoint's flow control (pause, circuit breaker, concurrency cap, rate limit).
 
@@ -189,7 +190,8 @@ def claim(batch_size: int | None = None) -> Claim:
     ``UPDATE``. For the others, the endpoint rows are locked (in primary-key order) while
     their budget is worked out, so the caps hold across every worker and process; what does
     not fit is moved to when it may go (``next_attempt_at``), so it never blocks the head of
-    the queue. Moving a delivery this way is not an attempt.
+    the queue. Moving a delivery this way is not an attempt. ``exclude``: endpoints whose
+    deliveries not to take (this worker is still sending to them).
     """
     batch_size = batch_size or conf.BATCH_SIZE
     using = router.db_for_write(Delivery)
@@ -201,6 +203,9 @@ def claim(batch_size: int | None = None) -> Claim:
     default_cap = conf.MAX_CONCURRENCY
     locking = connection.features.has_select_for_update_skip_locked
     due = Delivery.objects.using(using).due(now).order_by("next_attempt_at")
+    exclude = list(exclude)
+    if exclude:  # endpoints this worker is still sending to
+        due = due.exclude(endpoint_id__in=exclude)
     # Rows still due: the compare-and-set condition of every write below.
     still_due = Delivery.objects.using(using).filter(status=Status.PENDING,
                                                     next_attempt_at__lte=now)
@@ -486,6 +491,54 @@ def _sender_pool(size: int) -> ThreadPoolExecutor:
         return _pool
 
 
+@dataclass(eq=False)
+class _Share:
+    """One endpoint's deliveries of a claim, being sent on a thread (or already sent)."""
+
+    claim: Claim
+    endpoint_id: Any
+    future: Future[_Sent]
+
+
+def _start(claim_: Claim) -> list[_Share]:
+    """Start sending a claim: one share per endpoint, each on a sending thread."""
+    restrictions = _payload_restrictions(claim_.deliveries)
+    options = _Options.current()
+    groups: dict[Any, list[Delivery]] = defaultdict(list)
+    for delivery in claim_.deliveries:
+        groups[delivery.endpoint_id].append(delivery)
+    pool = _sender_pool(conf.SEND_CONCURRENCY)
+    return [_Share(claim_, endpoint_id,
+                   pool.submit(_send_endpoint, share, claim_, restrictions, options))
+            for endpoint_id, share in groups.items()]
+
+
+def _finish_shares(shares: list[_Share]) -> list[Outcome]:
+    """Record shares whose sending is over (all of one claim), in one transaction."""
+    results = [(share.endpoint_id, share.future.result()) for share in shares]
+    outcomes = [o for _, r in results for o in r.outcomes]
+    _record(shares[0].claim, outcomes,
+            handed_back=[item for _, r in results for item in r.handed_back],
+            gone={endpoint_id for endpoint_id, r in results if r.gone},
+            throttled={endpoint_id: r.throttled_until for endpoint_id, r in results
+                       if r.throttled_until is not None})
+    return outcomes
+
+
+def _finish_done(shares: list[_Share]) -> list[_Share]:
+    """Record the shares that are done (grouped by claim); return those still sending."""
+    done: dict[int, list[_Share]] = defaultdict(list)
+    running = []
+    for share in shares:
+        if share.future.done():
+            done[id(share.claim)].append(share)
+        else:
+            running.append(share)
+    for group in done.values():
+        _finish_shares(group)
+    return running
+
+
 def deliver(claim_: Claim) -> list[Outcome]:
     """Send every delivery of a claim, then record all outcomes in one transaction.
 
@@ -495,29 +548,11 @@ def deliver(claim_: Claim) -> list[Outcome]:
     ``CIRCUIT_BREAKER_THRESHOLD`` times in a row gets the rest of its share handed back
     unattempted.
     """
-    restrictions = _payload_restrictions(claim_.deliveries)
-    options = _Options.current()
-    groups: dict[Any, list[Delivery]] = defaultdict(list)
-    for delivery in claim_.deliveries:
-        groups[delivery.endpoint_id].append(delivery)
-    threads = min(conf.SEND_CONCURRENCY, len(groups))
-    if threads > 1:
-        pool = _sender_pool(conf.SEND_CONCURRENCY)
-        futures = [pool.submit(_send_endpoint, share, claim_, restrictions, options)
-                   for share in groups.values()]
-        results = [future.result() for future in futures]
-    else:
-        results = [_send_endpoint(share, claim_, restrictions, options)
-                   for share in groups.values()]
-    outcomes = [o for r in results for o in r.outcomes]
-    _record(claim_, outcomes,
-            handed_back=[item for r in results for item in r.handed_back],
-            gone={endpoint_id for endpoint_id, r in zip(groups, results, strict=True)
-                  if r.gone},
-            throttled={endpoint_id: r.throttled_until
-                       for endpoint_id, r in zip(groups, results, strict=True)
-                       if r.throttled_until is not None})
-    return outcomes
+    if not claim_.deliveries:
+        return []
+    shares = _start(claim_)
+    futures_wait([share.future for share in shares])
+    return _finish_shares(shares)
 
 
 def _send_endpoint(share: list[Delivery], claim_: Claim,
@@ -930,8 +965,19 @@ def next_attempt_time() -> datetime | None:
 IDLE_WAIT = 1.0
 
 
+#: A share still sending this long after its claim started is left to finish on its thread
+#: while the worker claims and sends more (for other endpoints), in seconds.
+STRAGGLER_AFTER = 0.5
+
+
 def drain(time_limit: float | None = None) -> bool:
     """Claim and send batches until nothing is due or ``time_limit`` seconds have passed.
+
+    A batch's shares (one per endpoint) are recorded as they finish. A share still sending
+    after ``STRAGGLER_AFTER`` seconds (a slow receiver, a timeout) is a straggler: it goes on
+    on its thread, recorded when it ends, while this worker claims more for the other
+    endpoints. So a slow endpoint does not hold up the next batch either. At most
+    ``SEND_CONCURRENCY`` shares send at once.
 
     Deliveries that flow control held back for at most ``IDLE_WAIT`` seconds (a rate-limited
     endpoint's next slots, a concurrency cap) are waited for, so such an endpoint is paced by
@@ -941,23 +987,38 @@ def drain(time_limit: float | None = None) -> bool:
     limit = conf.TASK_TIME_LIMIT if time_limit is None else time_limit
     started = time.monotonic()
     held: datetime | None = None
-    while True:
-        batch = claim()
-        if batch.held_until is not None:
-            held = batch.held_until if held is None else min(held, batch.held_until)
-        if batch.deliveries:
-            deliver(batch)
-        else:
-            if held is None:
-                return False
-            wait = (held - timezone.now()).total_seconds()
-            if wait > IDLE_WAIT:
-                return False
-            if time.monotonic() - started + wait >= limit:
-                return True
-            held = None
-            time.sleep(max(wait, 0.05))
-            continue
-        if time.monotonic() - started >= limit:
-            return Delivery.objects.due(
-                timezone.now() + timedelta(seconds=IDLE_WAIT)).exists()
+    stragglers: list[_Share] = []
+    try:
+        while True:
+            stragglers = _finish_done(stragglers)
+            if len(stragglers) >= conf.SEND_CONCURRENCY:  # every thread busy: wait for one
+                futures_wait([s.future for s in stragglers], return_when=FIRST_COMPLETED)
+                continue
+            batch = claim(exclude={s.endpoint_id for s in stragglers})
+            if batch.held_until is not None:
+                held = batch.held_until if held is None else min(held, batch.held_until)
+            if batch.deliveries:
+                shares = _start(batch)
+                futures_wait([s.future for s in shares], timeout=STRAGGLER_AFTER)
+                stragglers += _finish_done(shares)
+            else:
+                wait = (held - timezone.now()).total_seconds() if held is not None else None
+                if stragglers and (wait is None or wait > IDLE_WAIT):
+                    # Nothing else to do: wait for a straggler (its endpoint may have more).
+                    futures_wait([s.future for s in stragglers], return_when=FIRST_COMPLETED)
+                    continue
+                if wait is None or wait > IDLE_WAIT:
+                    return False
+                if time.monotonic() - started + wait >= limit:
+                    return True
+                held = None
+                time.sleep(max(wait, 0.05))
+                continue
+            if time.monotonic() - started >= limit:
+                return Delivery.objects.due(
+                    timezone.now() + timedelta(seconds=IDLE_WAIT)).exists()
+    finally:
+        # Never leave a share unrecorded: its claim would have to expire first.
+        if stragglers:
+            futures_wait([s.future for s in stragglers])
+            _finish_done(stragglers)

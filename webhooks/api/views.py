@@ -51,7 +51,8 @@ class DeliveryInProgress(exceptions.APIException):
 
 def _errors(*codes: int) -> dict[int, Any]:
     """Error answers for the schema: every route may answer 401/403 (authentication and
-    permissions are the site's) and 429 (throttled); ``codes`` adds more."""
+    permissions are the site's), 406 (an ``Accept`` header no renderer satisfies) and 429
+    (throttled); ``codes`` adds more."""
     described = {
         400: OpenApiResponse(description=_("Invalid input: an object of field names (or "
                                            "non_field_errors) to lists of messages.")),
@@ -61,6 +62,8 @@ def _errors(*codes: int) -> dict[int, Any]:
     answers = {
         401: OpenApiResponse(s.ErrorSerializer, description=_("Not authenticated.")),
         403: OpenApiResponse(s.ErrorSerializer, description=_("Not allowed.")),
+        406: OpenApiResponse(s.ErrorSerializer,
+                             description=_("The Accept header asks for no format we serve.")),
         429: OpenApiResponse(s.ErrorSerializer, description=_("Throttled.")),
     }
     answers.update({code: described[code] for code in codes})
