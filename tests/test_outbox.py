@@ -261,6 +261,30 @@ def test_event_statements_show_up_where_the_callers_do() -> None:
     assert Event.objects.count() == 3
 
 
+def test_a_tool_that_wraps_cursors_sees_the_event_statements(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """django-debug-toolbar and the like replace ``connection.cursor`` on the connection."""
+    Order.objects.create(total="1")  # a cursor is kept before the tool wraps the connection
+    seen: list[str] = []
+    plain_cursor = connection.cursor
+
+    class Recording:
+        def __init__(self, cursor: Any) -> None:
+            self.cursor = cursor
+
+        def execute(self, sql: str, params: Any = None) -> Any:
+            seen.append(sql)
+            return self.cursor.execute(sql, params)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.cursor, name)
+
+    monkeypatch.setattr(connection, "cursor", lambda: Recording(plain_cursor()))
+    webhooks.send_event("ping.sent", {})
+    assert any("webhooks_event" in sql for sql in seen)
+
+
 @pytest.mark.parametrize("model", [Order, LineItem, Product, "auth.User"])
 def test_the_default_serializer_writes_what_a_plain_model_serializer_writes(
     model: Any,

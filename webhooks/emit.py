@@ -59,10 +59,8 @@ def emit_custom_event(event_type: str, data: Any, *, owner: Any = None,
         raise ValueError("sequence_key must be a non-empty string or a saved model instance, "
                          f"not {sequence_key!r}.")
     owner_id = getattr(owner, "pk", owner)
-    event = write_event(event_type, data, owner_id=owner_id, using=router.db_for_write(Event),
-                        sequence_key=sequence_key)
-    assert event is not None  # noqa: S101 - returning=True
-    return event
+    return write_event(event_type, data, owner_id=owner_id, using=router.db_for_write(Event),
+                       sequence_key=sequence_key)
 
 
 @overload
@@ -241,16 +239,24 @@ def _cursor(connection: BaseDatabaseWrapper) -> Any:
     """A cursor of ``connection`` kept for the outbox's statements: opening and closing one
     per event cost a third of what the event's ``INSERT`` costs the caller.
 
-    A new one is made when Django has reconnected, or starts or stops logging queries
-    (``DEBUG``, ``CaptureQueriesContext``), so the statements show up where the caller's do.
+    A new one is made when Django has reconnected, when it starts or stops logging queries
+    (``DEBUG``, ``CaptureQueriesContext``), or when a tool has replaced ``connection.cursor``
+    (django-debug-toolbar), so the statements show up where the caller's do. None is kept
+    while the connection is shared between threads (a live-server test): a cursor is not.
     Every statement run on it fetches all its rows, so none is left open.
     """
     logged = connection.queries_logged
+    factory = connection.__dict__.get("cursor")  # set only by tools that wrap cursors
     kept = getattr(connection, "_webhooks_cursor", None)
-    if kept is not None and kept[0] is connection.connection and kept[1] == logged:
-        return kept[2]
+    if (kept is not None and kept[0] is connection.connection and kept[1] == logged
+            and kept[2] is factory):
+        return kept[3]
     cursor = connection.cursor()
-    connection._webhooks_cursor = (connection.connection, logged, cursor)  # type: ignore[attr-defined]
+    if connection.allow_thread_sharing:
+        connection._webhooks_cursor = None  # type: ignore[attr-defined]
+    else:
+        connection._webhooks_cursor = (  # type: ignore[attr-defined]
+            connection.connection, logged, factory, cursor)
     return cursor
 
 
