@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.core import serializers as django_serializers
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 import webhooks
 from tests.helpers import make_endpoint, make_user, override_webhooks
@@ -312,3 +314,22 @@ def test_the_default_serializer_writes_what_a_plain_model_serializer_writes(
         expected = plain.to_representation(instance)
         assert ours.to_representation(instance) == expected
         assert list(ours.to_representation(instance)) == list(expected)
+
+
+def test_a_stale_dispatch_token_is_taken_over(django_capture_on_commit_callbacks: Any,
+                                               enqueued: list[Any]) -> None:
+    """A token whose task was lost (worker killed, database down when it started) does not
+    hold commits back until the sweep: one older than TASK_TIME_LIMIT is taken over."""
+    with django_capture_on_commit_callbacks(execute=True):
+        Order.objects.create(total="1")
+    assert enqueued == [("dispatch", ())]
+    with django_capture_on_commit_callbacks(execute=True):
+        Order.objects.create(total="2")
+    assert len(enqueued) == 1  # the token is fresh: its task will see this event too
+    DispatchToken.objects.update(created_at=timezone.now() - timedelta(seconds=11))
+    with django_capture_on_commit_callbacks(execute=True):
+        Order.objects.create(total="3")
+    assert len(enqueued) == 2  # stale (TASK_TIME_LIMIT is 5 s here): taken over, enqueued
+    token = DispatchToken.objects.get()
+    assert (timezone.now() - token.created_at).total_seconds() < 5
+    assert DispatchToken.take("default") is False  # and fresh again

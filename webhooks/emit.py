@@ -180,10 +180,7 @@ def _statements(connection: BaseDatabaseWrapper) -> _Statements:
             f"SELECT %s, %s, %s, %s, %s || CAST(s.{value} AS text) || %s, %s, %s, s.{value} "
             f"FROM s RETURNING {q('sequence')}"
         ) if connection.vendor == "postgresql" else "",
-        take_token=(
-            f"INSERT INTO {q(DispatchToken._meta.db_table)} ({q('id')}, {q('created_at')}) "  # noqa: S608
-            "VALUES (1, %s) ON CONFLICT DO NOTHING"
-        ) if connection.vendor in ("postgresql", "sqlite") else "",
+        take_token=DispatchToken.take_sql(connection),
     )
     _STATEMENTS[connection.vendor] = statements
     return statements
@@ -363,7 +360,7 @@ def take_token(connection: BaseDatabaseWrapper) -> bool:
     if not sql:
         return DispatchToken.take(connection.alias)
     cursor = _cursor(connection)
-    cursor.execute(sql, [connection.ops.adapt_datetimefield_value(timezone.now())])
+    cursor.execute(sql, DispatchToken.take_params(connection))
     return bool(cursor.rowcount == 1)
 
 

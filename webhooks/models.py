@@ -397,16 +397,39 @@ class DispatchToken(models.Model):
         return f"dispatch requested at {self.created_at:%Y-%m-%d %H:%M:%S}"
 
     @classmethod
+    def take_sql(cls, connection: Any) -> str:
+        """The statement that takes the token (``""`` where there is none: other backends).
+
+        A token older than ``TASK_TIME_LIMIT`` is taken over: its task was lost (its worker
+        was killed, or the database was down when it started), and waiting for the sweep to
+        drop it would hold every commit's dispatch back for a minute. At worst this queues one
+        extra dispatch, which finds nothing to do.
+        """
+        if connection.vendor not in ("postgresql", "sqlite"):
+            return ""
+        q = connection.ops.quote_name
+        table = q(cls._meta.db_table)
+        return (
+            f"INSERT INTO {table} ({q('id')}, {q('created_at')}) VALUES (1, %s) "  # noqa: S608
+            f"ON CONFLICT ({q('id')}) DO UPDATE SET {q('created_at')} = "
+            f"excluded.{q('created_at')} WHERE {table}.{q('created_at')} < %s"
+        )
+
+    @classmethod
+    def take_params(cls, connection: Any) -> list[Any]:
+        """Parameters of :meth:`take_sql`: now, and the age beyond which a token is stale."""
+        now = timezone.now()
+        stale = now - timedelta(seconds=webhooks_settings.TASK_TIME_LIMIT)
+        adapt = connection.ops.adapt_datetimefield_value
+        return [adapt(now), adapt(stale)]
+
+    @classmethod
     def take(cls, using: str) -> bool:
-        """Insert the token; ``True`` when this call put it there (so must enqueue)."""
+        """Insert the token (or take over a stale one); ``True`` when this call did, so must
+        enqueue."""
         connection = connections[using]
-        table = connection.ops.quote_name(cls._meta.db_table)
-        created = connection.ops.adapt_datetimefield_value(timezone.now())
-        if connection.vendor in ("postgresql", "sqlite"):
-            sql = f"INSERT INTO {table} (id, created_at) VALUES (1, %s) ON CONFLICT DO NOTHING"  # noqa: S608 - quoted name
-        elif connection.vendor == "mysql":
-            sql = f"INSERT IGNORE INTO {table} (id, created_at) VALUES (1, %s)"  # noqa: S608
-        else:  # pragma: no cover - other backends: a savepoint and the unique key
+        sql = cls.take_sql(connection)
+        if not sql:  # pragma: no cover - other backends: a savepoint and the unique key
             try:
                 with transaction.atomic(using=using):
                     cls.objects.using(using).create(id=1)
@@ -414,7 +437,7 @@ class DispatchToken(models.Model):
                 return False
             return True
         with connection.cursor() as cursor:
-            cursor.execute(sql, [created])
+            cursor.execute(sql, cls.take_params(connection))
             return cursor.rowcount == 1
 
     @classmethod
