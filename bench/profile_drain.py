@@ -30,6 +30,10 @@ def main() -> int:
     parser.add_argument("--endpoints", type=int, default=3)
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--db", default="sqlite")
+    parser.add_argument("--send-concurrency", type=int, default=None,
+                        help="WEBHOOKS['SEND_CONCURRENCY'] (default: the setting's default)")
+    parser.add_argument("--switch-interval", type=float, default=None,
+                        help="sys.setswitchinterval() for the run (seconds)")
     parser.add_argument("--sort", default="cumulative", help="pstats sort key (tottime…)")
     args = parser.parse_args()
 
@@ -66,7 +70,11 @@ def main() -> int:
 
     settings.WEBHOOKS = {**getattr(settings, "WEBHOOKS", {}),
                          "ALLOWED_NETWORKS": ["127.0.0.0/8"],
-                         "EVENTS": {"bench.ping": "A benchmark event."}}
+                         "EVENTS": {"bench.ping": "A benchmark event."},
+                         **({"SEND_CONCURRENCY": args.send_concurrency}
+                            if args.send_concurrency else {})}
+    if args.switch_interval:
+        sys.setswitchinterval(args.switch_interval)
     call_command("migrate", verbosity=0, interactive=False)
     import logging
 

@@ -314,3 +314,24 @@ def test_an_admin_edit_never_overwrites_the_engines_state(admin_client: object) 
     assert (endpoint.description, endpoint.max_concurrency) == ("edited", 3)
     assert (endpoint.pause_reason, endpoint.consecutive_failures) == ("circuit_open", 7)
     assert endpoint.paused_until == until
+
+
+# --- sharing a backlog between workers -------------------------------------------------------
+
+
+@pytest.mark.parametrize(("events", "workers", "helpers"),
+                         [(5, 4, 0), (15, 4, 1), (35, 4, 3), (500, 4, 3), (500, 1, 0)])
+def test_a_dispatch_calls_helpers_for_a_backlog(monkeypatch: pytest.MonkeyPatch,
+                                                enqueued: list[tuple[str, tuple[object, ...]]],
+                                                receiver: Receiver, events: int,
+                                                workers: int, helpers: int) -> None:
+    from django_q.conf import Conf
+
+    make_endpoint(receiver.url())
+    publish(events)
+    enqueued.clear()
+    monkeypatch.setattr(Conf, "SYNC", False)
+    monkeypatch.setattr(Conf, "WORKERS", workers)
+    with override_webhooks(BATCH_SIZE=10):
+        assert tasks.call_helpers() == helpers
+    assert enqueued == [("drain", ())] * helpers

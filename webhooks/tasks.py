@@ -73,7 +73,27 @@ def dispatch() -> None:
     # to the task its commit asks for, and this one gets on with delivering.
     while delivery.fan_out() == delivery.FAN_OUT_CHUNK:
         pass
+    call_helpers()
     drain()
+
+
+def call_helpers() -> int:
+    """Enqueue extra ``drain`` tasks when more is due than one worker sends in one batch, so a
+    backlog is shared by the cluster's workers instead of waiting for one.
+
+    One helper per further batch due, at most one fewer than the cluster's workers; called by
+    ``dispatch`` only (not by a hand-over), so helpers never multiply. Returns how many.
+    """
+    workers = int(Conf.WORKERS or 1)
+    if workers < 2 or Conf.SYNC:
+        return 0
+    batch = conf.BATCH_SIZE
+    # A bounded read along the due index: at most one batch per worker.
+    due = len(delivery.Delivery.objects.due().values_list("pk", flat=True)[:batch * workers])
+    helpers = min(workers - 1, max(0, -(-due // batch) - 1))
+    for _ in range(helpers):
+        enqueue("drain")
+    return helpers
 
 
 def drain() -> None:
