@@ -109,7 +109,8 @@ def main() -> int:
         batches = -(-total // delivery.conf.BATCH_SIZE)
         print(f"{sent}/{total} deliveries in {wall:.2f}s = {sent / wall:.0f}/s; "
               f"CPU {cpu / max(sent, 1) * 1e6:.0f} µs/delivery (this process, threads "
-              f"included; main thread {main / max(sent, 1) * 1e6:.0f}); {len(queries)} queries, {len(queries) / batches:.1f} per batch")
+              f"included; main thread {main / max(sent, 1) * 1e6:.0f}); "
+              f"{len(queries)} queries, {len(queries) / batches:.1f} per batch")
         pstats.Stats(profiler).sort_stats(args.sort).print_stats(args.top)
     finally:
         receiver.terminate()
