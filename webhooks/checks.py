@@ -6,8 +6,7 @@ Every problem has a stable id: ``webhooks.E0xx`` for errors, ``webhooks.W0xx`` f
 from __future__ import annotations
 
 import ipaddress
-import numbers
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from django.apps import apps
@@ -15,7 +14,7 @@ from django.conf import settings
 from django.core import checks
 from django.utils.module_loading import import_string
 
-from webhooks.conf import DEFAULTS, webhooks_settings
+from webhooks.conf import SETTINGS, is_number, webhooks_settings
 from webhooks.exceptions import WebhooksConfigurationError
 
 
@@ -27,93 +26,6 @@ def register() -> None:
     checks.register(check_task_queue, "webhooks")
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _positive(value: Any) -> bool:
-    return _is_number(value) and value > 0
-
-
-def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
-def _days(value: Any) -> bool:
-    return value is None or _positive(value)
-
-
-def _str_list(value: Any) -> bool:
-    return isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
-
-
-#: key -> (validator, what a valid value is)
-VALIDATORS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "MODELS": (lambda v: isinstance(v, Mapping), "a dict of model label to options"),
-    "EVENTS": (lambda v: isinstance(v, Mapping) and all(isinstance(d, str) for d in v.values()),
-               "a dict of event type to description"),
-    "RETRY_SCHEDULE": (lambda v: isinstance(v, list | tuple) and all(_positive(x) for x in v),
-                       "a list of positive numbers of seconds (may be empty: no retries)"),
-    "RETRY_JITTER": (lambda v: _is_number(v) and 0 <= v <= 1, "a number from 0 to 1"),
-    "TIMEOUT": (_positive, "a positive number of seconds"),
-    "CONNECT_TIMEOUT": (_positive, "a positive number of seconds"),
-    "READ_TIMEOUT": (_positive, "a positive number of seconds"),
-    "ALLOWED_NETWORKS": (_str_list, "a list of CIDR strings such as '127.0.0.1/32'"),
-    "REQUIRE_HTTPS": (lambda v: isinstance(v, bool), "True or False"),
-    "ENCRYPTION_KEYS": (_str_list, "a list of keys"),
-    "CA_BUNDLE": (lambda v: v is None or (isinstance(v, str) and bool(v)),
-                  "None or the path of a CA bundle file"),
-    "BATCH_SIZE": (lambda v: _positive_int(v) and v <= 10_000, "a whole number from 1 to 10000"),
-    "CLAIM_TTL": (_positive, "a positive number of seconds"),
-    "TASK_TIME_LIMIT": (_positive, "a positive number of seconds"),
-    "DISABLE_AFTER": (_positive, "a positive number of seconds"),
-    "DISABLE_AFTER_FAILURES": (_positive_int, "a positive whole number"),
-    "MAX_CONCURRENCY": (lambda v: v is None or (_positive_int(v) and v <= 1000),
-                        "None or a whole number from 1 to 1000"),
-    "SEND_CONCURRENCY": (lambda v: _positive_int(v) and v <= 64,
-                         "a whole number from 1 to 64"),
-    "CIRCUIT_BREAKER_THRESHOLD": (lambda v: v is None or _positive_int(v),
-                                  "None or a positive whole number"),
-    "CIRCUIT_BREAKER_COOLDOWN": (_positive, "a positive number of seconds"),
-    "CIRCUIT_BREAKER_MAX_COOLDOWN": (_positive, "a positive number of seconds"),
-    "MAX_THROTTLE_PAUSE": (_positive, "a positive number of seconds"),
-    "MAX_RESPONSE_BYTES": (_positive_int, "a positive whole number of bytes"),
-    "STORED_RESPONSE_BYTES": (lambda v: isinstance(v, int) and not isinstance(v, bool)
-                              and v >= 0, "a whole number of bytes, 0 or more"),
-    "MAX_URL_LENGTH": (lambda v: _positive_int(v) and 20 <= v <= 2048,
-                       "a whole number from 20 to 2048"),
-    "MAX_PAYLOAD_BYTES": (_positive_int, "a positive whole number of bytes"),
-    "MAX_HEADERS": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
-                    "a whole number, 0 or more"),
-    "MAX_HEADER_LENGTH": (_positive_int, "a positive whole number of characters"),
-    "MAX_ENDPOINTS_PER_OWNER": (lambda v: v is None or _positive_int(v),
-                                "None or a positive whole number"),
-    "SECRET_ROTATION_GRACE": (lambda v: _is_number(v) and 0 <= v <= 7 * 24 * 3600,
-                              "a number of seconds from 0 to 604800 (7 days)"),
-    "REPLAY_WINDOW": (_positive_int, "a positive whole number of seconds"),
-    "SWEEP_INTERVAL": (_positive_int, "a positive whole number of minutes"),
-    "TASK_CLUSTER": (lambda v: v is None or (isinstance(v, str) and bool(v)),
-                     "None or the name of a django-q2 cluster"),
-    "API_PERMISSION_CLASSES": (_str_list, "a list of dotted paths of DRF permission classes"),
-    "EVENT_EXAMPLES": (lambda v: isinstance(v, Mapping) and all(isinstance(k, str) for k in v),
-                       "a dict of event type to example data"),
-    "METRICS": (lambda v: isinstance(v, bool), "True or False"),
-    "RETENTION": (lambda v: isinstance(v, Mapping) and set(v) <= {"succeeded", "failed"}
-                  and all(_days(d) for d in v.values()),
-                  "a dict with the keys 'succeeded' and/or 'failed' (pending deliveries are "
-                  "never pruned), each a positive number of days or None (keep forever)"),
-    "EVENT_RETENTION": (_days, "a positive number of days or None (keep forever)"),
-    "RESPONSE_RETENTION": (_days, "a positive number of days or None (keep as long as "
-                                  "the attempt)"),
-    "PRUNE_INTERVAL": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)
-                                               and v >= 0),
-                       "a whole number of minutes, or None or 0 (no scheduled prune)"),
-    "PRUNE_BATCH_SIZE": (lambda v: _positive_int(v) and v <= 10_000,
-                         "a whole number from 1 to 10000"),
-}
-assert set(VALIDATORS) == set(DEFAULTS)  # noqa: S101 - a table kept in step with DEFAULTS
-
-
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """E001 not a dict, E002 unknown key, E003 bad value, E004/E005/W001 delivery settings."""
     raw = getattr(settings, "WEBHOOKS", {})
@@ -122,18 +34,18 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                              hint="WEBHOOKS = {'MODELS': {...}, 'EVENTS': {...}}")]
     errors: list[checks.CheckMessage] = []
     for key in raw:
-        if key not in DEFAULTS:
+        if key not in SETTINGS:
             errors.append(checks.Error(
                 f"WEBHOOKS has an unknown key {key!r}.", id="webhooks.E002",
-                hint=f"Valid keys: {', '.join(sorted(DEFAULTS))}.",
+                hint=f"Valid keys: {', '.join(sorted(SETTINGS))}.",
             ))
     bad = set()
-    for key, (valid, expected) in VALIDATORS.items():
-        if key in raw and not valid(raw[key]):
+    for key, setting in SETTINGS.items():
+        if key in raw and not setting.valid(raw[key]):
             bad.add(key)
             errors.append(checks.Error(
                 f"WEBHOOKS[{key!r}] = {raw[key]!r} is not valid.", id="webhooks.E003",
-                hint=f"It must be {expected}.",
+                hint=f"It must be {setting.expected}.",
             ))
     if "ALLOWED_NETWORKS" not in bad:
         for network in webhooks_settings.ALLOWED_NETWORKS:
@@ -184,7 +96,7 @@ def check_catalog(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMe
     owner path, event name, or a type declared twice)."""
     raw = getattr(settings, "WEBHOOKS", {})
     if not isinstance(raw, Mapping) or any(
-        k in raw and not VALIDATORS[k][0](raw[k]) for k in ("MODELS", "EVENTS")
+        k in raw and not SETTINGS[k].valid(raw[k]) for k in ("MODELS", "EVENTS")
     ):
         return []  # reported by check_settings
     from webhooks.events import build_catalog, parse_model_entry
@@ -227,15 +139,15 @@ def check_task_queue(app_configs: Any = None, **kwargs: Any) -> list[checks.Chec
         return []  # bad numbers are reported by check_settings
     timeout = q_cluster.get("timeout")
     retry = q_cluster.get("retry", 60)
-    if timeout is not None and _is_number(timeout) and timeout <= longest:
+    if timeout is not None and is_number(timeout) and timeout <= longest:
         errors.append(checks.Error(
             f"Q_CLUSTER['timeout'] ({timeout}s) is shorter than a webhooks task can run "
             f"({longest:g}s: TASK_TIME_LIMIT + CLAIM_TTL).", id="webhooks.E021",
             hint="Raise Q_CLUSTER['timeout'] or lower WEBHOOKS['TASK_TIME_LIMIT'] / "
                  "['CLAIM_TTL']; a worker killed mid-request causes duplicate deliveries.",
         ))
-    floor = max(longest, timeout if timeout is not None and _is_number(timeout) else 0)
-    if retry is not None and _is_number(retry) and retry <= floor:
+    floor = max(longest, timeout if timeout is not None and is_number(timeout) else 0)
+    if retry is not None and is_number(retry) and retry <= floor:
         errors.append(checks.Error(
             f"Q_CLUSTER['retry'] ({retry}s) is not greater than the time a webhooks task can "
             f"run ({longest:g}s).", id="webhooks.E022",
@@ -248,7 +160,7 @@ def check_task_queue(app_configs: Any = None, **kwargs: Any) -> list[checks.Chec
 def check_encryption(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """E030 no keys in production, E031 a key that is not a Fernet key, W030 derived key."""
     raw = getattr(settings, "WEBHOOKS", {})
-    if not isinstance(raw, Mapping) or not VALIDATORS["ENCRYPTION_KEYS"][0](
+    if not isinstance(raw, Mapping) or not SETTINGS["ENCRYPTION_KEYS"].valid(
         raw.get("ENCRYPTION_KEYS", [])
     ):
         return []  # reported by check_settings
