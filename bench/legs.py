@@ -268,7 +268,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def client_options() -> dict[str, Any]:
-    """The options ``webhooks.delivery.deliver`` passes to ``http.post``, from the settings."""
+    """The options ``webhooks.delivery.sending`` passes to ``http.post``, from the settings."""
     from webhooks import ssrf
     from webhooks.conf import webhooks_settings as conf
 

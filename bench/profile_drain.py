@@ -5,7 +5,7 @@
 Creates a fresh SQLite database under ``var/`` (or uses the PostgreSQL URL given, whose
 database name must start with ``bench_``: it is dropped and recreated), starts the benchmark's
 receiver (``bench/receiver.py``) in its own process, writes the events, fans them out, then
-runs ``webhooks.delivery.drain()`` under cProfile and prints the CPU per delivery, the
+runs ``webhooks.delivery.loop.drain()`` under cProfile and prints the CPU per delivery, the
 queries per batch, and the top functions by cumulative time. Not a benchmark: no ratios; use
 it to see what an optimisation of the delivery loop changed.
 """
@@ -65,7 +65,9 @@ def main() -> int:
     from django.test.utils import CaptureQueriesContext
 
     import webhooks
-    from webhooks import delivery
+    from webhooks.conf import webhooks_settings as conf
+    from webhooks.delivery.fanout import fan_out
+    from webhooks.delivery.loop import drain
     from webhooks.models import Delivery, Endpoint, Subscription
 
     settings.WEBHOOKS = {**getattr(settings, "WEBHOOKS", {}),
@@ -93,20 +95,20 @@ def main() -> int:
             with transaction.atomic():
                 for n in range(start, min(start + 100, args.events)):
                     webhooks.send_event("bench.ping", {**data, "n": n})
-        while delivery.fan_out():
+        while fan_out():
             pass
         total = Delivery.objects.count()
         profiler = cProfile.Profile()
         cpu, wall, main = time.process_time(), time.perf_counter(), time.thread_time()
         with CaptureQueriesContext(connection) as queries:
             profiler.enable()
-            while delivery.drain(time_limit=3600):
+            while drain(time_limit=3600):
                 pass
             profiler.disable()
         main = time.thread_time() - main
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         sent = Delivery.objects.filter(status="succeeded").count()
-        batches = -(-total // delivery.conf.BATCH_SIZE)
+        batches = -(-total // conf.BATCH_SIZE)
         print(f"{sent}/{total} deliveries in {wall:.2f}s = {sent / wall:.0f}/s; "
               f"CPU {cpu / max(sent, 1) * 1e6:.0f} µs/delivery (this process, threads "
               f"included; main thread {main / max(sent, 1) * 1e6:.0f}); "

@@ -21,8 +21,9 @@ import webhooks
 from tests.helpers import make_endpoint, make_user, override_webhooks
 from tests.receiver import Receiver, Reply
 from tests.testapp.serializers import ProductSerializer
-from webhooks import delivery as engine
 from webhooks.checks import check_settings
+from webhooks.delivery.fanout import fan_out
+from webhooks.delivery.loop import drain
 from webhooks.models import Delivery, DeliveryAttempt, Endpoint, Event, Subscription
 
 pytestmark = pytest.mark.django_db
@@ -667,8 +668,8 @@ def test_zapier_gone_disables_the_hook(alice: Any, receiver: Receiver) -> None:
     response = client_for(alice).post(API + "/zapier/hooks/", {
         "target_url": receiver.url("/zap"), "event": "invoice.paid"}, format="json")
     webhooks.send_event("invoice.paid", {"n": 1}, owner=alice)
-    engine.fan_out()
-    engine.drain()
+    fan_out()
+    drain()
     endpoint = Endpoint.objects.get(pk=response.json()["id"])
     assert endpoint.is_active is False
     assert "410" in endpoint.disabled_reason

@@ -15,7 +15,8 @@ from django.utils import timezone
 import webhooks
 from tests.helpers import make_endpoint
 from tests.receiver import Receiver, Reply
-from webhooks import delivery as engine
+from webhooks.delivery.fanout import fan_out
+from webhooks.delivery.loop import drain
 from webhooks.management.commands._util import parse_when, progress
 from webhooks.models import Delivery, DeliveryAttempt, Event
 
@@ -63,8 +64,8 @@ def test_stats_reports_health_and_the_oldest_due_delivery(receiver: Receiver) ->
     receiver.script("/hook", Reply(200), Reply(500))
     for _ in range(2):
         webhooks.send_event("invoice.paid", {})
-    engine.fan_out()
-    engine.drain()
+    fan_out()
+    drain()
     Delivery.objects.filter(status="pending").update(
         next_attempt_at=timezone.now() - timedelta(seconds=90))
     data = json.loads(run("webhooks_stats", "--json"))
@@ -82,8 +83,8 @@ def test_replay_by_status_type_and_range(receiver: Receiver) -> None:
     receiver.script("/hook", *[Reply(410)])
     webhooks.send_event("invoice.paid", {})
     webhooks.send_event("ping.sent", {})
-    engine.fan_out()
-    engine.drain()  # the first gets 410: endpoint disabled, both deliveries failed
+    fan_out()
+    drain()  # the first gets 410: endpoint disabled, both deliveries failed
     assert Delivery.objects.filter(status="failed").count() == 2
     out = run("webhooks_replay", "--endpoint", str(endpoint.pk), "--since", "1h",
               "--event-type", "ping.sent", "--dry-run")
@@ -100,13 +101,13 @@ def test_prune_deletes_old_finished_events_only(receiver: Receiver) -> None:
     receiver.script("/hook", Reply(200), Reply(200), Reply(500))
     for _ in range(3):
         webhooks.send_event("invoice.paid", {})
-    engine.fan_out()
-    engine.drain()  # two succeeded, one pending a retry
+    fan_out()
+    drain()  # two succeeded, one pending a retry
     old = timezone.now() - timedelta(days=40)
     Event.objects.update(created_at=old)
     Delivery.objects.update(created_at=old, last_attempt_at=old)
     webhooks.send_event("invoice.paid", {"recent": True})
-    engine.fan_out()
+    fan_out()
     assert "events: 2\n" in run("webhooks_prune", "--dry-run")
     out = run("webhooks_prune", "--older-than", "30d", "--batch-size", "1")
     assert "2 deliveries (2 succeeded, 0 failed), 2 attempts, 2 events" in out and "2/2" in out

@@ -15,7 +15,10 @@ import webhooks
 from tests.helpers import make_endpoint, make_user, override_webhooks
 from tests.receiver import Receiver, Reply
 from tests.testapp.models import Order
-from webhooks import delivery as engine
+from webhooks.delivery.claims import claim
+from webhooks.delivery.fanout import FAN_OUT_CHUNK, fan_out
+from webhooks.delivery.loop import deliver, drain
+from webhooks.delivery.sending import parse_retry_after, retry_delay
 from webhooks.emit import retry_deliveries, send_test_event
 from webhooks.models import Delivery, DeliveryAttempt, Endpoint, Event
 from webhooks.signals import delivery_failed, delivery_succeeded, endpoint_disabled
@@ -26,7 +29,7 @@ pytestmark = pytest.mark.django_db
 def publish(event_type: str = "invoice.paid", data: Any = None, owner: Any = None) -> Event:
     event = webhooks.send_event(event_type, data if data is not None else {"n": 1},
                                 owner=owner)
-    engine.fan_out([str(event.id)])
+    fan_out([str(event.id)])
     return event
 
 
@@ -39,7 +42,7 @@ def test_wire_format(receiver: Receiver) -> None:
     endpoint = make_endpoint(receiver.url(), "invoice.paid",
                              headers={"Authorization": "Bearer t0k3n", "X-Tenant": "7"})
     event = publish(data={"invoice": 1})
-    engine.drain()
+    drain()
     (request,) = receiver.received()
     assert request.headers["content-type"] == "application/json"
     assert request.headers["user-agent"] == f"django-webhooks/{webhooks.__version__}"
@@ -70,7 +73,7 @@ def test_custom_headers_never_override_ours(receiver: Receiver) -> None:
         "WEBHOOK-ID": "evt_fake", "User-Agent": "evil",
     })
     publish()
-    engine.drain()
+    drain()
     (request,) = receiver.received()
     assert request.headers["content-type"] == "application/json"
     assert request.headers["webhook-id"].startswith("evt_") and "fake" not in \
@@ -88,7 +91,7 @@ def test_retries_keep_the_webhook_id_and_follow_the_schedule(receiver: Receiver)
                             dispatch_uid="t-failed")
     try:
         before = timezone.now()
-        engine.drain()
+        drain()
         delivery = Delivery.objects.get()
         assert (delivery.status, delivery.attempts, delivery.last_status_code) == (
             "pending", 1, 500)
@@ -97,12 +100,12 @@ def test_retries_keep_the_webhook_id_and_follow_the_schedule(receiver: Receiver)
         assert before + timedelta(seconds=1) <= delivery.next_attempt_at
         assert delivery.next_attempt_at <= timezone.now() + timedelta(seconds=1)
         assert delivery.claim_token is None
-        engine.drain()
+        drain()
         assert len(receiver.received()) == 1  # not due yet
         make_due(delivery)
-        engine.drain()
+        drain()
         make_due(delivery)
-        engine.drain()
+        drain()
     finally:
         delivery_failed.disconnect(dispatch_uid="t-failed")
     delivery.refresh_from_db()
@@ -128,7 +131,7 @@ def test_an_exhausted_schedule_fails_the_delivery_and_signals(receiver: Receiver
     try:
         for _ in range(3):
             make_due(*Delivery.objects.all())
-            engine.drain()
+            drain()
     finally:
         delivery_failed.disconnect(dispatch_uid="t-failed")
     delivery = Delivery.objects.get()
@@ -142,7 +145,7 @@ def test_an_exhausted_schedule_fails_the_delivery_and_signals(receiver: Receiver
     # Still retryable by hand.
     receiver.script("/hook", Reply(204))
     assert retry_deliveries(Delivery.objects.all()) == 1
-    engine.drain()
+    drain()
     delivery.refresh_from_db()
     assert (delivery.status, delivery.attempts) == ("succeeded", 4)
 
@@ -152,7 +155,7 @@ def test_redirects_are_failures_and_not_followed(receiver: Receiver, status: int
     receiver.script("/hook", Reply(status, headers={"Location": receiver.url("/other")}))
     make_endpoint(receiver.url())
     publish()
-    engine.drain()
+    drain()
     assert [r.path for r in receiver.received()] == ["/hook"]
     attempt = DeliveryAttempt.objects.get()
     assert (attempt.status_code, attempt.error_class) == (status, "redirect")
@@ -168,7 +171,7 @@ def test_410_gone_disables_the_endpoint_at_once(receiver: Receiver) -> None:
     endpoint_disabled.connect(lambda **kw: disabled.append(kw), weak=False,
                               dispatch_uid="t-disabled")
     try:
-        engine.drain()
+        drain()
     finally:
         endpoint_disabled.disconnect(dispatch_uid="t-disabled")
     endpoint.refresh_from_db()
@@ -188,7 +191,7 @@ def test_retry_after_is_honoured_within_bounds(receiver: Receiver) -> None:
     publish()
     with override_webhooks(RETRY_SCHEDULE=[60], RETRY_JITTER=0):
         start = timezone.now()
-        engine.drain()
+        drain()
     delay = (Delivery.objects.get().next_attempt_at - start).total_seconds()
     assert 119 <= delay <= 121  # capped at twice the scheduled delay
 
@@ -205,24 +208,24 @@ def test_retry_after_is_honoured_within_bounds(receiver: Receiver) -> None:
     (429, "Wed, 21 Oct 2015 07:28:00 GMT", 60),  # a date in the past
 ])
 def test_retry_delay_bounds(status: int, header: str, expected: float) -> None:
-    assert engine.retry_delay(1, status, header) == pytest.approx(expected, abs=1)
+    assert retry_delay(1, status, header) == pytest.approx(expected, abs=1)
 
 
 @override_webhooks(RETRY_SCHEDULE=[10, 20], RETRY_JITTER=0.1)
 def test_jitter_only_stretches_delays() -> None:
-    delays = [engine.retry_delay(2, 500, None) for _ in range(200)]
+    delays = [retry_delay(2, 500, None) for _ in range(200)]
     assert all(20 <= d <= 22 for d in delays)
     assert len(set(delays)) > 1
-    assert engine.retry_delay(3, 500, None) is None
+    assert retry_delay(3, 500, None) is None
 
 
 def test_parse_retry_after() -> None:
     now = 1_700_000_000.0
-    assert engine.parse_retry_after("120") == 120
-    assert engine.parse_retry_after("Tue, 14 Nov 2023 22:15:00 GMT", now=now) == 100
-    assert engine.parse_retry_after("") is None
-    assert engine.parse_retry_after("1e3") is None
-    assert engine.parse_retry_after("Tue, 14 Nov 2023 22:15:20", now=now) is None
+    assert parse_retry_after("120") == 120
+    assert parse_retry_after("Tue, 14 Nov 2023 22:15:00 GMT", now=now) == 100
+    assert parse_retry_after("") is None
+    assert parse_retry_after("1e3") is None
+    assert parse_retry_after("Tue, 14 Nov 2023 22:15:20", now=now) is None
 
 
 def test_connection_refused_is_a_retried_failure() -> None:
@@ -230,7 +233,7 @@ def test_connection_refused_is_a_retried_failure() -> None:
         url = dead.url()
     make_endpoint(url)
     publish()
-    engine.drain()
+    drain()
     attempt = DeliveryAttempt.objects.get()
     assert attempt.status_code is None
     assert attempt.error_class == "connection_refused"
@@ -243,7 +246,7 @@ def test_a_silent_receiver_times_out(receiver: Receiver) -> None:
     make_endpoint(receiver.url())
     publish()
     started = time.monotonic()
-    engine.drain()
+    drain()
     assert time.monotonic() - started < 2
     attempt = DeliveryAttempt.objects.get()
     assert attempt.error_class == "read_timeout"
@@ -255,7 +258,7 @@ def test_response_bodies_are_capped(receiver: Receiver) -> None:
     receiver.script("/hook", Reply(200, body=b"x" * 50_000))
     make_endpoint(receiver.url())
     publish()
-    engine.drain()
+    drain()
     attempt = DeliveryAttempt.objects.get()
     assert attempt.response_body == "x" * 100
     assert Delivery.objects.get().status == "succeeded"
@@ -270,8 +273,8 @@ def test_owner_routing_end_to_end(receiver: Receiver) -> None:
     make_endpoint(receiver.url("/other-type"), "order.deleted")
     make_endpoint(receiver.url("/inactive"), "*", is_active=False)
     order = Order.objects.create(customer=alice)
-    engine.fan_out()
-    engine.drain()
+    fan_out()
+    drain()
     paths = sorted(r.path for r in receiver.received())
     assert paths == ["/alice", "/site", "/site-all"]
     assert all(json.loads(r.body)["data"]["id"] == order.pk for r in receiver.received())
@@ -281,11 +284,11 @@ def test_fan_out_is_idempotent() -> None:
     make_endpoint("https://example.com/a")
     make_endpoint("https://example.com/b")
     event = webhooks.send_event("invoice.paid", {})
-    assert engine.fan_out([str(event.id)]) == 1
+    assert fan_out([str(event.id)]) == 1
     Event.objects.update(dispatched_at=None)  # as if a second worker raced the first
-    assert engine.fan_out([str(event.id)]) == 1
+    assert fan_out([str(event.id)]) == 1
     assert Delivery.objects.count() == 2
-    assert engine.fan_out([str(event.id)]) == 0
+    assert fan_out([str(event.id)]) == 0
 
 
 def test_rotation_signs_with_both_secrets_during_the_grace_period(receiver: Receiver) -> None:
@@ -294,7 +297,7 @@ def test_rotation_signs_with_both_secrets_during_the_grace_period(receiver: Rece
     new = endpoint.rotate_secret(timedelta(hours=1))
     assert new != old and endpoint.secret == new
     publish()
-    engine.drain()
+    drain()
     (request,) = receiver.received()
     assert len(request.headers["webhook-signature"].split()) == 2
     for secret in (old, new):
@@ -302,7 +305,7 @@ def test_rotation_signs_with_both_secrets_during_the_grace_period(receiver: Rece
     Endpoint.objects.filter(pk=endpoint.pk).update(
         previous_secret_expires_at=timezone.now() - timedelta(seconds=1))
     publish()
-    engine.drain()
+    drain()
     second = receiver.received()[1]
     assert len(second.headers["webhook-signature"].split()) == 1
     Webhook(new).verify(second.body, second.headers)
@@ -320,12 +323,12 @@ def test_an_endpoint_that_keeps_failing_is_disabled(receiver: Receiver) -> None:
     try:
         for _ in range(3):
             make_due(*Delivery.objects.all())
-            engine.drain()
+            drain()
         endpoint.refresh_from_db()
         assert endpoint.is_active  # three failures, but only for a moment
         Endpoint.objects.update(failing_since=timezone.now() - timedelta(hours=2))
         make_due(*Delivery.objects.all())
-        engine.drain()
+        drain()
     finally:
         endpoint_disabled.disconnect(dispatch_uid="t-disabled")
     endpoint.refresh_from_db()
@@ -334,7 +337,7 @@ def test_an_endpoint_that_keeps_failing_is_disabled(receiver: Receiver) -> None:
     assert len(disabled) == 1 and disabled[0]["reason"] == endpoint.disabled_reason
     # Its pending delivery is not sent any more; it fails without a request.
     make_due(*Delivery.objects.all())
-    engine.drain()
+    drain()
     assert len(receiver.received()) == 4
     assert Delivery.objects.get().status == "failed"
 
@@ -350,7 +353,7 @@ def test_signals_on_success_and_a_raising_receiver_is_contained(receiver: Receiv
     delivery_succeeded.connect(explode, weak=False, dispatch_uid="t-explode")
     delivery_succeeded.connect(lambda **kw: seen.append(kw), weak=False, dispatch_uid="t-ok")
     try:
-        engine.drain()
+        drain()
     finally:
         delivery_succeeded.disconnect(dispatch_uid="t-explode")
         delivery_succeeded.disconnect(dispatch_uid="t-ok")
@@ -363,16 +366,16 @@ def test_claims_never_overlap_and_expire() -> None:
     make_endpoint("https://example.com/hook")
     for _ in range(5):
         publish()
-    first = engine.claim(3)
-    second = engine.claim(3)
-    third = engine.claim(3)
+    first = claim(3)
+    second = claim(3)
+    third = claim(3)
     assert len(first.deliveries) == 3 and len(second.deliveries) == 2
     assert third.deliveries == []
     assert not {d.pk for d in first.deliveries} & {d.pk for d in second.deliveries}
     # The lease ends: a worker that died is replaced.
     Delivery.objects.filter(claim_token=first.token).update(
         next_attempt_at=timezone.now() - timedelta(seconds=1))
-    fourth = engine.claim(10)
+    fourth = claim(10)
     assert {d.pk for d in fourth.deliveries} == {d.pk for d in first.deliveries}
 
 
@@ -381,14 +384,14 @@ def test_a_worker_whose_claim_was_taken_over_does_not_overwrite_the_new_owner(
 ) -> None:
     make_endpoint(receiver.url())
     publish()
-    stale = engine.claim()
+    stale = claim()
     Delivery.objects.update(next_attempt_at=timezone.now() - timedelta(seconds=1))
-    fresh = engine.claim()
-    engine.deliver(fresh)
+    fresh = claim()
+    deliver(fresh)
     delivery = Delivery.objects.get()
     assert (delivery.status, delivery.attempts) == ("succeeded", 1)
     receiver.script("/hook", Reply(500))
-    engine.deliver(stale)  # the stale worker wakes up and sends (at least once)...
+    deliver(stale)  # the stale worker wakes up and sends (at least once)...
     delivery.refresh_from_db()
     assert (delivery.status, delivery.attempts) == ("succeeded", 1)  # ...but changes nothing
     assert DeliveryAttempt.objects.count() == 2  # both requests are on record
@@ -398,9 +401,9 @@ def test_a_batch_releases_what_no_longer_fits_in_its_lease(receiver: Receiver) -
     make_endpoint(receiver.url())
     publish()
     publish()
-    batch = engine.claim()
+    batch = claim()
     batch.deadline = time.monotonic() + 1  # less than TIMEOUT left
-    engine.deliver(batch)
+    deliver(batch)
     assert receiver.received() == []
     assert all(d.claim_token is None and d.status == "pending" and d.attempts == 0
                for d in Delivery.objects.all())
@@ -412,7 +415,7 @@ def test_test_events_go_to_one_endpoint_only(receiver: Receiver) -> None:
     endpoint = make_endpoint(receiver.url("/one"), "order.created", owner=user)
     make_endpoint(receiver.url("/two"), "*")
     delivery = send_test_event(endpoint)
-    engine.drain()
+    drain()
     (request,) = receiver.received()
     assert request.path == "/one"
     body = Webhook(endpoint.secret).verify(request.body, request.headers)
@@ -502,7 +505,7 @@ def test_a_transaction_with_more_events_than_one_fan_out_round_is_dispatched_who
     make_endpoint("https://example.com/hook", "ping.sent")
     with transaction.atomic():
         events = [webhooks.send_event("ping.sent", {"n": i})
-                  for i in range(engine.FAN_OUT_CHUNK + 500)]
+                  for i in range(FAN_OUT_CHUNK + 500)]
     with override_webhooks(TASK_TIME_LIMIT=0.0001):
         tasks.dispatch()
     assert not Event.objects.undispatched().exists()
@@ -542,21 +545,21 @@ def test_replay_resends_failures_and_what_a_disabled_endpoint_missed(
     endpoint = make_endpoint(receiver.url(), "order.created", owner=alice)
     receiver.script("/hook", Reply(410))
     Order.objects.create(customer=alice)
-    engine.fan_out()
-    engine.drain()  # 410: disabled, delivery failed
+    fan_out()
+    drain()  # 410: disabled, delivery failed
     endpoint.refresh_from_db()
     assert not endpoint.is_active
     Order.objects.create(customer=alice)  # missed while disabled
     Order.objects.create(customer=bob)    # never Alice's
     webhooks.send_event("invoice.paid", {}, owner=alice)  # not subscribed
-    engine.fan_out()
+    fan_out()
     since = timezone.now() - timedelta(hours=1)
     assert replay(endpoint, since) == (1, 0)  # disabled: failures only, nothing added
     Delivery.objects.filter(endpoint=endpoint).update(status="failed")
     Endpoint.objects.filter(pk=endpoint.pk).update(is_active=True)
     endpoint.refresh_from_db()
     assert replay(endpoint, since) == (1, 1)
-    engine.drain()
+    drain()
     bodies = [json.loads(r.body) for r in receiver.received()[1:]]
     assert sorted(b["type"] for b in bodies) == ["order.created", "order.created"]
     assert {b["data"]["customer"] for b in bodies} == {alice.pk}
@@ -578,9 +581,9 @@ def test_every_attempt_is_logged_with_its_fields_and_signalled(
     delivery_attempted.connect(lambda **kw: seen.append(kw), weak=False, dispatch_uid="t-att")
     caplog.set_level(logging.INFO, logger="webhooks")
     try:
-        engine.drain()
+        drain()
         make_due(*Delivery.objects.all())
-        engine.drain()
+        drain()
     finally:
         delivery_attempted.disconnect(dispatch_uid="t-att")
     records = [r for r in caplog.records if hasattr(r, "webhook_event_id")]

@@ -15,8 +15,10 @@ import webhooks
 from tests.cluster import Cluster, wait_until
 from tests.helpers import make_endpoint, override_webhooks
 from tests.receiver import Receiver, Reply
-from webhooks import delivery as engine
 from webhooks import tasks
+from webhooks.delivery.claims import claim
+from webhooks.delivery.fanout import fan_out
+from webhooks.delivery.loop import drain
 from webhooks.models import Delivery, DeliveryAttempt, Endpoint
 
 pytestmark = pytest.mark.django_db
@@ -33,7 +35,7 @@ def async_broker(monkeypatch: pytest.MonkeyPatch) -> None:
 def publish(count: int = 1) -> None:
     for n in range(count):
         webhooks.send_event("invoice.paid", {"n": n})
-    while engine.fan_out():
+    while fan_out():
         pass
 
 
@@ -49,7 +51,7 @@ def test_a_rate_limit_hands_each_claim_only_the_next_second_of_slots(receiver: R
     endpoint = make_endpoint(receiver.url(), rate_limit=4)
     publish(10)
     before = timezone.now()
-    first = engine.claim()
+    first = claim()
     assert len(first.deliveries) == 4
     slots = sorted(first.not_before.values())
     assert [round(b - a, 3) for a, b in itertools.pairwise(slots)] == [0.25] * 3
@@ -57,7 +59,7 @@ def test_a_rate_limit_hands_each_claim_only_the_next_second_of_slots(receiver: R
     endpoint.refresh_from_db()
     assert endpoint.rate_slot_at is not None
     assert 0.9 <= (endpoint.rate_slot_at - before).total_seconds() <= 1.5
-    second = engine.claim()
+    second = claim()
     assert second.deliveries == []
     # ...and the six left over were moved to around their turn, not left at the head.
     later = [d.next_attempt_at for d in pending_of(endpoint) if d.claim_token is None]
@@ -95,7 +97,7 @@ def test_a_concurrency_cap_counts_other_workers_claims(receiver: Receiver) -> No
     assert held is not None
     Delivery.objects.filter(pk=held.pk).update(
         claim_token=uuid.uuid4(), next_attempt_at=timezone.now() + timedelta(seconds=30))
-    batch = engine.claim()
+    batch = claim()
     assert {d.endpoint_id for d in batch.deliveries} == {free.pk}  # the others still flow
     waiting = [d for d in pending_of(capped) if d.pk != held.pk]
     assert len(waiting) == 2
@@ -112,11 +114,11 @@ def test_the_default_cap_applies_to_endpoints_without_their_own(receiver: Receiv
     Delivery.objects.filter(pk=first.pk).update(
         claim_token=uuid.uuid4(), next_attempt_at=timezone.now() + timedelta(seconds=30))
     with override_webhooks(MAX_CONCURRENCY=1):
-        assert engine.claim().deliveries == []
+        assert claim().deliveries == []
     with override_webhooks(MAX_CONCURRENCY=2):
         Delivery.objects.filter(endpoint=endpoint, claim_token__isnull=True).update(
             next_attempt_at=timezone.now())
-        assert len(engine.claim().deliveries) == 1
+        assert len(claim().deliveries) == 1
 
 
 @pytest.mark.e2e
@@ -144,7 +146,7 @@ def test_a_429_pauses_the_endpoint_for_its_retry_after(receiver: Receiver) -> No
     endpoint = make_endpoint(receiver.url())
     publish(5)
     before = timezone.now()
-    engine.drain()
+    drain()
     assert len(receiver.received()) == 1  # the other four were not sent into the 429
     (attempt,) = DeliveryAttempt.objects.all()
     assert attempt.error_class == "rate_limited"
@@ -157,11 +159,11 @@ def test_a_429_pauses_the_endpoint_for_its_retry_after(receiver: Receiver) -> No
     assert all(d.next_attempt_at == endpoint.paused_until for d in untouched)
     # Due again by the clock but still paused: a claim moves them instead of sending.
     Delivery.objects.update(next_attempt_at=timezone.now())
-    assert engine.claim().deliveries == []
+    assert claim().deliveries == []
     # Once the pause is over, everything goes.
     Endpoint.objects.filter(pk=endpoint.pk).update(paused_until=timezone.now())
     Delivery.objects.update(next_attempt_at=timezone.now())
-    engine.drain()
+    drain()
     assert Delivery.objects.filter(status="succeeded").count() == 5
 
 
@@ -170,7 +172,7 @@ def test_an_absurd_retry_after_pauses_at_most_max_throttle_pause(receiver: Recei
     endpoint = make_endpoint(receiver.url())
     publish()
     with override_webhooks(MAX_THROTTLE_PAUSE=60):
-        engine.drain()
+        drain()
     endpoint.refresh_from_db()
     assert endpoint.paused_until is not None
     assert (endpoint.paused_until - timezone.now()).total_seconds() <= 60
@@ -186,7 +188,7 @@ def test_a_slow_endpoint_never_delays_a_healthy_one(receiver: Receiver) -> None:
     publish(20)
     started = time.time()
     with override_webhooks(TIMEOUT=1, READ_TIMEOUT=1):
-        engine.drain(time_limit=0.1)
+        drain(time_limit=0.1)
     took = time.time() - started
     healthy_times = [r.at - started for r in receiver.received("/healthy")]
     assert len(healthy_times) == 20
@@ -208,7 +210,7 @@ def test_a_hanging_endpoint_does_not_hold_up_the_next_batches(receiver: Receiver
     # Small batches: the healthy endpoint's 30 deliveries need several claims, while the
     # hanging one's shares straggle on their threads until their 1 s timeout.
     with override_webhooks(TIMEOUT=1, READ_TIMEOUT=1, BATCH_SIZE=6):
-        engine.drain(time_limit=2)
+        drain(time_limit=2)
     healthy = [r.at - started for r in receiver.received("/healthy")]
     assert len(healthy) == 30
     assert max(healthy) < 0.9, sorted(healthy)  # never waited for a timeout to end
@@ -225,7 +227,7 @@ def test_the_circuit_opens_then_probes_one_at_a_time(receiver: Receiver) -> None
     endpoint = make_endpoint(receiver.url())
     publish(10)
     with override_webhooks(CIRCUIT_BREAKER_THRESHOLD=3, CIRCUIT_BREAKER_COOLDOWN=30):
-        engine.drain()
+        drain()
         assert len(receiver.received()) == 3  # three failures in a row, then it stopped
         endpoint.refresh_from_db()
         assert endpoint.pause_reason == "circuit_open"
@@ -234,11 +236,11 @@ def test_the_circuit_opens_then_probes_one_at_a_time(receiver: Receiver) -> None
         assert 25 <= first_pause <= 31
         # While open, nothing goes, retries included.
         Delivery.objects.update(next_attempt_at=timezone.now())
-        assert engine.claim().deliveries == []
+        assert claim().deliveries == []
         # Cooldown over: exactly one probe. It fails: open again.
         Endpoint.objects.filter(pk=endpoint.pk).update(paused_until=timezone.now())
         Delivery.objects.update(next_attempt_at=timezone.now())
-        engine.drain()
+        drain()
         assert len(receiver.received()) == 4
         endpoint.refresh_from_db()
         assert endpoint.pause_reason == "circuit_open"
@@ -247,13 +249,13 @@ def test_the_circuit_opens_then_probes_one_at_a_time(receiver: Receiver) -> None
         # backlog flows.
         Endpoint.objects.filter(pk=endpoint.pk).update(paused_until=timezone.now())
         Delivery.objects.update(next_attempt_at=timezone.now())
-        engine.drain()
-        probe_ok = engine.claim()
+        drain()
+        probe_ok = claim()
         assert probe_ok.deliveries == []
         endpoint.refresh_from_db()
         assert (endpoint.pause_reason, endpoint.paused_until) == ("", None)
         Delivery.objects.filter(status="pending").update(next_attempt_at=timezone.now())
-        engine.drain()
+        drain()
     assert Delivery.objects.filter(status="succeeded").count() == 10
 
 
@@ -262,7 +264,7 @@ def test_a_disabled_circuit_breaker_sends_everything(receiver: Receiver) -> None
     endpoint = make_endpoint(receiver.url())
     publish(10)
     with override_webhooks(CIRCUIT_BREAKER_THRESHOLD=None):
-        engine.drain()
+        drain()
     assert len(receiver.received()) == 10
     endpoint.refresh_from_db()
     assert endpoint.pause_reason == "" and endpoint.paused_until is None

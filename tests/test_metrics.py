@@ -24,8 +24,9 @@ from django.utils import timezone  # noqa: E402
 import webhooks  # noqa: E402
 from tests.helpers import make_endpoint, override_webhooks  # noqa: E402
 from tests.receiver import Receiver, Reply  # noqa: E402
-from webhooks import delivery as engine  # noqa: E402
 from webhooks import metrics  # noqa: E402
+from webhooks.delivery.fanout import fan_out  # noqa: E402
+from webhooks.delivery.loop import drain  # noqa: E402
 from webhooks.models import Delivery  # noqa: E402
 from webhooks.signals import delivery_attempted  # noqa: E402
 
@@ -49,8 +50,8 @@ def timed(outcome: str) -> float:
 
 def publish_and_drain() -> None:
     event = webhooks.send_event("invoice.paid", {"n": 1})
-    engine.fan_out([str(event.id)])
-    engine.drain()
+    fan_out([str(event.id)])
+    drain()
 
 
 def make_due() -> None:
@@ -71,9 +72,9 @@ def test_real_attempts_are_counted_by_outcome_and_timed(receiver: Receiver) -> N
         publish_and_drain()  # 200
         publish_and_drain()  # 500, then (RETRY_SCHEDULE has 2 entries) 503, 500: failed
         make_due()
-        engine.drain()
+        drain()
         make_due()
-        engine.drain()
+        drain()
     assert attempts("succeeded") - before["succeeded"] == 1
     assert attempts("retrying", "http_status") - before_status["retrying"] == 2
     assert attempts("failed", "http_status") - before_status["failed"] == 1

@@ -31,8 +31,9 @@ import webhooks
 from tests.helpers import make_endpoint
 from tests.rawserver import RawServer
 from tests.receiver import Receiver, Reply
-from webhooks import delivery as engine
 from webhooks import http, ssrf
+from webhooks.delivery.fanout import fan_out
+from webhooks.delivery.loop import drain
 from webhooks.models import Delivery, DeliveryAttempt, Endpoint
 
 pytestmark = pytest.mark.django_db
@@ -72,11 +73,11 @@ def send(url: str) -> Sent:
     """One event to a new endpoint at ``url``, drained once, measured."""
     endpoint = make_endpoint(url)
     event = webhooks.send_event("invoice.paid", {"n": 1})
-    engine.fan_out([str(event.id)])
+    fan_out([str(event.id)])
     tracemalloc.start()
     try:
         before, started = timezone.now(), time.monotonic()
-        engine.drain()
+        drain()
         elapsed, after = time.monotonic() - started, timezone.now()
         peak = tracemalloc.get_traced_memory()[1]
     finally:
@@ -196,7 +197,7 @@ def answer_ok(conn: socket.socket) -> None:
 
 # --- the issue's list: one distinct error class each -----------------------------------------
 
-#: (case, error class the attempt gets). Status-code classes come from webhooks.delivery.
+#: (case, error class the attempt gets). Status-code classes come from webhooks.delivery.sending.
 ISSUE_CASES = {
     "connection refused": "connection_refused",
     "reset mid-response": "connection_reset",
@@ -350,7 +351,7 @@ def test_an_endless_body_is_read_up_to_the_cap_only(status: bytes, state: str) -
     assert_bounded(sent)
 
 
-# --- status codes (classes assigned in webhooks.delivery) -----------------------------------
+# --- status codes (classes assigned in webhooks.delivery.sending) ---------------------------
 
 
 def test_3xx_is_a_retried_redirect(receiver: Receiver) -> None:

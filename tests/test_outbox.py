@@ -15,7 +15,7 @@ from django.utils import timezone
 import webhooks
 from tests.helpers import make_endpoint, make_user, override_webhooks
 from tests.testapp.models import LineItem, Note, Order, Product
-from webhooks.delivery import fan_out
+from webhooks.delivery.fanout import fan_out
 from webhooks.exceptions import PayloadError, UnknownEventType
 from webhooks.models import Delivery, DispatchToken, Event
 

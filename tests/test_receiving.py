@@ -17,8 +17,9 @@ import webhooks
 from tests import receiving_urls
 from tests.helpers import make_endpoint
 from tests.receiver import Receiver
-from webhooks import delivery as engine
 from webhooks import signing
+from webhooks.delivery.fanout import fan_out
+from webhooks.delivery.loop import drain
 from webhooks.models import ReceivedWebhook
 from webhooks.receiving import WebhookVerificationError, verify
 
@@ -118,8 +119,8 @@ def test_our_deliveries_verify_with_svix_and_standardwebhooks(receiver: Receiver
     endpoint = make_endpoint(receiver.url())
     endpoint.rotate_secret(timedelta(hours=1))  # two signatures: each library must cope
     webhooks.send_event("invoice.paid", {"amount": "1.00"})
-    engine.fan_out()
-    engine.drain()
+    fan_out()
+    drain()
     (request,) = receiver.received()
     for secret in (endpoint.secret, endpoint.previous_secret):
         SvixWebhook(secret).verify(request.body, request.headers)  # raises when it fails

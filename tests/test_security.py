@@ -29,8 +29,9 @@ import webhooks
 from tests.helpers import make_endpoint, make_user, override_webhooks
 from tests.rawserver import RawServer, read_request
 from tests.receiver import Receiver, Reply
-from webhooks import delivery as engine
 from webhooks import ssrf
+from webhooks.delivery.fanout import fan_out
+from webhooks.delivery.loop import drain
 from webhooks.encryption import decrypt, uses_newest_key
 from webhooks.exceptions import PayloadError
 from webhooks.models import Delivery, DeliveryAttempt, Endpoint, Event
@@ -46,8 +47,8 @@ def send_to(url: str) -> tuple[Delivery, DeliveryAttempt]:
     Endpoint.objects.update(is_active=False)
     endpoint = make_endpoint(url)
     event = webhooks.send_event("invoice.paid", {"n": 1})
-    engine.fan_out([str(event.id)])
-    engine.drain()
+    fan_out([str(event.id)])
+    drain()
     delivery = Delivery.objects.get(endpoint=endpoint)
     return delivery, delivery.attempt_log.get()
 
@@ -435,8 +436,8 @@ def test_invalid_headers_that_slipped_into_the_database_are_not_sent(
         headers={"X-Ok": "fine", "X-Evil": "a\r\nX-Injected: 1"})
     Endpoint.objects.update()  # (the update above went through the encrypted field)
     webhooks.send_event("invoice.paid", {})
-    engine.fan_out()
-    engine.drain()
+    fan_out()
+    drain()
     (request,) = receiver.received()
     assert request.headers["x-ok"] == "fine"
     assert "x-evil" not in request.headers and "x-injected" not in request.headers
@@ -603,10 +604,10 @@ def test_secrets_never_reach_logs_or_list_pages(
     receiver.script("/hook", Reply(500, body=b"nope"), Reply(410))
     endpoint = make_endpoint(receiver.url(), headers={"Authorization": "Bearer tok-123456"})
     webhooks.send_event("invoice.paid", {})
-    engine.fan_out()
-    engine.drain()  # 500: a retry
+    fan_out()
+    drain()  # 500: a retry
     Delivery.objects.update(next_attempt_at=timezone.now())
-    engine.drain()  # 410: the endpoint is disabled
+    drain()  # 410: the endpoint is disabled
     text = "\n".join(r.getMessage() + str(r.exc_info or "") for r in caplog.records)
     assert endpoint.secret not in text and "tok-123456" not in text
     staff = make_user("staff")

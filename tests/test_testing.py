@@ -21,8 +21,8 @@ from django.test import TestCase
 import webhooks
 from tests.helpers import make_endpoint, make_user
 from tests.testapp.models import Order
-from webhooks import delivery as engine
 from webhooks import emit
+from webhooks.delivery.fanout import fan_out, match_endpoints
 from webhooks.emit import retry_deliveries, send_test_event
 from webhooks.models import Delivery, DispatchToken, Event
 from webhooks.pytest_plugin import webhooks_outbox  # the fixture, as a site gets it
@@ -85,7 +85,7 @@ def test_endpoints_match_exactly_as_the_fan_out_does() -> None:
         Order.objects.create()
         webhooks.send_event("ping.sent", {}, owner=alice)
     predicted = {e.pk: e.endpoint_ids for e in captured.events}
-    engine.fan_out()
+    fan_out()
     actual: dict[Any, list[Any]] = {pk: [] for pk in predicted}
     for event_id, endpoint_id in Delivery.objects.values_list("event_id", "endpoint_id"):
         actual[event_id].append(endpoint_id)
@@ -102,12 +102,12 @@ def test_match_endpoints_is_pure_and_applies_every_rule() -> None:
         ("u10-orders", "order.created", 10), ("u20-all", "*", 20),
         ("u20-orders", "order.created", 20), ("site-all", "order.created", None),
     ]
-    assert engine.match_endpoints(events, subscriptions) == {  # type: ignore[arg-type]
+    assert match_endpoints(events, subscriptions) == {  # type: ignore[arg-type]
         1: ["site-all", "site-orders", "u10-orders"],
         2: ["site-all", "site-orders"],
         3: ["site-all", "u20-all"],
     }
-    assert engine.match_endpoints(events[:1], []) == {1: []}  # type: ignore[arg-type]
+    assert match_endpoints(events[:1], []) == {1: []}  # type: ignore[arg-type]
 
 
 def test_rolled_back_events_are_not_listed() -> None:

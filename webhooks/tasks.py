@@ -22,7 +22,7 @@ from django_q.tasks import async_task
 
 from webhooks import delivery, retention
 from webhooks.conf import webhooks_settings as conf
-from webhooks.models import DispatchToken
+from webhooks.models import Delivery, DispatchToken
 
 logger = logging.getLogger("webhooks")
 
@@ -89,7 +89,7 @@ def call_helpers() -> int:
         return 0
     batch = conf.BATCH_SIZE
     # A bounded read along the due index: at most one batch per worker.
-    due = len(delivery.Delivery.objects.due().values_list("pk", flat=True)[:batch * workers])
+    due = len(Delivery.objects.due().values_list("pk", flat=True)[:batch * workers])
     helpers = min(workers - 1, max(0, -(-due // batch) - 1))
     for _ in range(helpers):
         enqueue("drain")

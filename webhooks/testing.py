@@ -103,7 +103,7 @@ class CapturedWebhooks:
     @property
     def events(self) -> list[CapturedEvent]:
         """Every event written while capturing and still in the database, in write order."""
-        from webhooks.delivery import match_endpoints, subscriptions_for
+        from webhooks.delivery.fanout import match_endpoints, subscriptions_for
         from webhooks.models import Delivery, Endpoint, Event
 
         with self._lock:

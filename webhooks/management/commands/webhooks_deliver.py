@@ -8,7 +8,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 from django.db.models import Count
 
-from webhooks import delivery
+from webhooks.delivery.claims import claim
+from webhooks.delivery.fanout import fan_out
+from webhooks.delivery.loop import deliver
 from webhooks.models import Delivery
 
 
@@ -49,13 +51,13 @@ class Command(BaseCommand):
         started = time.monotonic()
         totals = {"events": 0, "succeeded": 0, "retrying": 0, "failed": 0}
         while True:
-            while (count := delivery.fan_out()):
+            while (count := fan_out()):
                 totals["events"] += count
             while True:
-                batch = delivery.claim()
+                batch = claim()
                 if not batch.deliveries:
                     break
-                for outcome in delivery.deliver(batch):
+                for outcome in deliver(batch):
                     key = ("succeeded" if outcome.succeeded
                            else "failed" if outcome.terminal else "retrying")
                     totals[key] += 1

@@ -1,0 +1,346 @@
+"""Sending: a claim's deliveries posted over ``webhooks.http``, one share per endpoint.
+
+:func:`start_sending` splits a claim by endpoint and sends each share, in order, on a thread of
+the process's sending pool (``SEND_CONCURRENCY``), so a slow or failing endpoint never holds up
+the others. A share ends early (the rest handed back unattempted) when its endpoint cannot be
+reached, answers 429, or fails ``CIRCUIT_BREAKER_THRESHOLD`` times in a row. What a share
+produces (:class:`Sent`: outcomes, hand-backs, 410s, 429 pauses) is built off the main thread
+and written by ``recording``; nothing here touches the database but one read of the batch's
+subscriptions (payload restrictions), on the main thread.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import os
+import random
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.utils import timezone
+
+from webhooks import http, signing, ssrf
+from webhooks.conf import webhooks_settings as conf
+from webhooks.delivery.claims import LEASE_MARGIN, Claim
+from webhooks.events import restrict_payload
+from webhooks.models import WILDCARD, Delivery, DeliveryAttempt, Endpoint, Event, Subscription
+from webhooks.validators import is_sendable_header
+
+logger = logging.getLogger("webhooks")
+
+Status = Delivery.Status
+
+#: Failures that say the endpoint cannot be reached at all right now: the rest of its batch
+#: is handed back instead of waiting out the same failure once per delivery.
+UNREACHABLE = frozenset({"connect_timeout", "read_timeout", "timeout", "connection_refused",
+                         "connection_reset", "connection_error", "dns_error", "tls_error"})
+
+
+@dataclass
+class Outcome:
+    """What one delivery's turn in a share came to: its attempt (``None``: not attempted, its
+    endpoint is disabled), and whether it succeeded or is over (``terminal``: no retry)."""
+
+    delivery: Delivery
+    attempt: DeliveryAttempt | None
+    succeeded: bool
+    terminal: bool
+
+
+@dataclass
+class Sent:
+    """What sending one endpoint's share of a batch produced (built off the main thread)."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    #: ``(delivery pk, when it is due again)`` for deliveries handed back unattempted.
+    handed_back: list[tuple[Any, datetime]] = field(default_factory=list)
+    #: The endpoint answered 410 Gone.
+    gone: bool = False
+    #: Paused until then by a 429 (its ``Retry-After``, bounded).
+    throttled_until: datetime | None = None
+
+
+@dataclass(eq=False)
+class Share:
+    """One endpoint's deliveries of a claim, being sent on a thread (or already sent)."""
+
+    claim: Claim
+    endpoint_id: Any
+    future: Future[Sent]
+
+
+def start_sending(claim_: Claim) -> list[Share]:
+    """Start sending a claim: one share per endpoint, each on a sending thread."""
+    restrictions = _payload_restrictions(claim_.deliveries)
+    options = _Options.current()
+    groups: dict[Any, list[Delivery]] = defaultdict(list)
+    for delivery in claim_.deliveries:
+        groups[delivery.endpoint_id].append(delivery)
+    pool = _sender_pool(conf.SEND_CONCURRENCY)
+    return [Share(claim_, endpoint_id,
+                  pool.submit(_send_endpoint, share, claim_, restrictions, options))
+            for endpoint_id, share in groups.items()]
+
+
+@dataclass
+class _Options:
+    """Settings read once per batch, on the worker's main thread."""
+
+    timeout: float
+    connect_timeout: float
+    max_bytes: int
+    stored_bytes: int
+    breaker: int | None
+    max_pause: float
+    client: dict[str, Any]
+
+    @classmethod
+    def current(cls) -> _Options:
+        return cls(
+            timeout=conf.TIMEOUT, connect_timeout=conf.CONNECT_TIMEOUT,
+            max_bytes=conf.MAX_RESPONSE_BYTES, stored_bytes=conf.STORED_RESPONSE_BYTES,
+            breaker=conf.CIRCUIT_BREAKER_THRESHOLD, max_pause=conf.MAX_THROTTLE_PAUSE,
+            client={
+                "read_timeout": conf.READ_TIMEOUT,
+                "allowed_networks": ssrf.parse_networks(conf.ALLOWED_NETWORKS),
+                "require_https": conf.REQUIRE_HTTPS,
+                "ca_bundle": conf.CA_BUNDLE,
+            },
+        )
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_key: tuple[int, int] | None = None
+_pool_lock = threading.Lock()
+
+
+def _sender_pool(size: int) -> ThreadPoolExecutor:
+    """The process's sending threads (a forked worker makes its own)."""
+    global _pool, _pool_key
+    key = (os.getpid(), size)
+    with _pool_lock:
+        if _pool is None or _pool_key != key:
+            _pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="webhooks-send")
+            _pool_key = key
+        return _pool
+
+
+def _send_endpoint(share: list[Delivery], claim_: Claim,
+                   restrictions: dict[tuple[Any, str], tuple[str, ...]],
+                   options: _Options) -> Sent:
+    """Send one endpoint's deliveries in order; never raises (what was not sent is handed
+    back, due at once)."""
+    sent = Sent()
+    done = 0
+    try:
+        failures_in_a_row = 0
+        for delivery in share:
+            if sent.gone or not delivery.endpoint.is_active:
+                delivery.last_error = "endpoint_disabled: the endpoint is disabled"
+                sent.outcomes.append(_finish(delivery, None, succeeded=False, terminal=True))
+                done += 1
+                continue
+            wait = claim_.not_before.get(delivery.pk, 0.0) - time.time()
+            if claim_.deadline - time.monotonic() - max(wait, 0.0) \
+                    < options.timeout + LEASE_MARGIN:
+                break  # no time left in the lease for a full attempt
+            if wait > 0:
+                time.sleep(wait)  # this endpoint's rate limit: wait for the delivery's slot
+            outcome, result = _attempt(delivery, restrictions, options)
+            sent.outcomes.append(outcome)
+            done += 1
+            if outcome.succeeded:
+                failures_in_a_row = 0
+                continue
+            failures_in_a_row += 1
+            if result.status_code == 410:
+                sent.gone = True
+            elif result.status_code == 429:
+                sent.throttled_until = timezone.now() + timedelta(
+                    seconds=_throttle_pause(result.headers.get("Retry-After"), options))
+                break
+            elif result.error_class in UNREACHABLE or (
+                    options.breaker is not None and failures_in_a_row >= options.breaker):
+                break
+    except Exception:  # a bug must not lose the batch: what was not sent goes back
+        logger.exception("Sending to endpoint %s failed", share[0].endpoint_id)
+    again = sent.throttled_until or timezone.now()
+    sent.handed_back = [(d.pk, again) for d in share[done:]]
+    return sent
+
+
+def _throttle_pause(retry_after: str | None, options: _Options) -> float:
+    """Seconds a 429 pauses its endpoint: its ``Retry-After`` if sensible, else the first
+    retry delay; at most ``MAX_THROTTLE_PAUSE``."""
+    asked = parse_retry_after(retry_after) if retry_after else None
+    schedule = conf.RETRY_SCHEDULE
+    fallback = float(schedule[0]) if schedule else 5.0
+    return min(max(asked if asked is not None else fallback, 1.0), options.max_pause)
+
+
+def _attempt(delivery: Delivery, restrictions: dict[tuple[Any, str], tuple[str, ...]],
+             options: _Options) -> tuple[Outcome, http.HttpResult]:
+    """One HTTP attempt of one delivery, and what it means for the delivery."""
+    endpoint, event = delivery.endpoint, delivery.event
+    allowed = restrictions.get((delivery.endpoint_id, event.type))
+    if allowed is None:
+        allowed = restrictions.get((delivery.endpoint_id, WILDCARD), ())
+    payload = restrict_payload(event.payload, allowed) if allowed else event.payload
+    body = payload.encode()
+    timestamp = int(time.time())
+    headers = build_headers(endpoint, event, body, timestamp)
+    started_at = timezone.now()
+    result = http.post(endpoint.url, body, headers, timeout=options.timeout,
+                       connect_timeout=options.connect_timeout,
+                       max_response_bytes=options.max_bytes, **options.client)
+    delivery.attempts += 1
+    attempt = DeliveryAttempt(
+        delivery=delivery,
+        endpoint_id=delivery.endpoint_id,
+        number=delivery.attempts,
+        created_at=started_at,
+        url=endpoint.url[:2048],
+        request_headers=_logged_headers(endpoint, headers),
+        status_code=result.status_code,
+        response_headers={storable(k): storable(v) for k, v in result.headers.items()},
+        response_body=storable(result.body[:options.stored_bytes]),
+        duration=round(result.duration, 6),
+        error_class=result.error_class,
+        error=storable(result.error),
+    )
+    if result.ok:
+        return _finish(delivery, attempt, succeeded=True, terminal=True), result
+    if not attempt.error_class:
+        attempt.error_class = status_error_class(result.status_code)
+        attempt.error = f"HTTP {result.status_code}"
+    delivery.last_error = f"{attempt.error_class}: {attempt.error}"[:255]
+    if result.status_code == 410 or not result.retryable:
+        # 410: the receiver is gone for good. Not retryable: refused by policy (SSRF guard).
+        return _finish(delivery, attempt, succeeded=False, terminal=True), result
+    delay = retry_delay(delivery.attempts, result.status_code,
+                        result.headers.get("Retry-After"))
+    if delay is None:
+        return _finish(delivery, attempt, succeeded=False, terminal=True), result
+    delivery.next_attempt_at = timezone.now() + timedelta(seconds=delay)
+    return _finish(delivery, attempt, succeeded=False, terminal=False), result
+
+
+def _finish(delivery: Delivery, attempt: DeliveryAttempt | None, *, succeeded: bool,
+            terminal: bool) -> Outcome:
+    """The delivery's state after its turn, set in memory (``recording`` writes it)."""
+    if attempt is not None:
+        delivery.last_attempt_at = attempt.created_at
+        delivery.last_status_code = attempt.status_code
+    if succeeded:
+        delivery.status = Status.SUCCEEDED
+        delivery.last_error = ""
+    elif terminal:
+        delivery.status = Status.FAILED
+    if terminal:
+        delivery.next_attempt_at = None
+    delivery.claim_token = None
+    return Outcome(delivery, attempt, succeeded, terminal)
+
+
+def _payload_restrictions(deliveries: list[Delivery]) -> dict[tuple[Any, str], tuple[str, ...]]:
+    """``{(endpoint id, event type or "*"): fields}`` of the batch's subscriptions, in one
+    query: a subscription may restrict the payload to some fields (empty: all of them)."""
+    if not deliveries:
+        return {}
+    endpoints = {d.endpoint_id for d in deliveries}
+    types = {d.event.type for d in deliveries} | {WILDCARD}
+    rows = Subscription.objects.filter(endpoint_id__in=endpoints, event_type__in=types)
+    return {(endpoint_id, event_type): tuple(fields or ())
+            for endpoint_id, event_type, fields in rows.values_list(
+                "endpoint_id", "event_type", "fields")}
+
+
+def build_headers(endpoint: Endpoint, event: Event, body: bytes, timestamp: int,
+                  ) -> dict[str, str]:
+    """Our headers (signed for every valid secret) plus the endpoint's own, which never win."""
+    headers: dict[str, str] = {}
+    custom: dict[str, Any] = endpoint.headers if isinstance(endpoint.headers, dict) else {}
+    for name, value in custom.items():
+        # Validated when saved; anything that slipped past (a queryset update) is left out.
+        if is_sendable_header(name, value):
+            headers[name] = value
+    msg_id = event.public_id
+    headers.update({
+        "Content-Type": "application/json",
+        "User-Agent": http.USER_AGENT,
+        "Accept-Encoding": "identity",
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": signing.signature_header(
+            endpoint.signing_secrets(), msg_id, timestamp, body
+        ),
+    })
+    return headers
+
+
+def _logged_headers(endpoint: Endpoint, headers: dict[str, str]) -> dict[str, str]:
+    """Headers as stored on the attempt: custom header values (often tokens) are masked."""
+    custom = {str(name).lower() for name in (endpoint.headers or {})}
+    return {k: ("••••••" if k.lower() in custom else v) for k, v in headers.items()}
+
+
+def retry_delay(attempts_made: int, status_code: int | None, retry_after: str | None,
+                *, rng: random.Random | None = None) -> float | None:
+    """Seconds until the next attempt after ``attempts_made`` attempts, or ``None`` when the
+    schedule is exhausted.
+
+    The scheduled delay is stretched by up to ``RETRY_JITTER``. A ``Retry-After`` on 429/503
+    is honoured within bounds: never sooner than the schedule, never later than twice it.
+    """
+    schedule: Sequence[float] = conf.RETRY_SCHEDULE
+    if attempts_made > len(schedule):
+        return None
+    scheduled = float(schedule[attempts_made - 1])
+    delay = scheduled * (1 + (rng or random).uniform(0, conf.RETRY_JITTER))
+    if status_code in (429, 503) and retry_after:
+        asked = parse_retry_after(retry_after)
+        if asked is not None:
+            delay = min(max(delay, asked), 2 * scheduled)
+    return delay
+
+
+def parse_retry_after(value: str, now: float | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` value (delta-seconds or an HTTP date); ``None`` if bad."""
+    value = value.strip()
+    if value.isdigit():
+        return float(min(int(value), 10**9))
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None or when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (now if now is not None else time.time()))
+
+
+def status_error_class(status_code: int | None) -> str:
+    """The attempt's error class for a non-2xx answer."""
+    if status_code == 410:
+        return "gone"
+    if status_code == 429:
+        return "rate_limited"
+    if status_code is not None and 300 <= status_code < 400:
+        return "redirect"
+    return "http_status"
+
+
+def storable(value: str | bytes) -> str:
+    """Text from a receiver, safe for any database: UTF-8 with errors replaced, and no NUL
+    (which PostgreSQL text and JSON columns refuse)."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return value.replace("\x00", "\ufffd")
+
+
