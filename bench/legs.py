@@ -516,7 +516,7 @@ def model_signals(connected: bool) -> Iterator[None]:
     """With ``connected=False``, the app's model receivers are disconnected meanwhile."""
     from django.db.models.signals import post_delete, post_save
 
-    from webhooks import events
+    from webhooks.events import capture
 
     if connected:
         yield
@@ -526,7 +526,7 @@ def model_signals(connected: bool) -> Iterator[None]:
     try:
         yield
     finally:
-        events.connect()
+        capture.connect()
 
 
 def leg_save(cfg: dict[str, Any]) -> dict[str, Any]:

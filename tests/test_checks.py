@@ -139,7 +139,7 @@ def test_api_permission_classes_must_import() -> None:
 
 
 def test_default_descriptions_read_well() -> None:
-    from webhooks.events import get_catalog
+    from webhooks.events.catalog import get_catalog
 
     assert get_catalog().types["order.created"].description == "An order was created."
     assert get_catalog().types["product.created"].description == "A product was created."

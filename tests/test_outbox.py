@@ -294,7 +294,7 @@ def test_the_default_serializer_writes_what_a_plain_model_serializer_writes(
     from django.apps import apps
     from rest_framework import serializers
 
-    from webhooks.events import default_serializer_for
+    from webhooks.events.catalog import default_serializer_for
 
     user = make_user()
     order = Order.objects.create(customer=user, total="12.30")

@@ -13,7 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from tests.helpers import make_user, override_webhooks
 from tests.testapp.models import Order, Product
 from webhooks.checks import check_catalog
-from webhooks.events import SNAPSHOT_ATTR
+from webhooks.events.catalog import SNAPSHOT_ATTR
 from webhooks.models import Event
 
 pytestmark = pytest.mark.django_db
@@ -126,7 +126,7 @@ def test_bad_tracking_options_are_check_errors(options: dict[str, Any], fragment
 })
 def test_the_catalog_examples_show_thin_events_and_changes() -> None:
     from webhooks.api.examples import example_body
-    from webhooks.events import get_catalog
+    from webhooks.events.catalog import get_catalog
 
     catalog = get_catalog()
     thin = example_body(catalog.types["product.created"], catalog)

@@ -14,7 +14,7 @@ from django.db import connection, connections, transaction
 import webhooks
 from tests.helpers import make_user, override_webhooks
 from tests.testapp.models import LineItem, Order, Product
-from webhooks import emit
+from webhooks import outbox
 from webhooks.models import Event, ObjectSequence
 from webhooks.testing import capture_webhooks
 
@@ -127,7 +127,7 @@ def test_long_keys_fit_the_counter_table_and_stay_apart() -> None:
     assert webhooks.send_event("ping.sent", {}, sequence_key=two).sequence == 1
     assert webhooks.send_event("ping.sent", {}, sequence_key=one).sequence == 2
     keys = list(ObjectSequence.objects.values_list("key", flat=True))
-    assert len(keys) == 2 and all(len(key) <= emit.MAX_SEQUENCE_KEY for key in keys)
+    assert len(keys) == 2 and all(len(key) <= outbox.MAX_SEQUENCE_KEY for key in keys)
 
 
 def test_an_event_without_payload_still_takes_its_number() -> None:
@@ -142,9 +142,9 @@ def test_an_event_without_payload_still_takes_its_number() -> None:
 def test_the_portable_counter_gives_the_same_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
     """Databases without ``INSERT … ON CONFLICT … RETURNING`` (MySQL, old SQLite) draw numbers
     with an UPDATE, an INSERT for a new key and a SELECT."""
-    portable = dataclasses.replace(emit._statements(connection), next_sequence="",
+    portable = dataclasses.replace(outbox._statements(connection), next_sequence="",
                                    insert_sequenced="")
-    monkeypatch.setitem(emit._STATEMENTS, connection.vendor, portable)
+    monkeypatch.setitem(outbox._STATEMENTS, connection.vendor, portable)
     order = Order.objects.create(total="1")
     order.save()
     order.save()

@@ -21,7 +21,7 @@ from django.test import TestCase
 import webhooks
 from tests.helpers import make_endpoint, make_user
 from tests.testapp.models import Order
-from webhooks import emit
+from webhooks import dispatch
 from webhooks.delivery.fanout import fan_out, match_endpoints
 from webhooks.emit import retry_deliveries, send_test_event
 from webhooks.models import Delivery, DispatchToken, Event
@@ -121,7 +121,7 @@ def test_rolled_back_events_are_not_listed() -> None:
 
 def test_events_with_a_payload_error_are_captured_with_it(monkeypatch: pytest.MonkeyPatch,
                                                           ) -> None:
-    from webhooks.events import ModelEvents
+    from webhooks.events.catalog import ModelEvents
 
     def broken(self: Any, instance: Any) -> Any:
         raise ValueError("no serializer for you")
@@ -172,33 +172,33 @@ def test_committed_data_is_captured_and_nothing_dispatched(enqueued: list[Any]) 
 
 @pytest.mark.django_db(transaction=True)
 def test_dispatch_works_again_after_the_capture(enqueued: list[Any]) -> None:
-    originals = (emit.schedule_dispatch, emit.enqueue)
+    originals = dispatch.active_dispatcher()
     with capture_webhooks() as captured:
-        assert (emit.schedule_dispatch, emit.enqueue) != originals
-    assert (emit.schedule_dispatch, emit.enqueue) == originals
+        assert dispatch.active_dispatcher() != originals
+    assert dispatch.active_dispatcher() == originals
     Order.objects.create()
     assert enqueued == [("dispatch", ())]
     assert captured.events == []  # written after the capture ended
 
 
 def test_the_patches_are_undone_when_the_code_under_test_raises() -> None:
-    originals = (emit.schedule_dispatch, emit.enqueue)
+    originals = dispatch.active_dispatcher()
     with pytest.raises(ZeroDivisionError), capture_webhooks():
         1 / 0  # noqa: B018
-    assert (emit.schedule_dispatch, emit.enqueue) == originals
+    assert dispatch.active_dispatcher() == originals
 
 
 def test_captures_nest_and_each_sees_its_own_window(enqueued: list[Any]) -> None:
-    originals = (emit.schedule_dispatch, emit.enqueue)
+    originals = dispatch.active_dispatcher()
     with capture_webhooks() as outer:
         Order.objects.create(total="1")
         with capture_webhooks() as inner:
             Order.objects.create(total="2")
-        assert (emit.schedule_dispatch, emit.enqueue) != originals  # outer still active
+        assert dispatch.active_dispatcher() != originals  # outer still active
         Order.objects.create(total="3")
     assert [e.data["total"] for e in outer.events] == ["1.00", "2.00", "3.00"]
     assert [e.data["total"] for e in inner.events] == ["2.00"]
-    assert (emit.schedule_dispatch, emit.enqueue) == originals
+    assert dispatch.active_dispatcher() == originals
     assert enqueued == []
 
 

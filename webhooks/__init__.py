@@ -36,6 +36,6 @@ def send_event(event_type: str, data: Any, *, owner: Any = None,
     object's model events (``order.updated`` and a custom ``order.shipped`` of one order are
     numbered together). Without it the event has no ``"sequence"``.
     """
-    from webhooks.emit import emit_custom_event
+    from webhooks.outbox import emit_custom_event
 
     return emit_custom_event(event_type, data, owner=owner, sequence_key=sequence_key)

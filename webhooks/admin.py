@@ -43,7 +43,8 @@ from webhooks.adminhealth import (
 )
 from webhooks.conf import webhooks_settings
 from webhooks.emit import replay, retry_deliveries, send_test_event
-from webhooks.events import TEST_EVENT_TYPE, get_catalog, payload_fields
+from webhooks.events.catalog import TEST_EVENT_TYPE, get_catalog
+from webhooks.events.payloads import payload_fields
 from webhooks.exceptions import WebhooksConfigurationError
 from webhooks.models import (
     WILDCARD,

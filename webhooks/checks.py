@@ -99,7 +99,7 @@ def check_catalog(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMe
         k in raw and not SETTINGS[k].valid(raw[k]) for k in ("MODELS", "EVENTS")
     ):
         return []  # reported by check_settings
-    from webhooks.events import build_catalog, parse_model_entry
+    from webhooks.events.catalog import build_catalog, parse_model_entry
 
     errors: list[checks.CheckMessage] = []
     for label, options in webhooks_settings.MODELS.items():

@@ -457,7 +457,7 @@ class ObjectSequence(models.Model):
     """The last sequence number given to an object's events (``key``: ``app_label.model:pk``
     of its concrete model), or to the custom events sent with one ``sequence_key``.
 
-    Drawn (:mod:`webhooks.emit`) in the transaction that writes the event: the row stays locked
+    Drawn (:mod:`webhooks.outbox`) in the transaction that writes the event: the row stays locked
     until it ends, so numbers follow commit order.
     """
 

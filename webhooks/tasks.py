@@ -3,7 +3,8 @@
 ``dispatch`` fans out newly committed events and delivers; ``drain`` delivers what is due;
 ``sweep`` runs on a django-q2 schedule and recovers whatever a lost task or a dead worker left
 behind (events not fanned out, retries that came due, expired claims). ``prune`` runs on a
-second schedule and applies the retention settings.
+second schedule and applies the retention settings. ``ensure_schedule_after_migrate`` (a
+``post_migrate`` receiver) keeps both schedules in line with the settings.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import os
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import router, transaction
+from django.apps import apps
+from django.db import connections, router, transaction
 from django.utils import timezone
 from django_q.brokers import get_broker
 from django_q.conf import Conf
@@ -158,6 +160,18 @@ def ensure_schedule(using: str = "default") -> None:
         Schedule.objects.using(using).filter(name=PRUNE_SCHEDULE_NAME).delete()
     else:
         _put_schedule(using, PRUNE_SCHEDULE_NAME, "webhooks.tasks.prune", interval)
+
+
+def ensure_schedule_after_migrate(using: str = "default", **kwargs: Any) -> None:
+    """``post_migrate`` receiver (connected by ``AppConfig.ready``): set up the schedules once
+    django-q2's tables exist in this database."""
+    if not apps.is_installed("django_q"):
+        return
+    if not router.allow_migrate_model(using, Schedule):
+        return
+    if Schedule._meta.db_table not in connections[using].introspection.table_names():
+        return  # a partial migrate (webhooks before django_q): the next full one does it
+    ensure_schedule(using)
 
 
 def _put_schedule(using: str, name: str, func: str, minutes: int) -> None:

@@ -12,8 +12,10 @@
 
 While a capture is active, events are written to the outbox exactly as in production (same
 transaction, same payload), but no dispatch is ever asked for: no django-q2 task, no dispatch
-token, no delivery rows, no HTTP. What each event *would* receive is computed with the same
-matching rules as the worker's fan-out (:func:`webhooks.delivery.match_endpoints`).
+token, no delivery rows, no HTTP: the capture makes its own dispatcher the active one
+(:func:`webhooks.dispatch.push_dispatcher`), which records events and queues nothing. What each
+event *would* receive is computed with the same matching rules as the worker's fan-out
+(:func:`webhooks.delivery.match_endpoints`).
 
 pytest users get the same thing as the ``webhooks_outbox`` fixture (``webhooks.pytest_plugin``,
 registered through an entry point). Details and examples: ``docs/testing.md``.
@@ -87,7 +89,7 @@ class CapturedWebhooks:
         self._written: list[tuple[str, Any]] = []  # (database alias, event pk), in order
         self._lock = threading.Lock()
 
-    # -- recording (called by ``webhooks.emit`` after each event row it inserts) --
+    # -- recording (called through the active dispatcher after each event row inserted) --
 
     def _record(self, using: str, pk: Any) -> None:
         with self._lock:
@@ -263,45 +265,47 @@ def _conditions(**given: Any) -> str:
 
 _state_lock = threading.RLock()
 _active: list[CapturedWebhooks] = []
-_saved: dict[str, Any] = {}
 
 
-def _on_event_written(using: str, event_id: Any) -> None:
-    """An ``emit.event_written_hooks`` entry: every active capture records the new event."""
-    for recorder in list(_active):
-        recorder._record(using, event_id)
+class _CapturingDispatcher:
+    """The dispatcher (:class:`webhooks.dispatch.Dispatcher`) while any capture is active:
+    every active capture records each event written; no dispatch and no task is asked for."""
+
+    def event_written(self, using: str, event_id: Any) -> None:
+        """Every active capture records the new event."""
+        for recorder in list(_active):
+            recorder._record(using, event_id)
+
+    def schedule(self, using: str) -> None:
+        """Instead of :func:`webhooks.dispatch.schedule_dispatch`: no on-commit hook, token or
+        task."""
+
+    def enqueue(self, task: str, *args: Any) -> bool:
+        """Instead of queueing a task (test events, retries, replays): nothing, successfully."""
+        return True
 
 
-def _no_dispatch(using: str) -> None:
-    """Stands in for ``webhooks.emit.schedule_dispatch``: no on-commit hook, token or task."""
-
-
-def _no_enqueue(task: str, *args: Any) -> bool:
-    """Stands in for ``webhooks.emit.enqueue`` (test events, retries, replays): no task."""
-    return True
+_DISPATCHER = _CapturingDispatcher()
 
 
 def _start(recorder: CapturedWebhooks) -> None:
-    from webhooks import emit
+    # Imported here, not at the top: this module must stay importable before Django is set up
+    # (webhooks.dispatch reaches the models and django-q2).
+    from webhooks import dispatch
 
     with _state_lock:
         if not _active:
-            _saved.update(schedule_dispatch=emit.schedule_dispatch, enqueue=emit.enqueue)
-            emit.schedule_dispatch = _no_dispatch
-            emit.enqueue = _no_enqueue
-            emit.event_written_hooks.append(_on_event_written)
+            dispatch.push_dispatcher(_DISPATCHER)
         _active.append(recorder)
 
 
 def _stop(recorder: CapturedWebhooks) -> None:
-    from webhooks import emit
+    from webhooks import dispatch
 
     with _state_lock:
         _active.remove(recorder)
         if not _active:
-            emit.event_written_hooks.remove(_on_event_written)
-            emit.schedule_dispatch = _saved.pop("schedule_dispatch")
-            emit.enqueue = _saved.pop("enqueue")
+            dispatch.pop_dispatcher(_DISPATCHER)
 
 
 class capture_webhooks(TestContextDecorator):

@@ -15,7 +15,8 @@ from rest_framework import fields as f
 from rest_framework import relations, serializers
 
 from webhooks.conf import webhooks_settings
-from webhooks.events import TEST_EVENT_TYPE, Catalog, EventType, build_payload
+from webhooks.events.catalog import TEST_EVENT_TYPE, Catalog, EventType
+from webhooks.events.payloads import build_payload
 
 logger = logging.getLogger("webhooks")
 

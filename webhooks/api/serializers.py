@@ -13,7 +13,8 @@ from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
 from webhooks.conf import MAX_ROTATION_GRACE
-from webhooks.events import TEST_EVENT_TYPE, get_catalog, payload_fields
+from webhooks.events.catalog import TEST_EVENT_TYPE, get_catalog
+from webhooks.events.payloads import payload_fields
 from webhooks.models import WILDCARD, Delivery, DeliveryAttempt, Endpoint
 from webhooks.validators import header_errors, validate_endpoint_url
 

@@ -18,7 +18,8 @@ from rest_framework.serializers import BaseSerializer
 from rest_framework.throttling import BaseThrottle
 
 from webhooks.emit import replay, retry_deliveries, send_test_event
-from webhooks.events import get_catalog, payload_fields
+from webhooks.events.catalog import get_catalog
+from webhooks.events.payloads import payload_fields
 from webhooks.models import Delivery, DeliveryAttempt, Endpoint, Event, Subscription
 
 from . import serializers as s

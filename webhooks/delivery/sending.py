@@ -29,7 +29,7 @@ from django.utils import timezone
 from webhooks import http, signing, ssrf
 from webhooks.conf import webhooks_settings as conf
 from webhooks.delivery.claims import LEASE_MARGIN, Claim
-from webhooks.events import restrict_payload
+from webhooks.events.payloads import restrict_payload
 from webhooks.models import WILDCARD, Delivery, DeliveryAttempt, Endpoint, Event, Subscription
 from webhooks.validators import is_sendable_header
 

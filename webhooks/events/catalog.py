@@ -1,29 +1,27 @@
-"""The event catalog, model event capture (signals) and payload building."""
+"""The event catalog: which event types the site publishes, and what each model publishes.
+
+Built from the ``WEBHOOKS["MODELS"]`` and ``WEBHOOKS["EVENTS"]`` settings, cached until they
+change. Imports nothing that writes or sends events: :mod:`webhooks.events.capture` and
+:mod:`webhooks.outbox` build on it.
+"""
 
 from __future__ import annotations
 
 import functools
-import json
-import logging
 import re
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from django.apps import apps
 from django.conf import settings
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.utils.module_loading import import_string
 from django.utils.translation import gettext_lazy as _
 
-from webhooks import ids
 from webhooks.conf import webhooks_settings
-from webhooks.exceptions import PayloadError, WebhooksConfigurationError
-
-logger = logging.getLogger("webhooks")
+from webhooks.exceptions import WebhooksConfigurationError
 
 #: What an event type name looks like: dotted lowercase words, at least two of them.
 EVENT_TYPE_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
@@ -437,201 +435,8 @@ def _default_serializer_base() -> Any:
     return WebhookModelSerializer
 
 
-@functools.cache
-def payload_limit() -> int:
-    """``MAX_PAYLOAD_BYTES``, read once per settings change rather than once per event."""
-    return webhooks_settings.MAX_PAYLOAD_BYTES
-
-
 def clear_caches(**kwargs: Any) -> None:
-    """``setting_changed`` receiver: forget everything derived from ``WEBHOOKS``."""
+    """``setting_changed`` receiver: forget the catalog and the default serializers."""
     if kwargs.get("setting") in (None, "WEBHOOKS", "AUTH_USER_MODEL", "INSTALLED_APPS"):
         get_catalog.cache_clear()
         default_serializer_for.cache_clear()
-        payload_limit.cache_clear()
-
-
-#: One encoder for every payload: ``json.dumps(cls=...)`` would build a new one per call.
-_ENCODER = DjangoJSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-#: What the member ``"sequence": n`` adds to a body at most (20 digits hold any 64-bit value).
-SEQUENCE_ALLOWANCE = len(',"sequence":') + 20
-
-
-def payload_parts(event_id: Any, event_type: str, created_at: datetime, data: Any,
-                  changes: Mapping[str, Any] | None = None, *,
-                  sequenced: bool = False) -> tuple[str, str]:
-    """The JSON body of an event in two parts, around where ``"sequence": n`` goes.
-
-    ``head + tail`` is the body of an event without a sequence number, and
-    ``f'{head},"sequence":{n}{tail}'`` the body of one with. The split lets the number be
-    filled in by the database, in the statement that draws it (see :mod:`webhooks.emit`).
-    ``sequenced`` says whether the size limit must leave room for the number. Raises
-    :class:`PayloadError` like :func:`build_payload`.
-    """
-    timestamp = created_at.astimezone(UTC).isoformat(timespec="milliseconds")
-    encode = _ENCODER.encode
-    try:
-        # Member by member: each part is plain JSON, and the id and timestamp need no escaping.
-        head = (f'{{"id":"evt_{ids.encode(event_id)}","type":{encode(event_type)},'
-                f'"timestamp":"{timestamp.replace("+00:00", "Z")}"')
-        tail = f',"data":{encode(data)}'
-        if changes is not None:
-            tail += f',"changes":{encode(changes)}'
-    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
-        raise PayloadError(f"the payload is not JSON-serializable: {exc}") from exc
-    tail += "}"
-    limit = payload_limit()
-    length = len(head) + len(tail) + (SEQUENCE_ALLOWANCE if sequenced else 0)
-    if length * 4 > limit:  # UTF-8 takes at most 4 bytes a character: only then measure
-        size = len(head.encode()) + len(tail.encode())
-        if size + (SEQUENCE_ALLOWANCE if sequenced else 0) > limit:
-            raise PayloadError(
-                f"the payload is {size} bytes, more than MAX_PAYLOAD_BYTES ({limit}); send "
-                "less data or an id the receiver can fetch"
-            )
-    return head, tail
-
-
-def build_payload(event_id: Any, event_type: str, created_at: datetime, data: Any,
-                  changes: Mapping[str, Any] | None = None,
-                  sequence: int | None = None) -> str:
-    """The JSON body of an event, built once: ``{"id", "type", "timestamp", "data"}``, plus
-    ``"sequence": n`` for events that have one (model events, and custom events sent with a
-    ``sequence_key``) and ``"changes": {field: {"old", "new"}}`` on ``updated`` events of
-    tracked models.
-
-    Raises :class:`PayloadError` when ``data`` cannot be represented as JSON or the body is
-    larger than ``MAX_PAYLOAD_BYTES`` (it is never truncated).
-    """
-    head, tail = payload_parts(event_id, event_type, created_at, data, changes,
-                               sequenced=sequence is not None)
-    if sequence is None:
-        return head + tail
-    return f'{head},"sequence":{int(sequence)}{tail}'
-
-
-# --- model capture ---------------------------------------------------------------------------
-
-
-def _model_events_for(sender: type[models.Model]) -> ModelEvents | None:
-    try:
-        return get_catalog().models.get(sender)
-    except WebhooksConfigurationError:
-        # Reported by the system checks; a broken setting must not break the site's saves.
-        logger.exception("WEBHOOKS setting is invalid; model events are not recorded")
-        return None
-
-
-def on_post_save(
-    sender: type[models.Model], instance: models.Model, created: bool = False,
-    raw: bool = False, using: str = "default", **kwargs: Any,
-) -> None:
-    """Record ``<model>.created`` / ``<model>.updated``. Never raises into the caller's save."""
-    if raw:
-        return
-    config = _model_events_for(sender)
-    if config is None:
-        return
-    action = "created" if created else "updated"
-    changes = None
-    if config.track and action == "updated":
-        changes, relevant = config.changes(instance, kwargs.get("update_fields"))
-        if not relevant:
-            return
-    if action in config.actions:
-        record_model_event(config, action, instance, using, changes=changes)
-
-
-def on_post_delete(
-    sender: type[models.Model], instance: models.Model, using: str = "default",
-    origin: Any = None, **kwargs: Any,
-) -> None:
-    """Record ``<model>.deleted``."""
-    config = _model_events_for(sender)
-    if config is not None and "deleted" in config.actions:
-        record_model_event(config, "deleted", instance, using)
-
-
-def on_pre_save(
-    sender: type[models.Model], instance: models.Model, raw: bool = False,
-    using: str = "default", update_fields: Any = None, **kwargs: Any,
-) -> None:
-    """Read old values for models that track fields; nothing at all for the others."""
-    if raw:
-        return
-    config = _model_events_for(sender)
-    if config is not None and config.track and "updated" in config.actions:
-        try:
-            config.read_old_values(instance, using, update_fields)
-        except Exception:  # never break the caller's save; the event goes out without a diff
-            logger.exception("Could not read the old values of %s", config.label)
-
-
-def record_model_event(
-    config: ModelEvents, action: str, instance: models.Model, using: str,
-    changes: Mapping[str, Any] | None = None,
-) -> None:
-    """Serialize ``instance`` and write the event; a failure is recorded on the event itself.
-
-    Whatever the serializer does (raise, return something that is not JSON), the user's
-    save succeeds and the event is kept with its ``error`` so that staff see what went wrong.
-    """
-    from webhooks.emit import write_event
-
-    event_type = config.event_type(action)
-    error = ""
-    data: Any = None
-    owner_id: Any = None
-    try:
-        owner_id = config.owner_id(instance)
-        data = config.thin_data(instance) if config.thin_url else config.serialize(instance)
-    except Exception as exc:  # a site's serializer may raise anything
-        logger.exception("Could not serialize %s for event %s", config.label, event_type)
-        error = f"{type(exc).__name__}: {exc}"
-    write_event(event_type, data, owner_id=owner_id, using=using, error=error, strict=False,
-                changes=changes, sequence_key=config.sequence_key(instance), returning=False)
-
-
-def connect() -> None:
-    """Connect the model signal receivers (called once from ``AppConfig.ready``)."""
-    from django.core.signals import setting_changed
-    from django.db.models.signals import post_delete, post_save, pre_save
-
-    post_save.connect(on_post_save, dispatch_uid="webhooks.events.on_post_save")
-    pre_save.connect(on_pre_save, dispatch_uid="webhooks.events.on_pre_save")
-    post_delete.connect(on_post_delete, dispatch_uid="webhooks.events.on_post_delete")
-    setting_changed.connect(clear_caches, dispatch_uid="webhooks.events.clear_caches")
-
-
-def restrict_payload(payload: str, fields: Iterable[str]) -> str:
-    """``payload`` with only ``fields`` of its ``data`` (when ``data`` is an object)."""
-    document = json.loads(payload)
-    data = document.get("data")
-    if isinstance(data, dict):
-        keep = set(fields)
-        document["data"] = {k: v for k, v in data.items() if k in keep}
-    return json.dumps(document, separators=(",", ":"), ensure_ascii=False)
-
-
-def payload_fields(event_type: str, catalog: Catalog | None = None) -> list[str] | None:
-    """The top-level fields of ``data`` for ``event_type``, when they are known: a model
-    event's serializer fields (or ``id``/``url`` for thin events), the keys of a custom
-    event's ``EVENT_EXAMPLES`` entry; ``None`` when only the sending code knows."""
-    catalog = catalog or get_catalog()
-    known = catalog.types.get(event_type)
-    if known is None:
-        return None
-    if event_type == TEST_EVENT_TYPE:
-        return ["endpoint_id", "message"]
-    if known.model:
-        for config in catalog.models.values():
-            if config.label == known.model:
-                if config.thin_url:
-                    return ["id", "url"]
-                try:
-                    serializer = config.serializer_class()
-                    return [name for name, f in serializer.fields.items() if not f.write_only]
-                except Exception:  # a site's serializer may need what it does not have here
-                    return None
-    example = webhooks_settings.EVENT_EXAMPLES.get(event_type)
-    return sorted(example) if isinstance(example, dict) else None

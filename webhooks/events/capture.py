@@ -1,0 +1,109 @@
+"""Model event capture: the ``pre_save``/``post_save``/``post_delete`` receivers that write
+``<model>.created``/``.updated``/``.deleted`` events into the outbox, in the saving transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from django.core.signals import setting_changed
+from django.db import models
+from django.db.models.signals import post_delete, post_save, pre_save
+
+from webhooks.events import catalog, payloads
+from webhooks.events.catalog import ModelEvents, get_catalog
+from webhooks.exceptions import WebhooksConfigurationError
+from webhooks.outbox import write_event
+
+logger = logging.getLogger("webhooks")
+
+
+def _model_events_for(sender: type[models.Model]) -> ModelEvents | None:
+    try:
+        return get_catalog().models.get(sender)
+    except WebhooksConfigurationError:
+        # Reported by the system checks; a broken setting must not break the site's saves.
+        logger.exception("WEBHOOKS setting is invalid; model events are not recorded")
+        return None
+
+
+def on_post_save(
+    sender: type[models.Model], instance: models.Model, created: bool = False,
+    raw: bool = False, using: str = "default", **kwargs: Any,
+) -> None:
+    """Record ``<model>.created`` / ``<model>.updated``. Never raises into the caller's save."""
+    if raw:
+        return
+    config = _model_events_for(sender)
+    if config is None:
+        return
+    action = "created" if created else "updated"
+    changes = None
+    if config.track and action == "updated":
+        changes, relevant = config.changes(instance, kwargs.get("update_fields"))
+        if not relevant:
+            return
+    if action in config.actions:
+        record_model_event(config, action, instance, using, changes=changes)
+
+
+def on_post_delete(
+    sender: type[models.Model], instance: models.Model, using: str = "default",
+    origin: Any = None, **kwargs: Any,
+) -> None:
+    """Record ``<model>.deleted``."""
+    config = _model_events_for(sender)
+    if config is not None and "deleted" in config.actions:
+        record_model_event(config, "deleted", instance, using)
+
+
+def on_pre_save(
+    sender: type[models.Model], instance: models.Model, raw: bool = False,
+    using: str = "default", update_fields: Any = None, **kwargs: Any,
+) -> None:
+    """Read old values for models that track fields; nothing at all for the others."""
+    if raw:
+        return
+    config = _model_events_for(sender)
+    if config is not None and config.track and "updated" in config.actions:
+        try:
+            config.read_old_values(instance, using, update_fields)
+        except Exception:  # never break the caller's save; the event goes out without a diff
+            logger.exception("Could not read the old values of %s", config.label)
+
+
+def record_model_event(
+    config: ModelEvents, action: str, instance: models.Model, using: str,
+    changes: Mapping[str, Any] | None = None,
+) -> None:
+    """Serialize ``instance`` and write the event; a failure is recorded on the event itself.
+
+    Whatever the serializer does (raise, return something that is not JSON), the user's
+    save succeeds and the event is kept with its ``error`` so that staff see what went wrong.
+    """
+    event_type = config.event_type(action)
+    error = ""
+    data: Any = None
+    owner_id: Any = None
+    try:
+        owner_id = config.owner_id(instance)
+        data = config.thin_data(instance) if config.thin_url else config.serialize(instance)
+    except Exception as exc:  # a site's serializer may raise anything
+        logger.exception("Could not serialize %s for event %s", config.label, event_type)
+        error = f"{type(exc).__name__}: {exc}"
+    write_event(event_type, data, owner_id=owner_id, using=using, error=error, strict=False,
+                changes=changes, sequence_key=config.sequence_key(instance), returning=False)
+
+
+def connect() -> None:
+    """Connect the model signal receivers, and the receivers that forget what was derived from
+    the settings when they change (called once from ``AppConfig.ready``)."""
+    post_save.connect(on_post_save, dispatch_uid="webhooks.events.on_post_save")
+    pre_save.connect(on_pre_save, dispatch_uid="webhooks.events.on_pre_save")
+    post_delete.connect(on_post_delete, dispatch_uid="webhooks.events.on_post_delete")
+    setting_changed.connect(catalog.clear_caches,
+                            dispatch_uid="webhooks.events.catalog.clear_caches")
+    setting_changed.connect(payloads.clear_caches,
+                            dispatch_uid="webhooks.events.payloads.clear_caches")

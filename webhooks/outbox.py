@@ -1,0 +1,251 @@
+"""Writing events into the outbox: one plain-SQL ``INSERT`` in the caller's transaction (with
+the event's per-object sequence number drawn in it), then a dispatch asked for through
+:mod:`webhooks.dispatch`.
+
+Event rows are written with plain SQL, so Django's ``pre_save``/``post_save`` signals never
+fire for them: the active dispatcher's ``event_written`` is told about each one instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal, overload
+
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, connections, models, router, transaction
+from django.utils import timezone
+
+from webhooks import dispatch, ids
+from webhooks.cursors import kept_cursor
+from webhooks.events.catalog import get_catalog
+from webhooks.events.payloads import payload_parts
+from webhooks.exceptions import PayloadError, UnknownEventType
+from webhooks.models import Event, ObjectSequence
+
+if TYPE_CHECKING:  # pragma: no cover
+    from django.db.backends.base.base import BaseDatabaseWrapper
+
+logger = logging.getLogger("webhooks")
+
+#: Longest key an :class:`~webhooks.models.ObjectSequence` row can have.
+MAX_SEQUENCE_KEY = 255
+
+
+def emit_custom_event(event_type: str, data: Any, *, owner: Any = None,
+                      sequence_key: str | models.Model | None = None) -> Event:
+    """Implementation of :func:`webhooks.send_event`."""
+    if event_type not in get_catalog():
+        raise UnknownEventType(
+            f"{event_type!r} is not in the event catalog: declare it in WEBHOOKS['EVENTS'] "
+            "or WEBHOOKS['MODELS']."
+        )
+    if isinstance(sequence_key, models.Model):
+        if sequence_key.pk is None:
+            raise ValueError("sequence_key is an unsaved model instance: it has no primary key "
+                             "to count its events by.")
+        sequence_key = object_sequence_key(sequence_key)
+    elif sequence_key is not None and (not isinstance(sequence_key, str) or not sequence_key):
+        raise ValueError("sequence_key must be a non-empty string or a saved model instance, "
+                         f"not {sequence_key!r}.")
+    owner_id = getattr(owner, "pk", owner)
+    return write_event(event_type, data, owner_id=owner_id, using=router.db_for_write(Event),
+                       sequence_key=sequence_key)
+
+
+@overload
+def write_event(event_type: str, data: Any, *, owner_id: Any = ..., using: str | None = ...,
+                error: str = ..., strict: bool = ..., changes: Any = ...,
+                sequence_key: str | None = ..., returning: Literal[True] = ...) -> Event: ...
+@overload
+def write_event(event_type: str, data: Any, *, owner_id: Any = ..., using: str | None = ...,
+                error: str = ..., strict: bool = ..., changes: Any = ...,
+                sequence_key: str | None = ..., returning: bool) -> Event | None: ...
+def write_event(
+    event_type: str,
+    data: Any,
+    *,
+    owner_id: Any = None,
+    using: str | None = None,
+    error: str = "",
+    strict: bool = True,
+    changes: Any = None,
+    sequence_key: str | None = None,
+    returning: bool = True,
+) -> Event | None:
+    """Insert one outbox row in the current transaction and ask the active dispatcher to
+    dispatch it on commit (:func:`webhooks.dispatch.schedule_dispatch` in production).
+
+    With ``strict`` a payload that cannot be serialized raises :class:`PayloadError` (code
+    calling ``send_event`` learns at once); without it the error is stored on the event, which
+    is kept, so nothing is lost silently. With a ``sequence_key`` the event gets the next
+    number of that key's counter (``"sequence"`` in the body). ``returning=False`` skips
+    building the :class:`Event` instance (model capture does not need it) and returns ``None``.
+    """
+    using = using or DEFAULT_DB_ALIAS
+    event_id = ids.uuid7()
+    created_at = timezone.now()
+    parts: tuple[str, str] | None = None
+    if not error:
+        try:
+            parts = payload_parts(event_id, event_type, created_at, data, changes,
+                                  sequenced=sequence_key is not None)
+        except PayloadError as exc:
+            if strict:
+                raise
+            logger.error("Event %s (%s) has no payload: %s", ids.to_public("evt", event_id),
+                         event_type, exc)
+            error = str(exc)
+    error = error[:10_000]
+    if sequence_key is not None and len(sequence_key) > MAX_SEQUENCE_KEY:
+        sequence_key = _bounded_key(sequence_key)
+    sequence, payload = insert_event(connections[using], event_id, event_type, owner_id,
+                                     created_at, parts, error, sequence_key)
+    dispatch.active_dispatcher().schedule(using)
+    if not returning:
+        return None
+    return Event.from_db(using, EVENT_COLUMNS, [
+        event_id, event_type, owner_id, created_at, payload, error, None, sequence])
+
+
+def object_sequence_key(instance: models.Model) -> str:
+    """The sequence counter key of a saved model instance: ``app_label.model:pk`` of its
+    concrete model (the key its model events count with)."""
+    label = instance._meta.concrete_model._meta.label_lower  # type: ignore[union-attr]
+    return f"{label}:{instance.pk}"
+
+
+def _bounded_key(key: str) -> str:
+    """A key that fits the counter table: a long one keeps its start and gains a digest, so two
+    long keys never share a counter."""
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    return f"{key[:MAX_SEQUENCE_KEY - 65]}#{digest}"
+
+
+# --- the statements ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Statements:
+    """The SQL that writes events on one kind of database, built once per vendor."""
+
+    insert: str
+    #: One statement that draws the next number of a counter and returns it, or "".
+    next_sequence: str
+    #: PostgreSQL: one statement that draws the number and inserts the event with it.
+    insert_sequenced: str
+
+
+_STATEMENTS: dict[str, _Statements] = {}
+#: Columns (and attribute names) of an event row, in the order of its concrete fields, the
+#: order ``Event.from_db`` takes them in.
+EVENT_COLUMNS = ("id", "type", "owner_id", "created_at", "payload", "error", "dispatched_at",
+                 "sequence")
+
+
+def _statements(connection: BaseDatabaseWrapper) -> _Statements:
+    found = _STATEMENTS.get(connection.vendor)
+    if found is not None:
+        return found
+    q = connection.ops.quote_name
+    fields = Event._meta.concrete_fields
+    if (tuple(f.column for f in fields) != EVENT_COLUMNS
+            or tuple(f.attname for f in fields) != EVENT_COLUMNS):
+        raise AssertionError("Event's columns changed: update webhooks.outbox.EVENT_COLUMNS")
+    event, counter = q(Event._meta.db_table), q(ObjectSequence._meta.db_table)
+    key, value = q("key"), q("value")
+    columns = ", ".join(q(c) for c in EVENT_COLUMNS)
+    upsert = (f"INSERT INTO {counter} ({key}, {value}) VALUES (%s, 1) "  # noqa: S608
+              f"ON CONFLICT ({key}) DO UPDATE SET {value} = {counter}.{value} + 1 "
+              f"RETURNING {value}")
+    statements = _Statements(
+        insert=f"INSERT INTO {event} ({columns}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",  # noqa: S608 - quoted names
+        next_sequence=(upsert if connection.vendor in ("postgresql", "sqlite")
+                       and connection.features.can_return_columns_from_insert else ""),
+        insert_sequenced=(
+            # The counter's row lock is held until commit: a concurrent transaction that
+            # changes the same object waits here, then draws the next number.
+            f"WITH s AS ({upsert}) INSERT INTO {event} ({columns}) "  # noqa: S608 - quoted names
+            f"SELECT %s, %s, %s, %s, %s || CAST(s.{value} AS text) || %s, %s, %s, s.{value} "
+            f"FROM s RETURNING {q('sequence')}"
+        ) if connection.vendor == "postgresql" else "",
+    )
+    _STATEMENTS[connection.vendor] = statements
+    return statements
+
+
+def insert_event(connection: BaseDatabaseWrapper, event_id: uuid.UUID, event_type: str,
+                 owner_id: Any, created_at: datetime, parts: tuple[str, str] | None,
+                 error: str, sequence_key: str | None, dispatched_at: datetime | None = None,
+                 ) -> tuple[int | None, str]:
+    """Insert an event row with plain SQL (no model save, no signals); return its sequence
+    number (``None`` without ``sequence_key``) and its payload.
+
+    ``parts`` is :func:`~webhooks.events.payloads.payload_parts`' output, ``None`` when the payload
+    could not be built (``error`` says why). On PostgreSQL an event with a sequence costs one
+    statement: the counter's upsert is a data-modifying CTE of the event's ``INSERT``.
+    Elsewhere the counter is drawn first, in the same transaction.
+    """
+    sql = _statements(connection)
+    db_id = event_id if connection.features.has_native_uuid_field else event_id.hex
+    adapt = connection.ops.adapt_datetimefield_value
+    db_created = adapt(created_at)
+    db_dispatched = None if dispatched_at is None else adapt(dispatched_at)
+    sequence: int | None = None
+    if sequence_key is None or parts is None or not sql.insert_sequenced:
+        if sequence_key is not None and not connection.in_atomic_block:
+            with transaction.atomic(using=connection.alias):  # the counter and the event
+                return insert_event(connection, event_id, event_type, owner_id, created_at,
+                                    parts, error, sequence_key, dispatched_at)
+        if sequence_key is not None:
+            sequence = next_sequence(connection, sequence_key)
+        if parts is None:
+            payload = ""
+        elif sequence is None:
+            payload = parts[0] + parts[1]
+        else:
+            payload = f'{parts[0]},"sequence":{sequence}{parts[1]}'
+        kept_cursor(connection).execute(sql.insert, [
+            db_id, event_type, owner_id, db_created, payload, error, db_dispatched, sequence])
+    else:
+        head, tail = parts
+        cursor = kept_cursor(connection)
+        cursor.execute(sql.insert_sequenced, [
+            sequence_key, db_id, event_type, owner_id, db_created, head + ',"sequence":', tail,
+            error, db_dispatched])
+        sequence = int(cursor.fetchall()[0][0])
+        payload = f'{head},"sequence":{sequence}{tail}'
+    dispatch.active_dispatcher().event_written(connection.alias, event_id)
+    return sequence, payload
+
+
+def next_sequence(connection: BaseDatabaseWrapper, key: str) -> int:
+    """Draw the next number of ``key``'s counter (1 for a new key), in the current
+    transaction: the counter row stays locked until it ends, so numbers follow commit order.
+
+    One ``INSERT … ON CONFLICT DO UPDATE … RETURNING`` on PostgreSQL and SQLite 3.35+;
+    elsewhere an ``UPDATE``, an ``INSERT`` for a new key (in a savepoint, retried as an
+    update when another transaction inserted it first) and a ``SELECT``.
+    """
+    sql = _statements(connection).next_sequence
+    if sql:
+        cursor = kept_cursor(connection)
+        cursor.execute(sql, [key])
+        return int(cursor.fetchall()[0][0])  # all: SQLite finishes the statement only then
+    with connection.cursor() as cursor:
+        table = connection.ops.quote_name(ObjectSequence._meta.db_table)
+        k, v = connection.ops.quote_name("key"), connection.ops.quote_name("value")
+        update = f"UPDATE {table} SET {v} = {v} + 1 WHERE {k} = %s"  # noqa: S608 - quoted names
+        cursor.execute(update, [key])
+        if cursor.rowcount != 1:
+            try:
+                with transaction.atomic(using=connection.alias):
+                    cursor.execute(f"INSERT INTO {table} ({k}, {v}) VALUES (%s, 1)",  # noqa: S608
+                                   [key])
+                return 1
+            except IntegrityError:  # inserted meanwhile by a concurrent transaction
+                cursor.execute(update, [key])
+        cursor.execute(f"SELECT {v} FROM {table} WHERE {k} = %s", [key])  # noqa: S608
+        return int(cursor.fetchone()[0])
