@@ -1,9 +1,9 @@
-"""Querysets with adjective-named filters for the hot queries (``.due()``, ``.active()``…)."""
+"""Querysets with adjective-named filters for the hot queries (``.due()``, ``.pending()``)."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from django.db import models
 from django.utils import timezone
@@ -13,14 +13,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 class EndpointQuerySet(models.QuerySet["Endpoint"]):
-    def active(self) -> EndpointQuerySet:
-        return self.filter(is_active=True)
-
-    def owned_by(self, user: Any) -> EndpointQuerySet:
-        """Endpoints of ``user`` (a user or primary key); ``None`` means site-wide endpoints."""
-        if user is None:
-            return self.filter(owner__isnull=True)
-        return self.filter(owner=user)
+    """Endpoints; flow-control and matching queries live with the delivery code."""
 
 
 class EventQuerySet(models.QuerySet["Event"]):
@@ -32,12 +25,6 @@ class EventQuerySet(models.QuerySet["Event"]):
 class DeliveryQuerySet(models.QuerySet["Delivery"]):
     def pending(self) -> DeliveryQuerySet:
         return self.filter(status="pending")
-
-    def succeeded(self) -> DeliveryQuerySet:
-        return self.filter(status="succeeded")
-
-    def failed(self) -> DeliveryQuerySet:
-        return self.filter(status="failed")
 
     def due(self, now: datetime | None = None) -> DeliveryQuerySet:
         """Pending deliveries whose next attempt time has come (an expired claim counts).

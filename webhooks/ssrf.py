@@ -17,10 +17,6 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def _nets(*cidrs: str) -> tuple[Any, ...]:
-    return tuple(ipaddress.ip_network(c) for c in cidrs)
-
-
 #: IPv4 ranges no webhook goes to: (range, why).
 BLOCKED_IPV4: tuple[tuple[ipaddress.IPv4Network, str], ...] = tuple(
     (ipaddress.IPv4Network(cidr), why) for cidr, why in [
