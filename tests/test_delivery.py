@@ -16,8 +16,8 @@ from tests.helpers import make_endpoint, make_user, override_webhooks
 from tests.receiver import Receiver, Reply
 from tests.testapp.models import Order
 from webhooks import delivery as engine
-from webhooks.emit import retry_deliveries, send_test_event
 from webhooks.models import Delivery, DeliveryAttempt, Endpoint, Event
+from webhooks.services import retry_deliveries, send_test_event
 from webhooks.signals import delivery_failed, delivery_succeeded, endpoint_disabled
 
 pytestmark = pytest.mark.django_db
@@ -536,7 +536,7 @@ def test_enqueueing_on_the_orm_broker_keeps_the_callers_connection(
 def test_replay_resends_failures_and_what_a_disabled_endpoint_missed(
     receiver: Receiver, enqueued: list[Any],
 ) -> None:
-    from webhooks.emit import replay
+    from webhooks.services import replay
 
     alice, bob = make_user("alice"), make_user("bob")
     endpoint = make_endpoint(receiver.url(), "order.created", owner=alice)

@@ -7,7 +7,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from django.db import (
@@ -22,10 +22,9 @@ from django.db import (
 from django.utils import timezone
 
 from webhooks import ids
-from webhooks.conf import webhooks_settings
-from webhooks.events import TEST_EVENT_TYPE, get_catalog, payload_parts
+from webhooks.events import get_catalog, payload_parts
 from webhooks.exceptions import PayloadError, UnknownEventType
-from webhooks.models import WILDCARD, Delivery, DispatchToken, Endpoint, Event, ObjectSequence
+from webhooks.models import DispatchToken, Event, ObjectSequence
 
 if TYPE_CHECKING:  # pragma: no cover
     from django.db.backends.base.base import BaseDatabaseWrapper
@@ -389,77 +388,3 @@ def enqueue(task: str, *args: Any) -> bool:
         return False
     return True
 
-
-def send_test_event(endpoint: Endpoint) -> Delivery:
-    """Send a ``webhook.test`` event to ``endpoint`` only (no fan-out), whatever it subscribes."""
-    now = timezone.now()
-    using = router.db_for_write(Delivery)
-    with transaction.atomic(using=using):
-        event_id = ids.uuid7()
-        data = {"endpoint_id": str(endpoint.pk), "message": "This is a test webhook."}
-        parts = payload_parts(event_id, TEST_EVENT_TYPE, now, data)
-        _, payload = insert_event(connections[using], event_id, TEST_EVENT_TYPE,
-                                  endpoint.owner_id, now, parts, "", None, dispatched_at=now)
-        event = Event.from_db(using, _EVENT_COLUMNS, [
-            event_id, TEST_EVENT_TYPE, endpoint.owner_id, now, payload, "", now, None])
-        delivery = Delivery.objects.using(using).create(
-            event=event, endpoint=endpoint, next_attempt_at=now
-        )
-        transaction.on_commit(lambda: enqueue("drain"), using=using)
-    return delivery
-
-
-def retry_deliveries(deliveries: Any) -> int:
-    """Make deliveries (a queryset) due now for one more attempt. Returns the count.
-
-    Finished deliveries get one more attempt; pending ones waiting for a retry are brought
-    forward; ones a worker holds right now are left alone.
-    """
-    using = deliveries.db
-    with transaction.atomic(using=using):
-        count = deliveries.exclude(
-            status=Delivery.Status.PENDING, claim_token__isnull=False
-        ).update(
-            status=Delivery.Status.PENDING, next_attempt_at=timezone.now(), claim_token=None
-        )
-        if count:
-            transaction.on_commit(lambda: enqueue("drain"), using=using)
-    return int(count)
-
-
-def replay(endpoint: Endpoint, since: datetime) -> tuple[int, int]:
-    """Send ``endpoint`` again what it did not get since ``since``. Returns (retried, added).
-
-    Its failed deliveries created since then become due now, and, when the endpoint is
-    active, events it would have received but has no delivery for (it was disabled, or
-    subscribed later) get one. ``since`` may go back ``REPLAY_WINDOW`` seconds at most;
-    :class:`ValueError` otherwise.
-    """
-    now = timezone.now()
-    if since < now - timedelta(seconds=webhooks_settings.REPLAY_WINDOW):
-        raise ValueError(
-            f"a replay can go back {webhooks_settings.REPLAY_WINDOW // 3600:g} hours at most")
-    using = router.db_for_write(Delivery)
-    with transaction.atomic(using=using):
-        retried = Delivery.objects.using(using).filter(
-            endpoint=endpoint, status=Delivery.Status.FAILED, created_at__gte=since,
-        ).update(status=Delivery.Status.PENDING, next_attempt_at=now, claim_token=None)
-        added = 0
-        if endpoint.is_active:
-            types = set(endpoint.subscriptions.values_list("event_type", flat=True))
-            missed = (Event.objects.using(using)
-                      .filter(created_at__gte=since, dispatched_at__isnull=False, error="")
-                      .exclude(type=TEST_EVENT_TYPE)
-                      .exclude(deliveries__endpoint=endpoint))
-            if WILDCARD not in types:
-                missed = missed.filter(type__in=types)
-            if endpoint.owner_id is not None:
-                missed = missed.filter(owner_id=endpoint.owner_id)
-            new = [Delivery(event_id=pk, endpoint=endpoint, next_attempt_at=now, created_at=now)
-                   for pk in missed.values_list("pk", flat=True).iterator()]
-            Delivery.objects.using(using).bulk_create(new, ignore_conflicts=True,
-                                                      batch_size=1000)
-            added = len(new)
-        if retried or added:
-            transaction.on_commit(lambda: enqueue("drain"), using=using)
-    return int(retried), added
