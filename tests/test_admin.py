@@ -19,7 +19,7 @@ from tests.helpers import make_endpoint, override_webhooks
 from tests.receiver import Receiver, Reply
 from webhooks import admin as webhooks_admin
 from webhooks import ids
-from webhooks.adminhealth import chart_svg, health_by_endpoint, hourly_buckets
+from webhooks.admin.health import chart_svg, health_by_endpoint, hourly_buckets
 from webhooks.models import Delivery, DeliveryAttempt, Endpoint, Event, Subscription
 
 pytestmark = pytest.mark.django_db

@@ -19,8 +19,8 @@ from webhooks.delivery.claims import claim
 from webhooks.delivery.fanout import FAN_OUT_CHUNK, fan_out
 from webhooks.delivery.loop import deliver, drain
 from webhooks.delivery.sending import parse_retry_after, retry_delay
-from webhooks.emit import retry_deliveries, send_test_event
 from webhooks.models import Delivery, DeliveryAttempt, Endpoint, Event
+from webhooks.services import retry_deliveries, send_test_event
 from webhooks.signals import delivery_failed, delivery_succeeded, endpoint_disabled
 
 pytestmark = pytest.mark.django_db
@@ -539,7 +539,7 @@ def test_enqueueing_on_the_orm_broker_keeps_the_callers_connection(
 def test_replay_resends_failures_and_what_a_disabled_endpoint_missed(
     receiver: Receiver, enqueued: list[Any],
 ) -> None:
-    from webhooks.emit import replay
+    from webhooks.services import replay
 
     alice, bob = make_user("alice"), make_user("bob")
     endpoint = make_endpoint(receiver.url(), "order.created", owner=alice)

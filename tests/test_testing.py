@@ -23,9 +23,9 @@ from tests.helpers import make_endpoint, make_user
 from tests.testapp.models import Order
 from webhooks import dispatch
 from webhooks.delivery.fanout import fan_out, match_endpoints
-from webhooks.emit import retry_deliveries, send_test_event
 from webhooks.models import Delivery, DispatchToken, Event
 from webhooks.pytest_plugin import webhooks_outbox  # the fixture, as a site gets it
+from webhooks.services import retry_deliveries, send_test_event
 from webhooks.testing import CapturedWebhooks, capture_webhooks
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -40,3 +40,31 @@ class DeliveryError(WebhooksError):
         self.error_class = error_class
         self.status_code = status_code
         self.retryable = retryable
+
+
+class ServiceError(WebhooksError):
+    """An operation of :mod:`webhooks.services` was refused.
+
+    ``message`` is meant for people (the admin, the API and the commands show it as it is);
+    ``code`` is a stable short name for the reason.
+    """
+
+    code = "invalid"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class InvalidReplayWindow(ServiceError, ValueError):
+    """A replay was asked to go back further than ``REPLAY_WINDOW``."""
+
+    code = "too_old"
+
+
+class EndpointDisabled(ServiceError):
+    """The operation needs an active endpoint, and this one is disabled."""
+
+    code = "endpoint_disabled"

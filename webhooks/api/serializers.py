@@ -5,16 +5,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.contrib.auth import get_user_model
-from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import router, transaction
-from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
+from webhooks import services
 from webhooks.conf import MAX_ROTATION_GRACE
-from webhooks.events.catalog import TEST_EVENT_TYPE, get_catalog
-from webhooks.events.payloads import payload_fields
+from webhooks.exceptions import InvalidReplayWindow
 from webhooks.models import WILDCARD, Delivery, DeliveryAttempt, Endpoint
 from webhooks.validators import header_errors, validate_endpoint_url
 
@@ -27,8 +23,9 @@ MAX_RATE_LIMIT = 10_000
 
 
 def subscribable_types(wildcard: bool = True) -> list[str]:
-    """Every type of the catalog but the test event (sent on request only), and ``"*"``."""
-    names = sorted(name for name in get_catalog().types if name != TEST_EVENT_TYPE)
+    """The types an endpoint can subscribe to (:func:`webhooks.services.subscribable_types`),
+    sorted, and ``"*"``."""
+    names = sorted(services.subscribable_types())
     return [WILDCARD, *names] if wildcard else names
 
 
@@ -136,82 +133,35 @@ class EndpointSerializer(serializers.ModelSerializer):
             events = attrs.get("event_types")
             if events is None and self.instance is not None:
                 events = self.instance.event_types
-            errors = []
-            for event_type, names in restricted.items():
-                if event_type not in (events or []):
-                    errors.append(_("%(type)s is not one of this endpoint's events.")
-                                  % {"type": event_type})
-                    continue
-                known = payload_fields(event_type)
-                unknown = sorted(set(names) - set(known)) if known is not None else []
-                if unknown:
-                    errors.append(_("%(type)s has no field %(fields)s.")
-                                  % {"type": event_type, "fields": ", ".join(unknown)})
+            errors = services.validate_payload_fields(restricted, events or [])
             if errors:
-                raise serializers.ValidationError({"payload_fields": errors})
+                raise serializers.ValidationError(
+                    {"payload_fields": [m for messages in errors.values() for m in messages]})
         return attrs
 
     def create(self, validated_data: dict[str, Any]) -> Endpoint:
-        return create_endpoint(validated_data.pop("owner"),
-                               validated_data.pop("event_types"),
-                               payload=validated_data.pop("payload_fields", None),
-                               **validated_data)
+        """Create the endpoint within the owner's limit (Django's ``ValidationError`` when it
+        is reached: the views answer 400)."""
+        return services.create_endpoint(validated_data.pop("owner"),
+                                        validated_data.pop("event_types"),
+                                        payload=validated_data.pop("payload_fields", None),
+                                        **validated_data)
 
     def update(self, instance: Endpoint, validated_data: dict[str, Any]) -> Endpoint:
-        """Save only what the request changes: the delivery engine updates the health fields
-        of the same row concurrently, and a full save would write stale values over them."""
+        """Save only what the request changes (:func:`webhooks.services.update_endpoint`):
+        the delivery engine updates the health fields of the same row concurrently."""
         events = validated_data.pop("event_types", None)
         restricted = validated_data.pop("payload_fields", None)
         active = validated_data.pop("is_active", instance.is_active)
-        changed = {"updated_at", *validated_data}
-        if active and not instance.is_active:
-            instance.is_active = True
-            instance.disabled_reason, instance.disabled_at = "", None
-            instance.failing_since, instance.consecutive_failures = None, 0
-            instance.paused_until, instance.pause_reason = None, ""
-            changed |= {"is_active", "disabled_reason", "disabled_at", "failing_since",
-                        "consecutive_failures", "paused_until", "pause_reason"}
-        elif not active and instance.is_active:
-            instance.is_active = False
-            instance.disabled_reason = str(_("Disabled by its owner."))
-            instance.disabled_at = timezone.now()
-            changed |= {"is_active", "disabled_reason", "disabled_at"}
+        fields = list(validated_data)
+        if active != instance.is_active:
+            instance.is_active = active
+            fields.append("is_active")
         for name, value in validated_data.items():
             setattr(instance, name, value)
-        with transaction.atomic(using=router.db_for_write(Endpoint)):
-            instance.save(update_fields=sorted(changed))
-            if events is not None or restricted is not None:
-                set_subscriptions(instance, events if events is not None
-                                  else instance.event_types, restricted)
-        return instance
-
-
-def create_endpoint(owner: Any, events: list[str], payload: dict[str, list[str]] | None = None,
-                    **fields: Any) -> Endpoint:
-    """Create an endpoint of ``owner`` subscribed to ``events``, within
-    ``MAX_ENDPOINTS_PER_OWNER`` (checked under a lock on the owner's row, so that concurrent
-    requests cannot both take the last place)."""
-    using = router.db_for_write(Endpoint)
-    with transaction.atomic(using=using):
-        user_model = get_user_model()
-        list(user_model._default_manager.using(using).select_for_update()
-             .filter(pk=owner.pk).values_list("pk"))
-        endpoint = Endpoint(owner=owner, **fields)
-        try:
-            endpoint.clean()
-        except DjangoValidationError as exc:
-            raise serializers.ValidationError(serializers.as_serializer_error(exc)) from None
-        endpoint.save(using=using, force_insert=True)
-        set_subscriptions(endpoint, events, payload)
-    return endpoint
-
-
-def set_subscriptions(endpoint: Endpoint, events: list[str],
-                      payload: dict[str, list[str]] | None = None) -> None:
-    """Make ``endpoint`` subscribe to exactly ``events`` (see
-    :meth:`webhooks.models.Endpoint.set_subscriptions`)."""
-    endpoint.set_subscriptions(events, payload)
-    endpoint._prefetched_objects_cache = {}  # type: ignore[attr-defined]
+        return services.update_endpoint(instance, fields,
+                                        disabled_reason=services.DISABLED_BY_OWNER,
+                                        events=events, payload=restricted)
 
 
 class SecretSerializer(serializers.Serializer):
@@ -239,6 +189,12 @@ class ReplaySerializer(serializers.Serializer):
     since = serializers.DateTimeField(
         help_text=_("Re-send what failed or was missed since this time (at most the site's "
                     "REPLAY_WINDOW ago, 14 days by default)."))
+
+    def validate_since(self, value: Any) -> Any:
+        try:
+            return services.check_replay_window(value)
+        except InvalidReplayWindow as exc:
+            raise serializers.ValidationError(exc.message, code=exc.code) from None
 
 
 class ReplayResultSerializer(serializers.Serializer):

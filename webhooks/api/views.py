@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Prefetch, QuerySet
 from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions, mixins, status, viewsets
@@ -14,10 +15,12 @@ from rest_framework.pagination import BasePagination
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.serializers import BaseSerializer
+from rest_framework.serializers import BaseSerializer, as_serializer_error
+from rest_framework.settings import api_settings
 from rest_framework.throttling import BaseThrottle
 
-from webhooks.emit import replay, retry_deliveries, send_test_event
+from webhooks import exceptions as webhooks_errors
+from webhooks import services
 from webhooks.events.catalog import get_catalog
 from webhooks.events.payloads import payload_fields
 from webhooks.models import Delivery, DeliveryAttempt, Endpoint, Event, Subscription
@@ -39,15 +42,33 @@ SEND_ACTIONS = frozenset({"test", "replay", "retry"})
 
 
 class EndpointDisabled(exceptions.APIException):
+    """409: the endpoint must be switched on first."""
+
     status_code = status.HTTP_409_CONFLICT
     default_detail = _("The endpoint is disabled: enable it (is_active: true) first.")
     default_code = "endpoint_disabled"
 
 
 class DeliveryInProgress(exceptions.APIException):
+    """409: a worker holds the delivery right now."""
+
     status_code = status.HTTP_409_CONFLICT
     default_detail = _("A worker is sending this delivery right now; try again later.")
     default_code = "delivery_in_progress"
+
+
+def api_exception(exc: Exception) -> Exception:
+    """The API's answer to an error of :mod:`webhooks.services` or of model validation
+    (``exc`` itself for anything else)."""
+    if isinstance(exc, webhooks_errors.EndpointDisabled):
+        return EndpointDisabled()
+    if isinstance(exc, webhooks_errors.ServiceError):
+        field = ("since" if isinstance(exc, webhooks_errors.InvalidReplayWindow)
+                 else api_settings.NON_FIELD_ERRORS_KEY)
+        return exceptions.ValidationError({field: [exc.message]}, code=exc.code)
+    if isinstance(exc, DjangoValidationError):
+        return exceptions.ValidationError(as_serializer_error(exc))
+    return exc
 
 
 def _errors(*codes: int) -> dict[int, Any]:
@@ -92,6 +113,9 @@ class WebhooksAPIView(viewsets.GenericViewSet):
     def endpoints(self) -> QuerySet[Endpoint]:
         """The requesting user's endpoints, and only theirs (staff included)."""
         return Endpoint.objects.filter(owner_id=self.request.user.pk)
+
+    def handle_exception(self, exc: Exception) -> Response:
+        return super().handle_exception(api_exception(exc))
 
 
 @extend_schema_view(
@@ -141,7 +165,7 @@ class EndpointViewSet(mixins.ListModelMixin, mixins.CreateModelMixin,
         params = s.RotateSecretSerializer(data=request.data)
         params.is_valid(raise_exception=True)
         grace = params.validated_data.get("grace_period")
-        endpoint.rotate_secret(None if grace is None else timedelta(seconds=grace))
+        services.rotate_secret(endpoint, None if grace is None else timedelta(seconds=grace))
         return _no_store(Response(s.RotatedSecretSerializer(endpoint).data))
 
     @extend_schema(
@@ -151,10 +175,8 @@ class EndpointViewSet(mixins.ListModelMixin, mixins.CreateModelMixin,
         responses={202: s.DeliverySerializer, **_errors(404, 409)})
     @action(detail=True, methods=["post"])
     def test(self, request: Request, pk: Any = None) -> Response:
-        endpoint = self.get_object()
-        if not endpoint.is_active:
-            raise EndpointDisabled
-        delivery = send_test_event(endpoint)
+        endpoint = services.require_active(self.get_object())
+        delivery = services.send_test_event(endpoint)
         return Response(s.DeliverySerializer(delivery).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(
@@ -168,12 +190,8 @@ class EndpointViewSet(mixins.ListModelMixin, mixins.CreateModelMixin,
         endpoint = self.get_object()
         params = s.ReplaySerializer(data=request.data)
         params.is_valid(raise_exception=True)
-        if not endpoint.is_active:
-            raise EndpointDisabled
-        try:
-            retried, added = replay(endpoint, params.validated_data["since"])
-        except ValueError as exc:
-            raise exceptions.ValidationError({"since": [str(exc)]}, code="too_old") from None
+        services.require_active(endpoint)
+        retried, added = services.replay(endpoint, params.validated_data["since"])
         data = s.ReplayResultSerializer({"retried": retried, "added": added}).data
         return Response(data, status=status.HTTP_202_ACCEPTED)
 
@@ -216,9 +234,8 @@ class DeliveryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Webhooks
     @action(detail=True, methods=["post"])
     def retry(self, request: Request, pk: Any = None) -> Response:
         delivery = self.get_object()
-        if not Endpoint.objects.filter(pk=delivery.endpoint_id, is_active=True).exists():
-            raise EndpointDisabled
-        if not retry_deliveries(Delivery.objects.filter(pk=delivery.pk)):
+        services.require_active(delivery.endpoint)
+        if not services.retry_deliveries(Delivery.objects.filter(pk=delivery.pk)):
             raise DeliveryInProgress
         delivery.refresh_from_db(fields=["status", "next_attempt_at", "claim_token"])
         return Response(s.DeliverySerializer(delivery).data, status=status.HTTP_202_ACCEPTED)
@@ -263,8 +280,9 @@ class ZapierHookViewSet(WebhooksAPIView):
     def create(self, request: Request) -> Response:
         params = s.ZapierSubscribeSerializer(data=request.data)
         params.is_valid(raise_exception=True)
-        endpoint = s.create_endpoint(request.user, [params.validated_data["event"]],
-                                     url=params.validated_data["url"], description="Zapier")
+        endpoint = services.create_endpoint(request.user, [params.validated_data["event"]],
+                                            url=params.validated_data["url"],
+                                            description="Zapier")
         return Response(s.ZapierSubscriptionSerializer(endpoint).data,
                         status=status.HTTP_201_CREATED)
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
+from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
+
+from webhooks.models import Endpoint
 
 _RELATIVE = re.compile(r"^(\d+)\s*([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -24,6 +27,14 @@ def parse_when(value: str) -> datetime:
     if timezone.is_naive(parsed):
         parsed = parsed.replace(tzinfo=UTC)
     return parsed
+
+
+def get_endpoint(endpoint_id: str) -> Endpoint:
+    """The endpoint with this id, or a :class:`CommandError` that says there is none."""
+    try:
+        return Endpoint.objects.get(pk=endpoint_id)
+    except (Endpoint.DoesNotExist, ValidationError, ValueError):
+        raise CommandError(f"No endpoint with id {endpoint_id!r}.") from None
 
 
 def progress(done: int, total: int, width: int = 30) -> str:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from webhooks.emit import replay, retry_deliveries
-from webhooks.management.commands._util import parse_when
-from webhooks.models import Delivery, Endpoint
+from webhooks import services
+from webhooks.exceptions import InvalidReplayWindow
+from webhooks.management.commands._util import get_endpoint, parse_when
+from webhooks.models import Delivery
 
 
 class Command(BaseCommand):
@@ -34,11 +34,13 @@ class Command(BaseCommand):
     def handle(self, *args: Any, endpoint: str, since: str, until: str | None = None,
                status: list[str] | None = None, event_types: list[str] | None = None,
                missed: bool = False, dry_run: bool = False, **options: Any) -> None:
-        try:
-            target = Endpoint.objects.get(pk=endpoint)
-        except (Endpoint.DoesNotExist, ValidationError, ValueError):
-            raise CommandError(f"No endpoint with id {endpoint!r}.") from None
+        target = get_endpoint(endpoint)
         start = parse_when(since)
+        if missed:  # checked first: nothing is sent again when part of the work is refused
+            try:
+                services.check_replay_window(start)
+            except InvalidReplayWindow as exc:
+                raise CommandError(exc.message) from None
         deliveries = Delivery.objects.filter(endpoint=target, created_at__gte=start,
                                              status__in=status or ["failed"])
         if until:
@@ -48,11 +50,8 @@ class Command(BaseCommand):
         if dry_run:
             self.stdout.write(f"{deliveries.count()} deliveries would be sent again.")
             return
-        count = retry_deliveries(deliveries)
+        count = services.retry_deliveries(deliveries)
         self.stdout.write(f"{count} deliveries are due again.")
         if missed:
-            try:
-                _, added = replay(target, start)
-            except ValueError as exc:
-                raise CommandError(str(exc)) from None
+            _, added = services.replay(target, start)
             self.stdout.write(f"{added} missed events were queued for the endpoint.")

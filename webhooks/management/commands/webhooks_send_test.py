@@ -8,8 +8,9 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from webhooks.emit import send_test_event
-from webhooks.models import Delivery, Endpoint
+from webhooks import services
+from webhooks.management.commands._util import get_endpoint
+from webhooks.models import Delivery
 from webhooks.validators import validate_endpoint_url
 
 
@@ -27,10 +28,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, endpoint: str, wait: float = 0, dry_run: bool = False,
                **options: Any) -> None:
-        try:
-            target = Endpoint.objects.get(pk=endpoint)
-        except (Endpoint.DoesNotExist, ValidationError, ValueError):
-            raise CommandError(f"No endpoint with id {endpoint!r}.") from None
+        target = get_endpoint(endpoint)
         if dry_run:
             try:
                 validate_endpoint_url(target.url)
@@ -40,7 +38,7 @@ class Command(BaseCommand):
             self.stdout.write(f"Would POST a webhook.test event to {target.url} ({state}), "
                               f"signed with {len(target.signing_secrets())} secret(s).")
             return
-        sent = send_test_event(target)
+        sent = services.send_test_event(target)
         self.stdout.write(f"Queued test event {sent.event.public_id} for {target.url}")
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:

@@ -48,6 +48,7 @@ class Health:
 
     @property
     def success_rate(self) -> float | None:
+        """Succeeded attempts over all of them; ``None`` without attempts."""
         return self.succeeded / self.attempts if self.attempts else None
 
 
@@ -94,6 +95,8 @@ def health_by_endpoint(endpoint_ids: Iterable[Any], now: datetime | None = None,
 
 @dataclass
 class Bucket:
+    """One hour of one endpoint's attempts."""
+
     start: datetime
     succeeded: int = 0
     failed: int = 0
@@ -124,6 +127,7 @@ def hourly_buckets(endpoint_id: Any, now: datetime | None = None) -> list[Bucket
 
 
 def format_latency(seconds: float | None) -> str:
+    """Seconds as ``850 ms`` or ``1.25 s``; ``—`` for none."""
     if seconds is None:
         return "—"
     if seconds < 1:

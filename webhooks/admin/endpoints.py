@@ -1,0 +1,395 @@
+"""The endpoints admin: the form (event types from the catalog, payload field allowlists),
+health in the list and on the page, the signing secret, and the actions. Every change goes
+through :mod:`webhooks.services`."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.views.main import ChangeList
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
+
+from webhooks import services
+from webhooks.conf import webhooks_settings
+from webhooks.exceptions import InvalidReplayWindow, WebhooksConfigurationError
+from webhooks.models import WILDCARD, Delivery, Endpoint
+
+from .base import ENDPOINT_HEAVY, LeanChangeList
+from .filters import HealthFilter, OwnerKindFilter
+from .health import (
+    Health,
+    chart_svg,
+    format_latency,
+    health_by_endpoint,
+    hourly_buckets,
+    summary_html,
+)
+
+MASK = "••••••••••••••••"
+
+
+def subscribable_choices() -> list[tuple[str, str]]:
+    """``(name, label)`` of the types an endpoint can subscribe to; none when the
+    ``WEBHOOKS`` setting is broken (the system checks report that)."""
+    try:
+        types = services.subscribable_types()
+    except WebhooksConfigurationError:
+        return []
+    return [(name, f"{name} — {description}" if description else name)
+            for name, description in types.items()]
+
+
+class EndpointForm(forms.ModelForm):
+    """The endpoint form; ``events`` offers the catalog's types, read when the form is built."""
+
+    # Declared so the form needs no global setting for the scheme; the model's validators
+    # (the same as the API's) still run when the form cleans the instance.
+    url = forms.URLField(label=_("URL"), max_length=2048, assume_scheme="https",
+                         widget=forms.URLInput(attrs={"class": "vURLField"}))
+    events = forms.MultipleChoiceField(
+        label=_("Event types"),
+        widget=forms.CheckboxSelectMultiple,
+        help_text=_("The events this endpoint receives. “All event types” includes types "
+                    "added later. Test events are always delivered."),
+    )
+
+    payload_fields = forms.JSONField(
+        label=_("Payload fields"), required=False,
+        help_text=_('Send only some fields of the data, per event type, e.g. '
+                    '{"order.created": ["id", "status"]}. Types left out get every field.'),
+    )
+
+    class Meta:
+        model = Endpoint
+        fields = ["url", "description", "owner", "is_active", "events", "payload_fields",
+                  "headers", "rate_limit", "max_concurrency"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        choices: list[tuple[str, Any]] = [(WILDCARD, _("All event types (*)"))]
+        choices += subscribable_choices()
+        current: list[str] = []
+        adding = self.instance._state.adding
+        if not adding:
+            current = sorted(self.instance.subscriptions.values_list("event_type", flat=True))
+            known = {name for name, _label in choices}
+            choices += [(name, _("%(name)s (no longer in the catalog)") % {"name": name})
+                        for name in current if name not in known]
+        events = self.fields["events"]
+        assert isinstance(events, forms.MultipleChoiceField)  # noqa: S101 - for the type checker
+        events.choices = choices
+        if not self.is_bound:
+            self.initial["events"] = [WILDCARD] if adding else current
+            self.initial["payload_fields"] = {} if adding else self.instance.payload_fields
+
+    def clean_events(self) -> list[str]:
+        chosen: list[str] = self.cleaned_data["events"]
+        return [WILDCARD] if WILDCARD in chosen else chosen
+
+    def clean(self) -> dict[str, Any]:
+        cleaned: dict[str, Any] = super().clean() or {}
+        restricted = cleaned.get("payload_fields") or {}
+        if not isinstance(restricted, dict) or not all(
+            isinstance(v, list) and all(isinstance(n, str) for n in v)
+            for v in restricted.values()
+        ):
+            self.add_error("payload_fields", _("Give an object of event type to a list of "
+                                               "field names."))
+            return cleaned
+        errors = services.validate_payload_fields(restricted, cleaned.get("events") or [])
+        for problems in errors.values():
+            for message in problems:
+                self.add_error("payload_fields", message)
+        return cleaned
+
+
+class EndpointChangeList(LeanChangeList):
+    """Attaches each listed endpoint's 24-hour health, read in one query for the page."""
+
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        health = health_by_endpoint(obj.pk for obj in self.result_list)
+        for obj in self.result_list:
+            obj.webhooks_health = health.get(obj.pk, Health())
+
+
+class ReplayForm(forms.Form):
+    """The intermediate page of the replay action: since when."""
+
+    since = forms.DateTimeField(
+        label=_("Replay since"),
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+        help_text=_("Failed deliveries created since then are sent again, and events the "
+                    "endpoint missed since then are delivered (active endpoints only)."),
+    )
+
+    def clean_since(self) -> Any:
+        try:
+            return services.check_replay_window(self.cleaned_data["since"])
+        except InvalidReplayWindow as exc:
+            raise forms.ValidationError(exc.message, code=exc.code) from None
+
+
+class EndpointAdmin(admin.ModelAdmin):
+    """Endpoints, with their health, signing secret and actions."""
+
+    form = EndpointForm
+    list_display = ["url", "owner", "is_active", "subscribed_events", "success_rate",
+                    "median_latency", "last_success_at", "consecutive_failures",
+                    "disabled_why"]
+    list_display_links = ["url"]
+    list_filter = ["is_active", HealthFilter, OwnerKindFilter]
+    list_select_related = ["owner"]
+    list_defer = ENDPOINT_HEAVY
+    search_fields = ["url", "description"]
+    raw_id_fields = ["owner"]
+    readonly_fields = ["secret_display", "health_summary", "health_chart", "paused",
+                       "disabled_reason",
+                       "disabled_at", "failing_since", "consecutive_failures",
+                       "last_success_at", "last_failure_at", "created_at", "updated_at"]
+    actions = ["send_test", "enable", "disable", "retry_failed", "replay_since"]
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        main = (None, {"fields": ["url", "description", "owner", "is_active", "events",
+                                  "payload_fields", "headers"]})
+        flow = (_("Flow control"), {"fields": ["rate_limit", "max_concurrency"]})
+        if obj is None:
+            return [main, flow]
+        return [
+            main,
+            flow,
+            (_("Signing secret"), {"fields": ["secret_display"]}),
+            (_("Health (last 24 hours)"), {"fields": ["health_summary", "health_chart"]}),
+            (_("State"), {"fields": ["paused", "disabled_reason", "disabled_at", "failing_since",
+                                     "consecutive_failures", "last_success_at",
+                                     "last_failure_at", "created_at", "updated_at"]}),
+        ]
+
+    def get_search_fields(self, request: HttpRequest) -> list[str]:
+        user_model = get_user_model()
+        return [*self.search_fields, f"owner__{user_model.USERNAME_FIELD}"]
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return EndpointChangeList
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Endpoint]:
+        return super().get_queryset(request).prefetch_related("subscriptions")
+
+    def get_urls(self) -> list[Any]:
+        view = self.admin_site.admin_view
+        info = self.opts.app_label, self.opts.model_name
+        return [
+            path("<path:object_id>/secret/", view(self.secret_view),
+                 name="{}_{}_secret".format(*info)),
+            path("<path:object_id>/rotate-secret/", view(self.rotate_secret_view),
+                 name="{}_{}_rotate_secret".format(*info)),
+            *super().get_urls(),
+        ]
+
+    # list columns
+
+    @admin.display(description=_("events"))
+    def subscribed_events(self, obj: Endpoint) -> str:
+        names = obj.event_types
+        text = ", ".join(sorted(names)) or "—"
+        return text if len(text) <= 60 else text[:59] + "…"
+
+    @admin.display(description=_("disabled reason"), ordering="disabled_reason")
+    def disabled_why(self, obj: Endpoint) -> SafeString:
+        reason = obj.disabled_reason
+        if len(reason) <= 40:
+            return format_html("{}", reason or "—")
+        return format_html('<span title="{}">{}…</span>', reason, reason[:39])
+
+    @admin.display(description=_("paused"))
+    def paused(self, obj: Endpoint) -> str:
+        """Why and until when deliveries to the endpoint are held (a 429, an open circuit)."""
+        until = obj.paused_until
+        if until is None or until <= timezone.now():
+            return "—"
+        why = {"rate_limited": _("the receiver answered 429"),
+               "circuit_open": _("failing: circuit breaker open")}.get(obj.pause_reason,
+                                                                      obj.pause_reason)
+        when = timezone.localtime(until).strftime("%Y-%m-%d %H:%M:%S")
+        return str(_("until %(when)s (%(why)s)") % {"when": when, "why": why})
+
+    @admin.display(description=_("success (24 h)"))
+    def success_rate(self, obj: Endpoint) -> str:
+        health = getattr(obj, "webhooks_health", None) or Health()
+        rate = health.success_rate
+        return "—" if rate is None else f"{rate * 100:.1f}% ({health.attempts})"
+
+    @admin.display(description=_("median latency (24 h)"))
+    def median_latency(self, obj: Endpoint) -> str:
+        health = getattr(obj, "webhooks_health", None) or Health()
+        return format_latency(health.median_latency)
+
+    # change page
+
+    @admin.display(description=_("signing secret"))
+    def secret_display(self, obj: Endpoint) -> SafeString:
+        if not obj.pk:
+            return format_html("{}", "—")
+        info = self.opts.app_label, self.opts.model_name
+        reveal = reverse("admin:{}_{}_secret".format(*info), args=[obj.pk])
+        rotate = reverse("admin:{}_{}_rotate_secret".format(*info), args=[obj.pk])
+        grace = ""
+        expires = obj.previous_secret_expires_at
+        if obj.previous_secret and expires and expires > timezone.now():
+            grace = str(_("The previous secret also signs until %(when)s.")
+                        % {"when": timezone.localtime(expires).strftime("%Y-%m-%d %H:%M %Z")})
+        return format_html(
+            '<code>whsec_{}</code> <a class="button" href="{}">{}</a> '
+            '<a class="button" href="{}">{}</a> <span class="help">{}</span>',
+            MASK, reveal, _("Reveal"), rotate, _("Rotate"), grace)
+
+    @admin.display(description=_("summary"))
+    def health_summary(self, obj: Endpoint) -> SafeString:
+        health = health_by_endpoint([obj.pk]).get(obj.pk, Health())
+        deliveries = reverse("admin:webhooks_delivery_changelist") + f"?endpoint={obj.pk}"
+        return format_html('{} · <a href="{}">{}</a>', summary_html(health), deliveries,
+                           _("See its deliveries"))
+
+    @admin.display(description=_("attempts per hour"))
+    def health_chart(self, obj: Endpoint) -> SafeString:
+        return chart_svg(hourly_buckets(obj.pk))
+
+    def save_model(self, request: HttpRequest, obj: Endpoint, form: Any, change: bool) -> None:
+        """A change saves only what the form changed (see :func:`services.update_endpoint`);
+        the subscriptions are saved with the endpoint."""
+        events = form.cleaned_data["events"]
+        payload = form.cleaned_data.get("payload_fields") or {}
+        if not change:
+            services.insert_endpoint(obj, events, payload)
+            return
+        columns = {f.name for f in Endpoint._meta.concrete_fields}
+        services.update_endpoint(
+            obj, [name for name in form.changed_data if name in columns],
+            disabled_reason=services.DISABLED_BY_STAFF, events=events, payload=payload)
+
+    # secret views (POST to act; change permission on the endpoint required)
+
+    def _endpoint_or_deny(self, request: HttpRequest, object_id: str) -> Endpoint:
+        obj = self.get_object(request, object_id)
+        if obj is None:
+            raise PermissionDenied
+        if not self.has_change_permission(request, obj):
+            raise PermissionDenied
+        return obj
+
+    def secret_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        endpoint = self._endpoint_or_deny(request, object_id)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts, "original": endpoint, "title": _("Signing secret"),
+            "secret": None,
+        }
+        if request.method == "POST":
+            context["secret"] = endpoint.secret
+            self.log_change(request, endpoint, str(_("Revealed the signing secret.")))
+        response = TemplateResponse(request, "admin/webhooks/endpoint/secret.html", context)
+        response["Cache-Control"] = "no-store"
+        return response
+
+    def rotate_secret_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        endpoint = self._endpoint_or_deny(request, object_id)
+        if request.method == "POST":
+            services.rotate_secret(endpoint)
+            self.log_change(request, endpoint, str(_("Rotated the signing secret.")))
+            expires = endpoint.previous_secret_expires_at
+            message: Any
+            if expires:
+                message = _("The secret was rotated. The previous one keeps signing until "
+                            "%(when)s.") % {"when": timezone.localtime(expires)
+                                            .strftime("%Y-%m-%d %H:%M %Z")}
+            else:
+                message = _("The secret was rotated.")
+            self.message_user(request, message, messages.SUCCESS)
+            return HttpResponseRedirect(
+                reverse("admin:webhooks_endpoint_change", args=[endpoint.pk]))
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts, "original": endpoint, "title": _("Rotate the signing secret"),
+            "grace_hours": webhooks_settings.SECRET_ROTATION_GRACE / 3600,
+        }
+        return TemplateResponse(request, "admin/webhooks/endpoint/rotate_secret.html", context)
+
+    # actions
+
+    @admin.action(description=_("Send a test event"), permissions=["change"])
+    def send_test(self, request: HttpRequest, queryset: QuerySet[Endpoint]) -> None:
+        count = 0
+        for endpoint in queryset.defer(None):
+            services.send_test_event(endpoint)
+            count += 1
+        self.message_user(request, ngettext("Sent a test event to %d endpoint.",
+                                            "Sent a test event to %d endpoints.", count) % count,
+                          messages.SUCCESS)
+
+    @admin.action(description=_("Enable"), permissions=["change"])
+    def enable(self, request: HttpRequest, queryset: QuerySet[Endpoint]) -> None:
+        count = services.enable_endpoints(queryset)
+        self.message_user(request, ngettext("Enabled %d endpoint.", "Enabled %d endpoints.",
+                                            count) % count, messages.SUCCESS)
+
+    @admin.action(description=_("Disable"), permissions=["change"])
+    def disable(self, request: HttpRequest, queryset: QuerySet[Endpoint]) -> None:
+        count = services.disable_endpoints(queryset, services.DISABLED_BY_STAFF)
+        self.message_user(request, ngettext("Disabled %d endpoint.", "Disabled %d endpoints.",
+                                            count) % count, messages.SUCCESS)
+
+    @admin.action(description=_("Retry failed deliveries"), permissions=["change"])
+    def retry_failed(self, request: HttpRequest, queryset: QuerySet[Endpoint]) -> None:
+        count = services.retry_deliveries(Delivery.objects.filter(
+            endpoint__in=queryset.values("pk"), status=Delivery.Status.FAILED))
+        self.message_user(request, ngettext("Queued %d failed delivery for retry.",
+                                            "Queued %d failed deliveries for retry.",
+                                            count) % count, messages.SUCCESS)
+
+    @admin.action(description=_("Replay since a chosen time…"), permissions=["change"])
+    def replay_since(self, request: HttpRequest,
+                     queryset: QuerySet[Endpoint]) -> HttpResponse | None:
+        if "apply" in request.POST:
+            form = ReplayForm(request.POST)
+            if form.is_valid():
+                since = form.cleaned_data["since"]
+                endpoints = list(queryset.defer(None))
+                retried = added = 0
+                for endpoint in endpoints:
+                    one_retried, one_added = services.replay(endpoint, since)
+                    retried += one_retried
+                    added += one_added
+                self.message_user(request, ngettext(
+                    "Replayed %(endpoints)d endpoint: %(retried)d failed deliveries retried, "
+                    "%(added)d missed events queued.",
+                    "Replayed %(endpoints)d endpoints: %(retried)d failed deliveries retried, "
+                    "%(added)d missed events queued.", len(endpoints),
+                ) % {"endpoints": len(endpoints), "retried": retried, "added": added},
+                    messages.SUCCESS)
+                return None
+        else:
+            form = ReplayForm(initial={"since": timezone.localtime() - timedelta(hours=24)})
+        context = {
+            **self.admin_site.each_context(request),
+            "title": _("Replay deliveries"),
+            "opts": self.opts,
+            "queryset": queryset,
+            "form": form,
+            "action_checkbox_name": ACTION_CHECKBOX_NAME,
+            "media": self.media,
+        }
+        return TemplateResponse(request, "admin/webhooks/endpoint/replay.html", context)

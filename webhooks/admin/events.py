@@ -1,0 +1,83 @@
+"""The events admin (read-only), with each event's deliveries."""
+
+from __future__ import annotations
+
+import json
+
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+from django.utils.translation import gettext_lazy as _
+
+from webhooks.models import Delivery, Event
+
+from .base import (
+    CappedInlineFormSet,
+    LargeTableAdmin,
+    ReadOnlyAdminMixin,
+    admin_link,
+    parse_id,
+    pretty_json,
+    with_lean_endpoint,
+)
+from .deliveries import DeliveryDisplayMixin
+from .filters import EventTypeFilter
+
+
+class DeliveryInline(DeliveryDisplayMixin, ReadOnlyAdminMixin, admin.TabularInline):
+    """An event's first deliveries."""
+
+    model = Delivery
+    formset = CappedInlineFormSet
+    readonly_fields = ("delivery_link", "endpoint_link", "status_label", "attempts",
+                       "last_status_code", "last_error", "next_attempt_at")
+    fields = readonly_fields
+    extra = 0
+    ordering = ["created_at"]
+    verbose_name_plural = _("deliveries (first 100)")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return with_lean_endpoint(super().get_queryset(request))
+
+    @admin.display(description=_("delivery"))
+    def delivery_link(self, obj: Delivery) -> SafeString:
+        return admin_link(obj, obj.public_id)
+
+
+class EventAdmin(LargeTableAdmin):
+    """Events: searched by id or type, never counted in full."""
+
+    list_display = ["public_id", "type", "owner", "created_at", "dispatched_at", "failed"]
+    list_filter = [EventTypeFilter, ("created_at", admin.DateFieldListFilter)]
+    list_select_related = ["owner"]
+    list_defer = ("payload",)
+    search_fields = ["type"]
+    search_help_text = _("An event id (evt_…), or an event type or its beginning.")
+    readonly_fields = (
+        "public_id", "id", "type", "owner", "created_at", "dispatched_at",
+        "payload_pretty", "error",
+    )
+    fields = readonly_fields
+    inlines = [DeliveryInline]
+
+    def search(self, queryset: QuerySet, term: str) -> QuerySet:
+        pk = parse_id(term, "evt")
+        if pk is not None:
+            return queryset.filter(pk=pk)
+        return queryset.filter(type__startswith=term.lower())
+
+    @admin.display(description=_("id"))
+    def public_id(self, obj: Event) -> str:
+        return obj.public_id
+
+    @admin.display(description=_("payload error"), boolean=True)
+    def failed(self, obj: Event) -> bool:
+        return bool(obj.error)
+
+    @admin.display(description=_("payload"))
+    def payload_pretty(self, obj: Event) -> SafeString:
+        if not obj.payload:
+            return format_html("{}", "—")
+        return pretty_json(json.loads(obj.payload))

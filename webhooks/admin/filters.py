@@ -1,0 +1,110 @@
+"""List filters of the admin: none of them reads a whole table to build its choices."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.db import models
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.translation import gettext_lazy as _
+
+from webhooks.models import Endpoint
+
+from .base import catalog_types, parse_id
+
+
+class EventTypeFilter(admin.SimpleListFilter):
+    """Event types from the catalog (never a ``SELECT DISTINCT`` over the events table)."""
+
+    title = _("event type")
+    parameter_name = "event_type"
+    field_path = "type"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(name, name) for name, _description in catalog_types()]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        value = self.value()
+        return queryset.filter(**{self.field_path: value}) if value else queryset
+
+
+class DeliveryEventTypeFilter(EventTypeFilter):
+    """The event type of a delivery."""
+
+    field_path = "event__type"
+
+
+class EndpointFilter(admin.SimpleListFilter):
+    """The first endpoints by URL, and the chosen one (a long list belongs in search)."""
+
+    title = _("endpoint")
+    parameter_name = "endpoint"
+    shown = 30
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        chosen = parse_id(self.value() or "", "ep")
+        rows = Endpoint.objects.order_by("url").values_list("pk", "url")
+        if chosen is not None:
+            rows = rows.filter(pk=chosen) | rows.filter(pk__in=rows.values("pk")[: self.shown])
+            return [(str(pk), url) for pk, url in rows]
+        return [(str(pk), url) for pk, url in rows[: self.shown]]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if not self.value():
+            return queryset
+        chosen = parse_id(self.value() or "", "ep")
+        return queryset.filter(endpoint_id=chosen) if chosen else queryset.none()
+
+
+class ConditionFilter(admin.SimpleListFilter):
+    """A filter whose every choice is a label and a condition (``conditions``)."""
+
+    #: ``{parameter value: (label, condition)}``, in the order the choices are shown.
+    conditions: dict[str, tuple[Any, models.Q]] = {}
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
+        return [(value, label) for value, (label, _condition) in self.conditions.items()]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        chosen = self.conditions.get(self.value() or "")
+        return queryset.filter(chosen[1]) if chosen else queryset
+
+
+_SUCCEEDED = models.Q(status_code__gte=200, status_code__lt=300)
+
+
+class AttemptOutcomeFilter(ConditionFilter):
+    """Attempts that succeeded, failed with a response, or got none."""
+
+    title = _("outcome")
+    parameter_name = "outcome"
+    conditions = {
+        "ok": (_("Succeeded (2xx)"), _SUCCEEDED),
+        "http": (_("Failed with a response"), models.Q(status_code__isnull=False) & ~_SUCCEEDED),
+        "error": (_("Failed without a response"), models.Q(status_code__isnull=True)),
+    }
+
+
+class OwnerKindFilter(ConditionFilter):
+    """Site-wide endpoints, or users' endpoints."""
+
+    title = _("owner")
+    parameter_name = "owned"
+    conditions = {
+        "site": (_("Site-wide (no owner)"), models.Q(owner__isnull=True)),
+        "user": (_("A user's"), models.Q(owner__isnull=False)),
+    }
+
+
+class HealthFilter(ConditionFilter):
+    """Endpoints failing now, disabled, or healthy."""
+
+    title = _("health")
+    parameter_name = "health"
+    conditions = {
+        "failing": (_("Failing now"), models.Q(is_active=True, consecutive_failures__gt=0)),
+        "disabled": (_("Disabled"), models.Q(is_active=False)),
+        "healthy": (_("Healthy"), models.Q(is_active=True, consecutive_failures=0)),
+    }
