@@ -21,27 +21,6 @@ class PayloadError(WebhooksError, ValueError):
     """An event's payload could not be built or serialized as JSON."""
 
 
-class DeliveryError(WebhooksError):
-    """One delivery attempt failed. Carries what the receiver answered, when it answered.
-
-    ``error_class`` is a stable, short name for the kind of failure (``timeout``,
-    ``connection_error``, ``http_status``…) as stored on :class:`~webhooks.models.DeliveryAttempt`.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        error_class: str,
-        status_code: int | None = None,
-        retryable: bool = True,
-    ) -> None:
-        super().__init__(message)
-        self.error_class = error_class
-        self.status_code = status_code
-        self.retryable = retryable
-
-
 class ServiceError(WebhooksError):
     """An operation of :mod:`webhooks.services` was refused.
 
