@@ -1,3 +1,6 @@
+"""Fixtures for every test: no real DNS, a loopback receiver, recorded task queueing, and the
+rule that only tests marked ``e2e`` start a real ``qcluster``."""
+
 from __future__ import annotations
 
 import socket
@@ -5,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.cluster import Cluster
 from tests.receiver import Receiver
 from webhooks import ssrf
 
@@ -54,3 +58,34 @@ def enqueued(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, tuple[object, .
     calls: list[tuple[str, tuple[object, ...]]] = []
     monkeypatch.setattr("webhooks.tasks.enqueue", lambda task, *args: calls.append((task, args)))
     return calls
+
+
+@pytest.fixture
+def async_broker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tasks go to the broker (django-q2's sync mode off), for the real clusters a test starts."""
+    from django_q.conf import Conf
+
+    monkeypatch.setattr(Conf, "SYNC", False)
+
+
+@pytest.fixture
+def postgres() -> None:
+    """Skip the test unless the database is PostgreSQL."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL only (set DATABASE_URL)")
+
+
+@pytest.fixture(autouse=True)
+def _clusters_only_in_e2e_tests(request: pytest.FixtureRequest,
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test that starts a real qcluster must be marked ``e2e``: ``-m "not e2e"`` (the quick
+    run) relies on it."""
+    if request.node.get_closest_marker("e2e") is not None:
+        return
+
+    def refuse(self: Cluster) -> Cluster:
+        pytest.fail(f"{request.node.nodeid} starts a qcluster: mark it e2e")
+
+    monkeypatch.setattr(Cluster, "start", refuse)

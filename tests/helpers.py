@@ -1,23 +1,16 @@
-"""Plain helper functions that build test data."""
+"""Test helpers that are not data factories (those are in :mod:`tests.factories`)."""
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
-from django.contrib.auth import get_user_model
+from django.core.management import call_command
 
-from webhooks.models import Endpoint, Subscription
+# The factories' old home: test files that import them from here keep working.
+from tests.factories import make_endpoint, make_user
 
-
-def make_user(username: str = "alice") -> Any:
-    return get_user_model().objects.create_user(username=username, password="pw")
-
-
-def make_endpoint(url: str, *types: str, owner: Any = None, **fields: Any) -> Endpoint:
-    endpoint = Endpoint.objects.create(url=url, owner=owner, **fields)
-    for event_type in types or ("*",):
-        Subscription.objects.create(endpoint=endpoint, event_type=event_type)
-    return endpoint
+__all__ = ["make_endpoint", "make_user", "override_webhooks", "run_command"]
 
 
 def override_webhooks(**values: Any) -> Any:
@@ -29,3 +22,10 @@ def override_webhooks(**values: Any) -> Any:
     from django.test import override_settings
 
     return override_settings(WEBHOOKS={**settings.WEBHOOKS, **values})
+
+
+def run_command(*args: str) -> str:
+    """Run a management command (name, then its arguments); return what it wrote to stdout."""
+    out = io.StringIO()
+    call_command(*args, stdout=out)
+    return out.getvalue()

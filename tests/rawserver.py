@@ -3,6 +3,7 @@ receivers no well-behaved HTTP server would imitate (drip, garbage, endless bodi
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import threading
@@ -34,7 +35,12 @@ class RawServer:
 
     def __exit__(self, *exc: Any) -> None:
         self.stopped.set()
+        # close() alone leaves the thread blocked in accept() (Linux) with the port still
+        # listening; shutdown() wakes it at once.
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
+        self.thread.join(5)
 
     @property
     def port(self) -> int:

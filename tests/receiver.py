@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import socket
+import socketserver
 import threading
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+#: How often a test server's ``serve_forever`` looks for a shutdown request. With socketserver's
+#: default (0.5 s) every test that started a receiver waited about that long for it to stop.
+SHUTDOWN_POLL = 0.01
+
+
+class PromptShutdown(socketserver.BaseServer):
+    """Mixin (put it first) for a socketserver server: ``shutdown()`` returns within
+    :data:`SHUTDOWN_POLL` seconds instead of socketserver's half second."""
+
+    def serve_forever(self, poll_interval: float = SHUTDOWN_POLL) -> None:
+        super().serve_forever(min(poll_interval, SHUTDOWN_POLL))
 
 
 @dataclass
@@ -74,7 +87,7 @@ class Receiver:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        class Server(ThreadingHTTPServer):
+        class Server(PromptShutdown, ThreadingHTTPServer):
             def handle_error(self, request: Any, client_address: Any) -> None:
                 pass  # a client that hung up (a timeout test) is not news
 
@@ -91,6 +104,7 @@ class Receiver:
     def __exit__(self, *exc: Any) -> None:
         self.server.shutdown()
         self.server.server_close()
+        self.thread.join()
 
     @property
     def port(self) -> int:

@@ -15,7 +15,8 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from tests.helpers import make_endpoint, override_webhooks
+from tests.factories import make_attempts, make_delivery, make_endpoint, make_event
+from tests.helpers import override_webhooks
 from tests.receiver import Receiver, Reply
 from webhooks import admin as webhooks_admin
 from webhooks import ids
@@ -30,38 +31,13 @@ Status = Delivery.Status
 # --- data ------------------------------------------------------------------------------------
 
 
-def make_event(event_type: str = "invoice.paid", **fields: Any) -> Event:
-    now = timezone.now()
-    return Event.objects.create(type=event_type, payload='{"data":{}}', dispatched_at=now,
-                                **fields)
-
-
-def make_delivery(event: Event, endpoint: Endpoint, status: str = Status.FAILED,
-                  **fields: Any) -> Delivery:
-    return Delivery.objects.create(event=event, endpoint=endpoint, status=status, **fields)
-
-
-def make_attempts(delivery: Delivery, count: int, *, status_code: int | None = 200,
-                  duration: float = 0.1, ago: timedelta = timedelta(minutes=5)) -> None:
-    now = timezone.now()
-    DeliveryAttempt.objects.bulk_create([
-        DeliveryAttempt(delivery=delivery, endpoint_id=delivery.endpoint_id, number=i + 1,
-                        created_at=now - ago, url=delivery.endpoint.url,
-                        request_headers={"webhook-id": "evt_x"}, status_code=status_code,
-                        response_headers={"Content-Type": "text/plain"},
-                        response_body="ok" if status_code else "", duration=duration,
-                        error_class="" if status_code else "timeout")
-        for i in range(count)
-    ])
-
-
 def seed(n: int) -> dict[str, str]:
     """``n`` endpoints, ``n`` events, one event with ``n`` deliveries, one delivery with ``n``
     attempts; returns the URL of every page, keyed by name."""
     endpoints = [make_endpoint(f"https://example.com/hook/{i}", "invoice.paid", "ping.sent")
                  for i in range(n)]
     events = [make_event() for _ in range(n)]
-    deliveries = [make_delivery(events[0], endpoint,
+    deliveries = [make_delivery(endpoint, event=events[0],
                                 status=Status.FAILED if i % 2 else Status.SUCCEEDED)
                   for i, endpoint in enumerate(endpoints)]
     make_attempts(deliveries[0], n)
@@ -126,8 +102,8 @@ def test_query_counts_do_not_grow_with_rows(admin_client: Client) -> None:
 
 def test_failed_deliveries_list_only_failed(admin_client: Client) -> None:
     endpoint = make_endpoint("https://example.com/a")
-    ok = make_delivery(make_event(), endpoint, status=Status.SUCCEEDED)
-    bad = make_delivery(make_event(), endpoint, status=Status.FAILED)
+    ok = make_delivery(endpoint, status=Status.SUCCEEDED)
+    bad = make_delivery(endpoint, status=Status.FAILED)
     page = admin_client.get(reverse("admin:webhooks_faileddelivery_changelist"))
     assert page.status_code == 200
     assert bad.public_id in page.content.decode()
@@ -141,8 +117,8 @@ def test_failed_deliveries_list_only_failed(admin_client: Client) -> None:
 def test_delivery_filters(admin_client: Client) -> None:
     a = make_endpoint("https://example.com/a")
     b = make_endpoint("https://example.com/b")
-    d1 = make_delivery(make_event("invoice.paid"), a, status=Status.FAILED)
-    d2 = make_delivery(make_event("ping.sent"), b, status=Status.SUCCEEDED)
+    d1 = make_delivery(a, "invoice.paid", status=Status.FAILED)
+    d2 = make_delivery(b, "ping.sent", status=Status.SUCCEEDED)
     url = reverse("admin:webhooks_delivery_changelist")
 
     def listed(query: str) -> set[str]:
@@ -184,7 +160,7 @@ def test_event_search_by_public_id_uuid_and_type(admin_client: Client) -> None:
 
 def test_event_page_shows_payload_and_deliveries_inline(admin_client: Client) -> None:
     event = make_event()
-    delivery = make_delivery(event, make_endpoint("https://example.com/inline"))
+    delivery = make_delivery(make_endpoint("https://example.com/inline"), event=event)
     html = admin_client.get(reverse("admin:webhooks_event_change", args=[event.pk])
                             ).content.decode()
     assert event.public_id in html
@@ -193,7 +169,7 @@ def test_event_page_shows_payload_and_deliveries_inline(admin_client: Client) ->
 
 
 def test_delivery_page_shows_attempts_with_request_and_response(admin_client: Client) -> None:
-    delivery = make_delivery(make_event(), make_endpoint("https://example.com/d"))
+    delivery = make_delivery(make_endpoint("https://example.com/d"))
     DeliveryAttempt.objects.create(
         delivery=delivery, endpoint=delivery.endpoint, number=1, url=delivery.endpoint.url,
         request_headers={"webhook-id": "evt_request_header"}, status_code=502,
@@ -212,8 +188,8 @@ def test_delivery_page_shows_attempts_with_request_and_response(admin_client: Cl
 
 def test_attempt_list_filters_and_search(admin_client: Client) -> None:
     endpoint = make_endpoint("https://example.com/att")
-    good = make_delivery(make_event(), endpoint, status=Status.SUCCEEDED)
-    bad = make_delivery(make_event(), endpoint)
+    good = make_delivery(endpoint, status=Status.SUCCEEDED)
+    bad = make_delivery(endpoint)
     make_attempts(good, 1, status_code=204)
     make_attempts(bad, 1, status_code=None)
     url = reverse("admin:webhooks_deliveryattempt_changelist")
@@ -234,7 +210,7 @@ def test_capped_count_paginator(admin_client: Client, monkeypatch: pytest.Monkey
     monkeypatch.setattr(webhooks_admin.CappedCountPaginator, "cap", 3)
     endpoint = make_endpoint("https://example.com/many")
     for _ in range(5):
-        make_delivery(make_event(), endpoint)
+        make_delivery(endpoint)
     html = admin_client.get(reverse("admin:webhooks_delivery_changelist")).content.decode()
     assert "More than 3 deliveries" in html  # (PostgreSQL: pages use the estimate)
     html = admin_client.get(reverse("admin:webhooks_delivery_changelist") + "?status=pending"
@@ -244,7 +220,7 @@ def test_capped_count_paginator(admin_client: Client, monkeypatch: pytest.Monkey
 
 def test_no_full_table_count_on_large_lists(admin_client: Client) -> None:
     endpoint = make_endpoint("https://example.com/nocount")
-    make_attempts(make_delivery(make_event(), endpoint), 3)
+    make_attempts(make_delivery(endpoint), 3)
     for name in ("delivery", "faileddelivery", "deliveryattempt", "event"):
         with CaptureQueriesContext(connection) as queries:
             admin_client.get(reverse(f"admin:webhooks_{name}_changelist"))
@@ -320,7 +296,7 @@ def test_endpoint_form_validates_url_headers_and_events(admin_client: Client) ->
 def test_endpoint_list_shows_health(admin_client: Client) -> None:
     endpoint = make_endpoint("https://example.com/health", consecutive_failures=2,
                              is_active=False, disabled_reason="The endpoint answered 410 Gone.")
-    delivery = make_delivery(make_event(), endpoint)
+    delivery = make_delivery(endpoint)
     make_attempts(delivery, 3, status_code=200, duration=0.2)
     make_attempts(delivery, 1, status_code=500, duration=0.4)
     make_attempts(delivery, 1, status_code=200, duration=9.0, ago=timedelta(hours=30))
@@ -339,10 +315,10 @@ def test_health_median_and_unanswered_attempts() -> None:
     b = make_endpoint("https://example.com/b")
     c = make_endpoint("https://example.com/c")
     for endpoint, durations in ((a, [0.1, 0.3, 0.2]), (b, [0.1, 0.2, 0.3, 0.4])):
-        delivery = make_delivery(make_event(), endpoint)
+        delivery = make_delivery(endpoint)
         for d in durations:
             make_attempts(delivery, 1, duration=d)
-    make_attempts(make_delivery(make_event(), c), 2, status_code=None, duration=5.0)
+    make_attempts(make_delivery(c), 2, status_code=None, duration=5.0)
     health = health_by_endpoint([a.pk, b.pk, c.pk])
     assert health[a.pk].median_latency == pytest.approx(0.2)
     assert health[b.pk].median_latency == pytest.approx(0.25)
@@ -354,7 +330,7 @@ def test_health_median_and_unanswered_attempts() -> None:
 
 def test_chart_buckets_by_hour() -> None:
     endpoint = make_endpoint("https://example.com/chart")
-    delivery = make_delivery(make_event(), endpoint)
+    delivery = make_delivery(endpoint)
     make_attempts(delivery, 2, status_code=200, ago=timedelta(minutes=1))
     make_attempts(delivery, 1, status_code=503, ago=timedelta(minutes=1))
     make_attempts(delivery, 1, status_code=200, ago=timedelta(days=3))
@@ -374,7 +350,7 @@ def test_secret_never_in_list_or_change_pages(admin_client: Client) -> None:
     endpoint = make_endpoint("https://example.com/secret")
     endpoint.rotate_secret()
     secrets = [endpoint.secret, endpoint.previous_secret]
-    delivery = make_delivery(make_event(), endpoint)
+    delivery = make_delivery(endpoint)
     make_attempts(delivery, 1)
     for url in [
         reverse("admin:webhooks_endpoint_changelist"),
@@ -427,7 +403,7 @@ def test_view_only_staff_cannot_reveal_or_rotate_or_act() -> None:
     client = Client()
     client.force_login(user)
     endpoint = make_endpoint("https://example.com/viewer")
-    delivery = make_delivery(make_event(), endpoint)
+    delivery = make_delivery(endpoint)
     assert client.get(reverse("admin:webhooks_endpoint_changelist")).status_code == 200
     assert client.post(reverse("admin:webhooks_endpoint_secret", args=[endpoint.pk])
                        ).status_code == 403
@@ -496,10 +472,10 @@ def test_retry_failed_deliveries_action(admin_client: Client, enqueued: list[Any
                                         django_capture_on_commit_callbacks: Any) -> None:
     a = make_endpoint("https://example.com/a")
     b = make_endpoint("https://example.com/b")
-    make_delivery(make_event(), a, status=Status.FAILED)
-    make_delivery(make_event(), a, status=Status.FAILED)
-    make_delivery(make_event(), a, status=Status.SUCCEEDED)
-    make_delivery(make_event(), b, status=Status.FAILED)
+    make_delivery(a, status=Status.FAILED)
+    make_delivery(a, status=Status.FAILED)
+    make_delivery(a, status=Status.SUCCEEDED)
+    make_delivery(b, status=Status.FAILED)
     with django_capture_on_commit_callbacks(execute=True):
         response = run_action(admin_client, "endpoint", "retry_failed", [a])
     assert messages_of(response) == ["Queued 2 failed deliveries for retry."]
@@ -512,9 +488,9 @@ def test_retry_failed_deliveries_action(admin_client: Client, enqueued: list[Any
 def test_replay_action_asks_for_a_time_then_replays(admin_client: Client,
                                                    enqueued: list[Any]) -> None:
     endpoint = make_endpoint("https://example.com/replay", "invoice.paid")
-    old = make_delivery(make_event(), endpoint, status=Status.FAILED)
+    old = make_delivery(endpoint, status=Status.FAILED)
     Delivery.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=2))
-    make_delivery(make_event(), endpoint, status=Status.FAILED)
+    make_delivery(endpoint, status=Status.FAILED)
     make_event()  # missed: no delivery for this endpoint
     page = run_action(admin_client, "endpoint", "replay_since", [endpoint])
     html = page.content.decode()
@@ -535,8 +511,8 @@ def test_replay_action_asks_for_a_time_then_replays(admin_client: Client,
 
 def test_retry_now_action_and_button(admin_client: Client, enqueued: list[Any]) -> None:
     endpoint = make_endpoint("https://example.com/retry")
-    a = make_delivery(make_event(), endpoint, status=Status.FAILED)
-    b = make_delivery(make_event(), endpoint, status=Status.SUCCEEDED)
+    a = make_delivery(endpoint, status=Status.FAILED)
+    b = make_delivery(endpoint, status=Status.SUCCEEDED)
     response = run_action(admin_client, "delivery", "retry_now", [a, b])
     assert messages_of(response) == ["Queued 2 deliveries for retry."]
     Delivery.objects.update(status=Status.FAILED)
@@ -550,6 +526,6 @@ def test_retry_now_action_and_button(admin_client: Client, enqueued: list[Any]) 
 
 
 def test_public_ids_in_lists_are_ours() -> None:
-    delivery = make_delivery(make_event(), make_endpoint("https://example.com/ids"))
+    delivery = make_delivery(make_endpoint("https://example.com/ids"))
     assert re.fullmatch(r"dlv_[0-9A-Z]{26}", delivery.public_id)
     assert ids.from_public("dlv", delivery.public_id) == delivery.pk

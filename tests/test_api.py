@@ -18,13 +18,14 @@ from rest_framework.test import APIClient
 from standardwebhooks import Webhook
 
 import webhooks
-from tests.helpers import make_endpoint, make_user, override_webhooks
+from tests.factories import make_delivery, make_endpoint, make_user
+from tests.helpers import override_webhooks
 from tests.receiver import Receiver, Reply
 from tests.testapp.serializers import ProductSerializer
 from webhooks.checks import check_settings
 from webhooks.delivery.fanout import fan_out
 from webhooks.delivery.loop import drain
-from webhooks.models import Delivery, DeliveryAttempt, Endpoint, Event, Subscription
+from webhooks.models import Delivery, Endpoint, Event, Subscription
 
 pytestmark = pytest.mark.django_db
 
@@ -53,18 +54,6 @@ def client_for(user: Any) -> APIClient:
     client = APIClient()
     client.force_authenticate(user)
     return client
-
-
-def make_delivery(endpoint: Endpoint, event_type: str = "invoice.paid", *,
-                  status: str = "failed", attempts: int = 0, **fields: Any) -> Delivery:
-    event = webhooks.send_event(event_type, {"n": 1}, owner=endpoint.owner)
-    Event.objects.filter(pk=event.pk).update(dispatched_at=timezone.now())
-    delivery = Delivery.objects.create(event=event, endpoint=endpoint, status=status,
-                                       **fields)
-    for number in range(1, attempts + 1):
-        DeliveryAttempt.objects.create(delivery=delivery, number=number, url=endpoint.url,
-                                       status_code=500, response_body="boom")
-    return delivery
 
 
 def new_endpoint_body(**overrides: Any) -> dict[str, Any]:
@@ -508,7 +497,8 @@ def test_delivery_filters(alice: Any) -> None:
 
 def test_delivery_detail_has_the_body_and_the_attempts(alice: Any) -> None:
     endpoint = make_endpoint("https://example.com/h", owner=alice)
-    delivery = make_delivery(endpoint, attempts=3)
+    delivery = make_delivery(endpoint, data={"n": 1}, attempts=3, attempt_status=500,
+                             response_body="boom")
     Delivery.objects.filter(pk=delivery.pk).update(attempts=3, last_status_code=500)
     body = client_for(alice).get(API + f"/deliveries/{delivery.pk}/").json()
     assert body["id"] == str(delivery.pk) and body["endpoint"] == str(endpoint.pk)

@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.staticfiles.handlers import StaticFilesHandler
+from django.core.servers.basehttp import ThreadedWSGIServer
 from django.test.testcases import LiveServerThread
 
-from tests.receiver import Receiver, Reply
+from tests.receiver import PromptShutdown, Receiver, Reply
 from webhooks.models import DeliveryAttempt, Endpoint
 
 CHROMIUM = os.environ.get("WEBHOOKS_TEST_CHROMIUM", "/usr/bin/chromium")
@@ -44,10 +45,20 @@ pytestmark = [
 ]
 
 
+class PromptWSGIServer(PromptShutdown, ThreadedWSGIServer):
+    """Django's live server, stopping at once."""
+
+
+class PromptLiveServerThread(LiveServerThread):
+    """Django's live server thread with a server that stops at once."""
+
+    server_class = PromptWSGIServer
+
+
 @pytest.fixture
 def server(transactional_db: Any) -> Iterator[str]:
     """A live server that also serves the admin's static files (CSS, JS)."""
-    thread = LiveServerThread("127.0.0.1", StaticFilesHandler)
+    thread = PromptLiveServerThread("127.0.0.1", StaticFilesHandler)
     thread.daemon = True
     thread.start()
     thread.is_ready.wait()

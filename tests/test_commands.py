@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import io
 import json
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
 
 import webhooks
-from tests.helpers import make_endpoint
+from tests.factories import make_endpoint
+from tests.helpers import run_command
 from tests.receiver import Receiver, Reply
 from webhooks.delivery.fanout import fan_out
 from webhooks.delivery.loop import drain
@@ -21,12 +20,6 @@ from webhooks.management.commands._util import parse_when, progress
 from webhooks.models import Delivery, DeliveryAttempt, Event
 
 pytestmark = pytest.mark.django_db
-
-
-def run(*args: str) -> str:
-    out = io.StringIO()
-    call_command(*args, stdout=out)
-    return out.getvalue()
 
 
 def test_parse_when() -> None:
@@ -42,7 +35,7 @@ def test_deliver_drains_in_the_foreground(receiver: Receiver, enqueued: list[Any
     for _ in range(3):
         webhooks.send_event("invoice.paid", {})
     receiver.script("/hook", Reply(200), Reply(200), Reply(500))
-    out = run("webhooks_deliver")
+    out = run_command("webhooks_deliver")
     assert "events dispatched: 3" in out and "succeeded: 2" in out and "retrying: 1" in out
     assert len(receiver.received()) == 3
 
@@ -50,13 +43,13 @@ def test_deliver_drains_in_the_foreground(receiver: Receiver, enqueued: list[Any
 @pytest.mark.django_db(transaction=True)
 def test_send_test_waits_for_the_outcome(receiver: Receiver) -> None:
     endpoint = make_endpoint(receiver.url())
-    out = run("webhooks_send_test", str(endpoint.pk), "--wait", "5")
+    out = run_command("webhooks_send_test", str(endpoint.pk), "--wait", "5")
     assert "Queued test event evt_" in out and "HTTP 200" in out
     receiver.script("/hook", Reply(503))
     with pytest.raises(CommandError, match="http_status"):
-        run("webhooks_send_test", str(endpoint.pk), "--wait", "5")
+        run_command("webhooks_send_test", str(endpoint.pk), "--wait", "5")
     with pytest.raises(CommandError, match="No endpoint"):
-        run("webhooks_send_test", "not-an-id")
+        run_command("webhooks_send_test", "not-an-id")
 
 
 def test_stats_reports_health_and_the_oldest_due_delivery(receiver: Receiver) -> None:
@@ -68,13 +61,13 @@ def test_stats_reports_health_and_the_oldest_due_delivery(receiver: Receiver) ->
     drain()
     Delivery.objects.filter(status="pending").update(
         next_attempt_at=timezone.now() - timedelta(seconds=90))
-    data = json.loads(run("webhooks_stats", "--json"))
+    data = json.loads(run_command("webhooks_stats", "--json"))
     (row,) = data["endpoints"]
     assert row["endpoint"] == str(endpoint.pk)
     assert (row["attempts"], row["success_rate"], row["pending"]) == (2, 0.5, 1)
     assert row["median_latency_ms"] is not None
     assert 89 <= data["summary"]["oldest_due_seconds"] < 120
-    text = run("webhooks_stats")
+    text = run_command("webhooks_stats")
     assert "50.0" in text and "oldest due delivery: 9" in text
 
 
@@ -86,14 +79,14 @@ def test_replay_by_status_type_and_range(receiver: Receiver) -> None:
     fan_out()
     drain()  # the first gets 410: endpoint disabled, both deliveries failed
     assert Delivery.objects.filter(status="failed").count() == 2
-    out = run("webhooks_replay", "--endpoint", str(endpoint.pk), "--since", "1h",
+    out = run_command("webhooks_replay", "--endpoint", str(endpoint.pk), "--since", "1h",
               "--event-type", "ping.sent", "--dry-run")
     assert "1 deliveries would be sent again" in out
-    out = run("webhooks_replay", "--endpoint", str(endpoint.pk), "--since", "1h")
+    out = run_command("webhooks_replay", "--endpoint", str(endpoint.pk), "--since", "1h")
     assert "2 deliveries are due again" in out
     assert Delivery.objects.due().count() == 2
     with pytest.raises(CommandError, match="at most"):
-        run("webhooks_replay", "--endpoint", str(endpoint.pk), "--since", "30d", "--missed")
+        run_command("webhooks_replay", "--endpoint", str(endpoint.pk), "--since", "30d", "--missed")
 
 
 def test_prune_deletes_old_finished_events_only(receiver: Receiver) -> None:
@@ -108,8 +101,8 @@ def test_prune_deletes_old_finished_events_only(receiver: Receiver) -> None:
     Delivery.objects.update(created_at=old, last_attempt_at=old)
     webhooks.send_event("invoice.paid", {"recent": True})
     fan_out()
-    assert "events: 2\n" in run("webhooks_prune", "--dry-run")
-    out = run("webhooks_prune", "--older-than", "30d", "--batch-size", "1")
+    assert "events: 2\n" in run_command("webhooks_prune", "--dry-run")
+    out = run_command("webhooks_prune", "--older-than", "30d", "--batch-size", "1")
     assert "2 deliveries (2 succeeded, 0 failed), 2 attempts, 2 events" in out and "2/2" in out
     assert Event.objects.count() == 2  # the pending one and the recent one stay
     assert DeliveryAttempt.objects.count() == 1
@@ -118,11 +111,11 @@ def test_prune_deletes_old_finished_events_only(receiver: Receiver) -> None:
 def test_dry_runs_change_nothing(receiver: Receiver) -> None:
     endpoint = make_endpoint(receiver.url())
     webhooks.send_event("invoice.paid", {})
-    assert "1 events to dispatch, 0 deliveries due" in run("webhooks_deliver", "--dry-run")
-    out = run("webhooks_send_test", str(endpoint.pk), "--dry-run")
+    assert "1 events to dispatch, 0 deliveries due" in run_command("webhooks_deliver", "--dry-run")
+    out = run_command("webhooks_send_test", str(endpoint.pk), "--dry-run")
     assert "Would POST a webhook.test event" in out and "1 secret(s)" in out
     assert Event.objects.count() == 1 and not Delivery.objects.exists()
     assert receiver.received() == []
     bad = make_endpoint("http://10.0.0.5/hook")
     with pytest.raises(CommandError, match="private, loopback or reserved"):
-        run("webhooks_send_test", str(bad.pk), "--dry-run")
+        run_command("webhooks_send_test", str(bad.pk), "--dry-run")

@@ -12,7 +12,8 @@ from django.utils import timezone
 from standardwebhooks import Webhook
 
 import webhooks
-from tests.helpers import make_endpoint, make_user, override_webhooks
+from tests.factories import make_due, make_endpoint, make_user, publish
+from tests.helpers import override_webhooks
 from tests.receiver import Receiver, Reply
 from tests.testapp.models import Order
 from webhooks.delivery.claims import claim
@@ -24,18 +25,6 @@ from webhooks.services import retry_deliveries, send_test_event
 from webhooks.signals import delivery_failed, delivery_succeeded, endpoint_disabled
 
 pytestmark = pytest.mark.django_db
-
-
-def publish(event_type: str = "invoice.paid", data: Any = None, owner: Any = None) -> Event:
-    event = webhooks.send_event(event_type, data if data is not None else {"n": 1},
-                                owner=owner)
-    fan_out([str(event.id)])
-    return event
-
-
-def make_due(*deliveries: Delivery) -> None:
-    Delivery.objects.filter(pk__in=[d.pk for d in deliveries]).update(
-        next_attempt_at=timezone.now())
 
 
 def test_wire_format(receiver: Receiver) -> None:

@@ -25,9 +25,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
-def cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
+def cluster(async_broker: None) -> Iterator[Cluster]:
     # This process only enqueues; the subprocess does the work.
-    monkeypatch.setattr(Conf, "SYNC", False)
     with Cluster() as running:
         yield running
 

@@ -44,17 +44,6 @@ from webhooks.models import Delivery, DeliveryAttempt, DispatchToken, Event
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
-@pytest.fixture
-def async_broker(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(Conf, "SYNC", False)
-
-
-@pytest.fixture
-def postgres() -> None:
-    if connection.vendor != "postgresql":
-        pytest.skip("PostgreSQL only (set DATABASE_URL)")
-
-
 # --- what every test checks at the end -------------------------------------------------------
 
 

@@ -11,32 +11,16 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-import webhooks
 from tests.cluster import Cluster, wait_until
-from tests.helpers import make_endpoint, override_webhooks
+from tests.factories import make_endpoint, publish
+from tests.helpers import override_webhooks
 from tests.receiver import Receiver, Reply
 from webhooks import tasks
 from webhooks.delivery.claims import claim
-from webhooks.delivery.fanout import fan_out
 from webhooks.delivery.loop import drain
 from webhooks.models import Delivery, DeliveryAttempt, Endpoint
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def async_broker(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tasks go to the broker, for the real clusters these tests start."""
-    from django_q.conf import Conf
-
-    monkeypatch.setattr(Conf, "SYNC", False)
-
-
-def publish(count: int = 1) -> None:
-    for n in range(count):
-        webhooks.send_event("invoice.paid", {"n": n})
-    while fan_out():
-        pass
 
 
 def pending_of(endpoint: Endpoint) -> list[Delivery]:
@@ -49,7 +33,7 @@ def pending_of(endpoint: Endpoint) -> list[Delivery]:
 def test_a_rate_limit_hands_each_claim_only_the_next_second_of_slots(receiver: Receiver,
                                                                       ) -> None:
     endpoint = make_endpoint(receiver.url(), rate_limit=4)
-    publish(10)
+    publish(count=10)
     before = timezone.now()
     first = claim()
     assert len(first.deliveries) == 4
@@ -72,7 +56,7 @@ def test_a_rate_limit_hands_each_claim_only_the_next_second_of_slots(receiver: R
 def test_a_rate_limit_holds_across_two_worker_processes(async_broker: None,
                                                         receiver: Receiver) -> None:
     make_endpoint(receiver.url(), rate_limit=10)
-    publish(30)
+    publish(count=30)
     # Two clusters of two workers each, one delivery per claim: four claimers racing.
     with Cluster(WEBHOOKS_TEST_BATCH_SIZE="1"), Cluster(WEBHOOKS_TEST_BATCH_SIZE="1"):
         for _ in range(4):
@@ -91,7 +75,7 @@ def test_a_rate_limit_holds_across_two_worker_processes(async_broker: None,
 def test_a_concurrency_cap_counts_other_workers_claims(receiver: Receiver) -> None:
     capped = make_endpoint(receiver.url("/capped"), max_concurrency=1)
     free = make_endpoint(receiver.url("/free"))
-    publish(3)
+    publish(count=3)
     # Another worker holds a live claim on one of the capped endpoint's deliveries.
     held = Delivery.objects.filter(endpoint=capped).first()
     assert held is not None
@@ -108,7 +92,7 @@ def test_a_concurrency_cap_counts_other_workers_claims(receiver: Receiver) -> No
 
 def test_the_default_cap_applies_to_endpoints_without_their_own(receiver: Receiver) -> None:
     endpoint = make_endpoint(receiver.url())
-    publish(2)
+    publish(count=2)
     first = Delivery.objects.first()
     assert first is not None
     Delivery.objects.filter(pk=first.pk).update(
@@ -127,7 +111,7 @@ def test_a_concurrency_cap_of_one_holds_across_workers(async_broker: None,
                                                        receiver: Receiver) -> None:
     receiver.script("/hook", *[Reply(200, delay=0.3) for _ in range(6)])
     make_endpoint(receiver.url(), max_concurrency=1)
-    publish(6)
+    publish(count=6)
     with Cluster(WEBHOOKS_TEST_BATCH_SIZE="1", WEBHOOKS_TEST_WORKERS="3"):
         for _ in range(3):
             tasks.enqueue("drain")
@@ -144,7 +128,7 @@ def test_a_concurrency_cap_of_one_holds_across_workers(async_broker: None,
 def test_a_429_pauses_the_endpoint_for_its_retry_after(receiver: Receiver) -> None:
     receiver.script("/hook", Reply(429, headers={"Retry-After": "3"}))
     endpoint = make_endpoint(receiver.url())
-    publish(5)
+    publish(count=5)
     before = timezone.now()
     drain()
     assert len(receiver.received()) == 1  # the other four were not sent into the 429
@@ -185,7 +169,7 @@ def test_a_slow_endpoint_never_delays_a_healthy_one(receiver: Receiver) -> None:
     receiver.script("/slow", *[Reply(200, delay=3) for _ in range(20)])
     slow = make_endpoint(receiver.url("/slow"))
     healthy = make_endpoint(receiver.url("/healthy"))
-    publish(20)
+    publish(count=20)
     started = time.time()
     with override_webhooks(TIMEOUT=1, READ_TIMEOUT=1):
         drain(time_limit=0.1)
@@ -205,7 +189,7 @@ def test_a_hanging_endpoint_does_not_hold_up_the_next_batches(receiver: Receiver
     receiver.script("/slow", *[Reply(200, delay=3) for _ in range(40)])
     make_endpoint(receiver.url("/slow"))
     make_endpoint(receiver.url("/healthy"))
-    publish(30)
+    publish(count=30)
     started = time.time()
     # Small batches: the healthy endpoint's 30 deliveries need several claims, while the
     # hanging one's shares straggle on their threads until their 1 s timeout.
@@ -225,7 +209,7 @@ def test_a_hanging_endpoint_does_not_hold_up_the_next_batches(receiver: Receiver
 def test_the_circuit_opens_then_probes_one_at_a_time(receiver: Receiver) -> None:
     receiver.script("/hook", *[Reply(500) for _ in range(4)])
     endpoint = make_endpoint(receiver.url())
-    publish(10)
+    publish(count=10)
     with override_webhooks(CIRCUIT_BREAKER_THRESHOLD=3, CIRCUIT_BREAKER_COOLDOWN=30):
         drain()
         assert len(receiver.received()) == 3  # three failures in a row, then it stopped
@@ -262,7 +246,7 @@ def test_the_circuit_opens_then_probes_one_at_a_time(receiver: Receiver) -> None
 def test_a_disabled_circuit_breaker_sends_everything(receiver: Receiver) -> None:
     receiver.script("/hook", *[Reply(500) for _ in range(10)])
     endpoint = make_endpoint(receiver.url())
-    publish(10)
+    publish(count=10)
     with override_webhooks(CIRCUIT_BREAKER_THRESHOLD=None):
         drain()
     assert len(receiver.received()) == 10
@@ -330,7 +314,7 @@ def test_a_dispatch_calls_helpers_for_a_backlog(monkeypatch: pytest.MonkeyPatch,
     from django_q.conf import Conf
 
     make_endpoint(receiver.url())
-    publish(events)
+    publish(count=events)
     enqueued.clear()
     monkeypatch.setattr(Conf, "SYNC", False)
     monkeypatch.setattr(Conf, "WORKERS", workers)

@@ -22,10 +22,10 @@ from django.test.utils import CaptureQueriesContext  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
 import webhooks  # noqa: E402
-from tests.helpers import make_endpoint, override_webhooks  # noqa: E402
+from tests.factories import make_due, make_endpoint, publish  # noqa: E402
+from tests.helpers import override_webhooks  # noqa: E402
 from tests.receiver import Receiver, Reply  # noqa: E402
 from webhooks import metrics  # noqa: E402
-from webhooks.delivery.fanout import fan_out  # noqa: E402
 from webhooks.delivery.loop import drain  # noqa: E402
 from webhooks.models import Delivery  # noqa: E402
 from webhooks.signals import delivery_attempted  # noqa: E402
@@ -49,13 +49,8 @@ def timed(outcome: str) -> float:
 
 
 def publish_and_drain() -> None:
-    event = webhooks.send_event("invoice.paid", {"n": 1})
-    fan_out([str(event.id)])
+    publish()
     drain()
-
-
-def make_due() -> None:
-    Delivery.objects.pending().update(next_attempt_at=timezone.now())
 
 
 # --- attempts --------------------------------------------------------------------------------

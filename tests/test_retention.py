@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import itertools
 import re
 from collections.abc import Iterator
@@ -16,7 +15,8 @@ from django.db import connection
 from django.utils import timezone
 from django_q.models import Schedule
 
-from tests.helpers import make_endpoint, override_webhooks
+from tests.factories import make_delivery, make_endpoint, make_event
+from tests.helpers import override_webhooks, run_command
 from webhooks import retention, tasks
 from webhooks.models import Delivery, DeliveryAttempt, Endpoint, Event
 
@@ -30,36 +30,12 @@ def endpoint() -> Endpoint:
     return make_endpoint("https://example.com/hook")
 
 
-def days_ago(days: float) -> Any:
-    return timezone.now() - timedelta(days=days)
-
-
-def make_event(age: float, *, dispatched: bool = True) -> Event:
-    when = days_ago(age)
-    return Event.objects.create(type="invoice.paid", payload="{}", created_at=when,
-                                dispatched_at=when if dispatched else None)
-
-
-def make_delivery(endpoint: Endpoint, status: str, age: float, *, attempts: int = 1,
-                  last_attempt: float | None = None, event: Event | None = None) -> Delivery:
-    """A delivery (of a new event unless given) created ``age`` days ago, with ``attempts``
-    attempts that stored a response; its last attempt ``last_attempt`` days ago (default: at
-    creation)."""
-    event = event or make_event(age)
-    created = days_ago(age)
-    last = created if last_attempt is None else days_ago(last_attempt)
-    delivery = Delivery.objects.create(
-        event=event, endpoint=endpoint, status=status, created_at=created,
-        attempts=attempts, last_attempt_at=last if attempts else None,
-        next_attempt_at=created if status == "pending" else None,
-    )
-    DeliveryAttempt.objects.bulk_create([
-        DeliveryAttempt(delivery=delivery, endpoint=endpoint, number=n + 1,
-                        created_at=last if n == attempts - 1 else created, url=endpoint.url,
-                        status_code=200, response_body="thanks", response_headers=HEADERS)
-        for n in range(attempts)
-    ])
-    return delivery
+def aged_delivery(endpoint: Endpoint, status: str, age: float, *, attempts: int = 1,
+                  **options: Any) -> Delivery:
+    """A delivery ``age`` days old whose ``attempts`` attempts stored a response (see
+    :func:`tests.factories.make_delivery` for the options)."""
+    return make_delivery(endpoint, status=status, age=age, attempts=attempts,
+                         response_body="thanks", response_headers=HEADERS, **options)
 
 
 def exists(obj: Any) -> bool:
@@ -86,18 +62,18 @@ def statements() -> Iterator[list[tuple[str, str, int]]]:
 @override_webhooks(RETENTION={"succeeded": 30, "failed": 90}, EVENT_RETENTION=30,
                    RESPONSE_RETENTION=None)
 def test_each_status_is_kept_for_its_own_time_and_pending_forever(endpoint: Endpoint) -> None:
-    old_success = make_delivery(endpoint, "succeeded", 40)
-    new_success = make_delivery(endpoint, "succeeded", 10)
-    old_failure = make_delivery(endpoint, "failed", 40)
-    older_failure = make_delivery(endpoint, "failed", 100, attempts=3)
-    retried_by_hand = make_delivery(endpoint, "failed", 100, last_attempt=1)
-    ancient_pending = make_delivery(endpoint, "pending", 400, attempts=5)
-    undispatched = make_event(400, dispatched=False)
-    unmatched_old, unmatched_new = make_event(40), make_event(10)
+    old_success = aged_delivery(endpoint, "succeeded", 40)
+    new_success = aged_delivery(endpoint, "succeeded", 10)
+    old_failure = aged_delivery(endpoint, "failed", 40)
+    older_failure = aged_delivery(endpoint, "failed", 100, attempts=3)
+    retried_by_hand = aged_delivery(endpoint, "failed", 100, last_attempt=1)
+    ancient_pending = aged_delivery(endpoint, "pending", 400, attempts=5)
+    undispatched = make_event(age=400, dispatched=False)
+    unmatched_old, unmatched_new = make_event(age=40), make_event(age=10)
     # An event goes only once all its deliveries have: this one keeps a pending one.
-    shared = make_event(40)
-    make_delivery(endpoint, "succeeded", 40, event=shared)
-    make_delivery(make_endpoint("https://example.com/other"), "pending", 40, event=shared)
+    shared = make_event(age=40)
+    aged_delivery(endpoint, "succeeded", 40, event=shared)
+    aged_delivery(make_endpoint("https://example.com/other"), "pending", 40, event=shared)
 
     planned = retention.estimate()
     result = retention.prune()
@@ -120,9 +96,9 @@ def test_each_status_is_kept_for_its_own_time_and_pending_forever(endpoint: Endp
 
 @override_webhooks(RETENTION={"failed": None}, EVENT_RETENTION=None)
 def test_none_keeps_forever_and_unnamed_statuses_keep_their_default(endpoint: Endpoint) -> None:
-    failure = make_delivery(endpoint, "failed", 4000)
-    success = make_delivery(endpoint, "succeeded", 31)  # default: 30 days
-    bare = make_event(4000)
+    failure = aged_delivery(endpoint, "failed", 4000)
+    success = aged_delivery(endpoint, "succeeded", 31)  # default: 30 days
+    bare = make_event(age=4000)
     retention.prune()
     assert exists(failure) and exists(bare) and exists(success.event)
     assert not exists(success)
@@ -130,9 +106,9 @@ def test_none_keeps_forever_and_unnamed_statuses_keep_their_default(endpoint: En
 
 @override_webhooks(RESPONSE_RETENTION=7)
 def test_old_responses_are_blanked_and_the_attempts_stay(endpoint: Endpoint) -> None:
-    pending = make_delivery(endpoint, "pending", 10, attempts=2)
-    success = make_delivery(endpoint, "succeeded", 8)
-    recent = make_delivery(endpoint, "succeeded", 3)
+    pending = aged_delivery(endpoint, "pending", 10, attempts=2)
+    success = aged_delivery(endpoint, "succeeded", 8)
+    recent = aged_delivery(endpoint, "succeeded", 3)
     assert retention.estimate().counts["responses"] == 3
 
     result = retention.prune()
@@ -152,9 +128,9 @@ def test_old_responses_are_blanked_and_the_attempts_stay(endpoint: Endpoint) -> 
 def test_every_statement_touches_one_batch_at_most(
     endpoint: Endpoint, statements: list[tuple[str, str, int]],
 ) -> None:
-    busy = make_delivery(endpoint, "succeeded", 40, attempts=23)
+    busy = aged_delivery(endpoint, "succeeded", 40, attempts=23)
     for _ in range(34):
-        make_delivery(endpoint, "succeeded", 40)
+        aged_delivery(endpoint, "succeeded", 40)
 
     result = retention.prune()
 
@@ -178,7 +154,7 @@ def test_every_statement_touches_one_batch_at_most(
 def test_blanking_is_batched_too(endpoint: Endpoint,
                                  statements: list[tuple[str, str, int]]) -> None:
     for _ in range(25):
-        make_delivery(endpoint, "pending", 8)
+        aged_delivery(endpoint, "pending", 8)
     retention.prune()
     assert statements == [("UPDATE", "webhooks_deliveryattempt", n) for n in (10, 10, 5)]
 
@@ -186,7 +162,7 @@ def test_blanking_is_batched_too(endpoint: Endpoint,
 @override_webhooks(PRUNE_BATCH_SIZE=10)
 def test_a_run_stops_at_its_time_budget_and_the_next_carries_on(endpoint: Endpoint) -> None:
     for _ in range(35):
-        make_delivery(endpoint, "succeeded", 40)
+        aged_delivery(endpoint, "succeeded", 40)
     clock = itertools.count().__next__  # one "second" per look at the clock
 
     first = retention.prune(time_limit=2.5, clock=clock)
@@ -203,14 +179,14 @@ def test_a_run_stops_at_its_time_budget_and_the_next_carries_on(endpoint: Endpoi
 
 
 def test_the_scheduled_task_prunes(endpoint: Endpoint) -> None:
-    old = make_delivery(endpoint, "succeeded", 40)
+    old = aged_delivery(endpoint, "succeeded", 40)
     tasks.prune()
     assert not exists(old) and not exists(old.event)
 
 
 def test_nothing_pending_or_undispatched_is_ever_pruned(endpoint: Endpoint) -> None:
-    pending = make_delivery(endpoint, "pending", 1000, attempts=3)
-    undispatched = make_event(1000, dispatched=False)
+    pending = aged_delivery(endpoint, "pending", 1000, attempts=3)
+    undispatched = make_event(age=1000, dispatched=False)
     everything = retention.Policy.older_than(timezone.now() + timedelta(days=1))
     result = retention.prune(everything)
     assert exists(pending) and exists(pending.event) and exists(undispatched)
@@ -244,43 +220,41 @@ def test_migrate_sets_up_the_schedule_and_it_follows_the_setting() -> None:
         assert prune_schedule() is not None
 
 
-def run(*args: str) -> str:
-    out = io.StringIO()
-    call_command("webhooks_prune", *args, stdout=out)
-    return out.getvalue()
+def prune_command(*args: str) -> str:
+    return run_command("webhooks_prune", *args)
 
 
 def test_the_command_counts_in_a_dry_run_and_changes_nothing(endpoint: Endpoint) -> None:
-    make_delivery(endpoint, "succeeded", 40, attempts=2)
-    make_delivery(endpoint, "failed", 40)
-    make_delivery(endpoint, "pending", 20)
-    out = run("--dry-run")
+    aged_delivery(endpoint, "succeeded", 40, attempts=2)
+    aged_delivery(endpoint, "failed", 40)
+    aged_delivery(endpoint, "pending", 20)
+    out = prune_command("--dry-run")
     assert "succeeded deliveries: 1\n" in out and "failed deliveries: 0\n" in out
     assert "attempts: 2\n" in out and "events: 1\n" in out
     assert "responses to blank: 2\n" in out  # pending 20 days and failed 40 days
     assert "Dry run" in out
     assert Delivery.objects.count() == 3 and DeliveryAttempt.objects.count() == 4
-    assert "failed deliveries: 1\n" in run("--dry-run", "--older-than", "30d")
+    assert "failed deliveries: 1\n" in prune_command("--dry-run", "--older-than", "30d")
 
 
 def test_the_command_prunes_with_progress(endpoint: Endpoint) -> None:
     for _ in range(3):
-        make_delivery(endpoint, "succeeded", 40)
-    failed = make_delivery(endpoint, "failed", 40)
-    out = run("--batch-size", "2")
+        aged_delivery(endpoint, "succeeded", 40)
+    failed = aged_delivery(endpoint, "failed", 40)
+    out = prune_command("--batch-size", "2")
     assert "succeeded deliveries [" in out and "3/3" in out and "events [" in out
     assert ("Pruned 3 deliveries (3 succeeded, 0 failed), 3 attempts, 3 events; "
             "1 responses blanked") in out
     assert exists(failed)
-    out = run("--older-than", "30d")  # every status
+    out = prune_command("--older-than", "30d")  # every status
     assert "Pruned 1 deliveries (0 succeeded, 1 failed), 1 attempts, 1 events" in out
     assert not Delivery.objects.exists()
-    assert "Stopped at the time limit" in run("--older-than", "1s", "--time-limit", "0")
+    assert "Stopped at the time limit" in prune_command("--older-than", "1s", "--time-limit", "0")
     with pytest.raises(CommandError, match="batch-size"):
-        run("--batch-size", "0")
+        prune_command("--batch-size", "0")
 
 
 @override_webhooks(RETENTION={"succeeded": None, "failed": None}, EVENT_RETENTION=None,
                    RESPONSE_RETENTION=None)
 def test_the_command_says_when_retention_is_off() -> None:
-    assert "Retention is off" in run()
+    assert "Retention is off" in prune_command()

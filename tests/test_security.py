@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.core.management import call_command
 from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
@@ -26,7 +25,8 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 import webhooks
-from tests.helpers import make_endpoint, make_user, override_webhooks
+from tests.factories import make_endpoint, make_user
+from tests.helpers import override_webhooks, run_command
 from tests.rawserver import RawServer, read_request
 from tests.receiver import Receiver, Reply
 from webhooks import ssrf
@@ -512,6 +512,7 @@ def tls_server(tmp_path: Path) -> Iterator[dict[str, Any]]:
     ca.cert_pem.write_to_path(str(ca_file))
     seen.update(port=listener.getsockname()[1], ca_file=str(ca_file))
     yield seen
+    listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() that close() alone would leave
     listener.close()
 
 
@@ -566,22 +567,14 @@ def test_key_rotation_and_reencryption() -> None:
     # The new key is in front; the old one still decrypts.
     assert Endpoint.objects.get(pk=endpoint.pk).secret == secret
     assert not uses_newest_key(raw_columns(endpoint)[0])
-    out = call_command_output("webhooks_reencrypt", "--dry-run")
+    out = run_command("webhooks_reencrypt", "--dry-run")
     assert "1 of 1 endpoints are not on the newest key" in out
-    out = call_command_output("webhooks_reencrypt")
+    out = run_command("webhooks_reencrypt")
     assert "Re-encrypted 1 endpoints" in out
     assert all(uses_newest_key(column) for column in raw_columns(endpoint))
     with override_webhooks(ENCRYPTION_KEYS=[new_key]):  # the old key can now go
         fresh = Endpoint.objects.get(pk=endpoint.pk)
         assert fresh.secret == secret and fresh.headers == {"X-Token": "t"}
-
-
-def call_command_output(*args: str) -> str:
-    import io
-
-    out = io.StringIO()
-    call_command(*args, stdout=out)
-    return out.getvalue()
 
 
 def test_rotation_grace_defaults_to_a_day_and_is_capped() -> None:

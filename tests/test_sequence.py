@@ -172,12 +172,6 @@ def test_captured_events_show_their_sequence() -> None:
 # --- concurrency (PostgreSQL: row locks; SQLite has one writer at a time anyway) ---------------
 
 
-@pytest.fixture
-def postgres() -> None:
-    if connection.vendor != "postgresql":
-        pytest.skip("PostgreSQL only (set DATABASE_URL)")
-
-
 def in_thread(target: Any) -> tuple[threading.Thread, list[Any]]:
     """Run ``target`` on a thread of its own (so a database connection of its own); its result
     or exception lands in the returned list."""
