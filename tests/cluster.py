@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.db import connection
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,7 +36,7 @@ class Cluster:
             **os.environ,
             "WEBHOOKS_TEST_ASYNC": "1",
             "WEBHOOKS_TEST_DB_NAME": str(connection.settings_dict["NAME"]),
-            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "DJANGO_SETTINGS_MODULE": settings.SETTINGS_MODULE,  # tests.settings or _org
             "PYTHONPATH": str(ROOT),
             **self.env,
         }

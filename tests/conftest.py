@@ -89,3 +89,15 @@ def _clusters_only_in_e2e_tests(request: pytest.FixtureRequest,
         pytest.fail(f"{request.node.nodeid} starts a qcluster: mark it e2e")
 
     monkeypatch.setattr(Cluster, "start", refuse)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With organizations as owners (``tests.settings_org``) only the tests marked ``owners``
+    run: the others assume that users own endpoints and events."""
+    from django.conf import settings
+
+    if getattr(settings, "WEBHOOKS_OWNER_MODEL", None) is None:
+        return
+    kept = [item for item in items if item.get_closest_marker("owners")]
+    config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+    items[:] = kept

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
@@ -22,6 +23,40 @@ from webhooks.models import Delivery, DeliveryAttempt, Endpoint, Event, Subscrip
 def make_user(username: str = "alice") -> Any:
     """A user with password ``pw``."""
     return get_user_model().objects.create_user(username=username, password="pw")
+
+
+def organizations_own() -> bool:
+    """Whether this run's configuration has organizations as owners (``tests.settings_org``)."""
+    return getattr(settings, "WEBHOOKS_OWNER_MODEL", None) is not None
+
+
+def make_owner(name: str = "alice", *members: Any) -> Any:
+    """An owner of this configuration: a user named ``name`` (with password ``pw``), or an
+    organization named ``name`` whose members are ``members`` (default: a new user ``name``)."""
+    if not organizations_own():
+        return make_user(name)
+    from tests.testapp.models import Membership, Organization
+
+    organization = Organization.objects.create(name=name, email=f"{name}@example.com")
+    for user in members or (make_user(name),):
+        Membership.objects.create(organization=organization, user=user)
+    return organization
+
+
+def member_of(owner: Any) -> Any:
+    """A user who acts for ``owner`` in the API: the user itself, or the organization's first
+    member."""
+    if not organizations_own():
+        return owner
+    return owner.members.order_by("pk").first()
+
+
+def owned_order(owner: Any, **fields: Any) -> Any:
+    """A ``testapp.Order`` of ``owner`` (its customer, or its organization)."""
+    from tests.testapp.models import Order
+
+    key = "organization" if organizations_own() else "customer"
+    return Order.objects.create(**{key: owner}, **fields)
 
 
 def make_endpoint(url: str, *types: str, owner: Any = None, **fields: Any) -> Endpoint:

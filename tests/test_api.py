@@ -422,7 +422,7 @@ def test_too_many_endpoints(alice: Any, bob: Any) -> None:
     response = client.post(API + "/endpoints/", new_endpoint_body(), format="json")
     assert response.status_code == 400
     assert response.json() == {"non_field_errors": [
-        "This user already has 2 endpoints, the most allowed."]}
+        "This owner already has 2 endpoints, the most allowed."]}
     zapier = client.post(API + "/zapier/hooks/", {"target_url": "https://example.com/z",
                                                  "event": "invoice.paid"}, format="json")
     assert zapier.status_code == 400
@@ -577,7 +577,7 @@ def test_event_types_with_examples_built_from_the_serializers(alice: Any) -> Non
     assert product["data"]["price"] == "10.00"
     # A model without a serializer: the default one, every field.
     assert set(catalog["order.created"]["example"]["data"]) == {
-        "id", "customer", "status", "total", "created_at"}
+        "id", "customer", "organization", "status", "total", "created_at"}
 
 
 def test_the_example_keys_match_a_real_payload(alice: Any) -> None:

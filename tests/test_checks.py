@@ -77,7 +77,7 @@ def test_allowed_networks_in_production_warns() -> None:
     ({"testapp.Order": {"serializer": "tests.testapp.models.Order"}}, "not a DRF serializer"),
     ({"testapp.Order": {"owner": "buyer"}}, "has no field 'buyer'"),
     ({"testapp.Order": {"owner": "status"}}, "not a foreign key"),
-    ({"testapp.LineItem": {"owner": "order"}}, "must end at the user model"),
+    ({"testapp.LineItem": {"owner": "order"}}, "must end at the owner model auth.User"),
     ({"testapp.Order": {"colour": "red"}}, "unknown options"),
     ({"testapp.Order": {"name": "Bad Name"}}, "lowercase"),
     ({"webhooks.Delivery": {}}, "without end"),

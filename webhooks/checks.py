@@ -14,6 +14,7 @@ from django.conf import settings
 from django.core import checks
 from django.utils.module_loading import import_string
 
+from webhooks import owners
 from webhooks.conf import SETTINGS, is_number, webhooks_settings
 from webhooks.exceptions import WebhooksConfigurationError
 
@@ -24,6 +25,7 @@ def register() -> None:
     checks.register(check_deploy, "webhooks", deploy=True)
     checks.register(check_catalog, "webhooks")
     checks.register(check_task_queue, "webhooks")
+    checks.register(check_owner_model, "webhooks")
 
 
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
@@ -89,6 +91,59 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             "MAX_RESPONSE_BYTES are read, so that is all that is stored.", id="webhooks.W002",
         ))
     return errors
+
+
+def check_owner_model(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """E040 ``WEBHOOKS_OWNER_MODEL`` names no installed model; E041 its primary key cannot be
+    stored on our rows; E042 ``API_OWNER`` cannot be imported; W040 owners are not users and
+    ``API_OWNER`` is not set (the REST API then answers 403 to everyone)."""
+    label = owners.owner_model_label()
+    hint = ("Set WEBHOOKS_OWNER_MODEL = 'app_label.ModelName' (a model of an installed app) "
+            "before the first migrate, or leave it out to use the user model.")
+    if not isinstance(label, str) or label.count(".") != 1:
+        return [checks.Error(f"{owners.SETTING} = {label!r} is not of the form "
+                             "'app_label.ModelName'.", id="webhooks.E040", hint=hint)]
+    try:
+        model = owners.get_owner_model()
+    except WebhooksConfigurationError as exc:
+        return [checks.Error(str(exc), id="webhooks.E040", hint=hint)]
+    errors = owner_model_problems(model)
+    raw = getattr(settings, "WEBHOOKS", {})
+    path = raw.get("API_OWNER") if isinstance(raw, Mapping) else None
+    if path is not None and not SETTINGS["API_OWNER"].valid(path):
+        return errors  # a bad value: webhooks.E003 says so
+    if path is not None:
+        try:
+            resolver = import_string(path)
+        except ImportError as exc:
+            errors.append(checks.Error(
+                f"WEBHOOKS['API_OWNER'] = {path!r} cannot be imported: {exc}",
+                id="webhooks.E042", hint="Give the dotted path of a function(request)."))
+        else:
+            if not callable(resolver):
+                errors.append(checks.Error(
+                    f"WEBHOOKS['API_OWNER'] = {path!r} is not callable.", id="webhooks.E042",
+                    hint="Give the dotted path of a function(request)."))
+    elif apps.is_installed("rest_framework") and not owners.owner_is_user_model():
+        errors.append(checks.Warning(
+            f"Owners are {label} ({owners.SETTING}) but WEBHOOKS['API_OWNER'] is not set: the "
+            "REST API answers 403 to every request.", id="webhooks.W040",
+            hint="Set WEBHOOKS['API_OWNER'] to a function(request) that returns the "
+                 f"{model.__name__} the request acts for, or None."))
+    return errors
+
+
+def owner_model_problems(model: Any) -> list[checks.CheckMessage]:
+    """E041: ``model`` cannot own rows: abstract, a proxy, or no single-column primary key."""
+    pk = model._meta.pk
+    if model._meta.abstract or model._meta.proxy or pk is None or (
+            pk.get_internal_type() == "CompositePrimaryKey"):
+        return [checks.Error(
+            f"{owners.SETTING} = {model._meta.label!r}: endpoints and events need a concrete "
+            "model with a single-column primary key.", id="webhooks.E041", obj=model,
+            hint="Name the concrete model (not a proxy or abstract one); composite primary "
+                 "keys are not supported.")]
+    return []
 
 
 def check_catalog(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:

@@ -332,6 +332,13 @@ class WebhooksSettings:
         doc="django-q2 cluster name for our tasks (default cluster when `None`)")
 
     # --- REST API and metrics ---
+    API_OWNER = Setting(
+        None, _optional_str, valid=none_or(non_empty_str),
+        expected="None or the dotted path of a function request -> owner or None",
+        doc="who the REST API acts for: `callable(request)` returning an instance of the owner "
+            "model (`WEBHOOKS_OWNER_MODEL`) or `None` (a 403); `None` here: the authenticated "
+            "user, when owners are users (`webhooks.E042` when it cannot be imported, "
+            "`webhooks.W040` when owners are not users and it is not set)")
     API_PERMISSION_CLASSES = Setting(
         ["rest_framework.permissions.IsAuthenticated"], _or_empty_list, valid=str_list,
         expected="a list of dotted paths of DRF permission classes",

@@ -17,6 +17,11 @@ class UnknownEventType(WebhooksError, ValueError):
     """An event type that is not in the catalog was published."""
 
 
+class InvalidOwner(WebhooksError, ValueError):
+    """An owner given to :func:`webhooks.send_event` is not an instance of the owner model
+    (``WEBHOOKS_OWNER_MODEL``) nor a valid primary key of it."""
+
+
 class PayloadError(WebhooksError, ValueError):
     """An event's payload could not be built or serialized as JSON."""
 

@@ -7,7 +7,6 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connections, models, transaction
 from django.utils import timezone
@@ -16,6 +15,7 @@ from django.utils.translation import gettext_lazy as _
 from webhooks import ids, signing
 from webhooks.conf import MAX_ROTATION_GRACE, webhooks_settings
 from webhooks.encryption import EncryptedJSONField, EncryptedTextField
+from webhooks.owners import owner_model_label
 from webhooks.querysets import DeliveryQuerySet, EndpointQuerySet, EventQuerySet
 from webhooks.validators import validate_endpoint_url, validate_headers
 
@@ -23,18 +23,19 @@ WILDCARD = "*"
 
 
 class Endpoint(models.Model):
-    """A URL that receives webhooks, owned by a user or (owner empty) by the site itself."""
+    """A URL that receives webhooks, owned by an owner (``WEBHOOKS_OWNER_MODEL``: a user by
+    default, or an organization, team or account) or, owner empty, by the site itself."""
 
     id = models.UUIDField(primary_key=True, default=ids.uuid7, editable=False)
     owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
+        owner_model_label(),
         verbose_name=_("owner"),
         null=True,
         blank=True,
         on_delete=models.CASCADE,
         related_name="webhook_endpoints",
-        help_text=_("The user whose events this endpoint receives. Empty: a site-wide endpoint "
-                    "that receives every user's events."),
+        help_text=_("Whose events this endpoint receives (WEBHOOKS_OWNER_MODEL). Empty: a "
+                    "site-wide endpoint that receives every owner's events."),
     )
     url = models.URLField(_("URL"), max_length=2048, validators=[validate_endpoint_url])
     description = models.CharField(_("description"), max_length=255, blank=True)
@@ -131,7 +132,7 @@ class Endpoint(models.Model):
         others = Endpoint.objects.filter(owner_id=self.owner_id).exclude(pk=self.pk)
         if others.count() >= limit:
             raise ValidationError(
-                _("This user already has %(limit)d endpoints, the most allowed."),
+                _("This owner already has %(limit)d endpoints, the most allowed."),
                 code="too_many_endpoints", params={"limit": limit},
             )
 
@@ -204,12 +205,12 @@ class Event(models.Model):
     id = models.UUIDField(primary_key=True, default=ids.uuid7, editable=False)
     type = models.CharField(_("type"), max_length=100)
     owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
+        owner_model_label(),
         verbose_name=_("owner"),
         null=True,
         blank=True,
         # No database constraint: a "deleted" event may name an owner deleted in the same
-        # transaction. Deleting a user sets the owner of their past events to NULL.
+        # transaction. Deleting an owner sets the owner of their past events to NULL.
         on_delete=models.SET_NULL,
         db_constraint=False,
         related_name="+",

@@ -24,6 +24,7 @@ from webhooks.events.catalog import get_catalog
 from webhooks.events.payloads import payload_parts
 from webhooks.exceptions import PayloadError, UnknownEventType
 from webhooks.models import Event, ObjectSequence
+from webhooks.owners import owner_pk
 
 if TYPE_CHECKING:  # pragma: no cover
     from django.db.backends.base.base import BaseDatabaseWrapper
@@ -50,7 +51,7 @@ def emit_custom_event(event_type: str, data: Any, *, owner: Any = None,
     elif sequence_key is not None and (not isinstance(sequence_key, str) or not sequence_key):
         raise ValueError("sequence_key must be a non-empty string or a saved model instance, "
                          f"not {sequence_key!r}.")
-    owner_id = getattr(owner, "pk", owner)
+    owner_id = owner_pk(owner)
     return write_event(event_type, data, owner_id=owner_id, using=router.db_for_write(Event),
                        sequence_key=sequence_key)
 

@@ -14,7 +14,6 @@ from collections.abc import Collection, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.contrib.auth import get_user_model
 from django.db import connections, router, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
@@ -30,6 +29,7 @@ from webhooks.events.payloads import payload_fields, payload_parts
 from webhooks.exceptions import EndpointDisabled, InvalidReplayWindow
 from webhooks.models import WILDCARD, Delivery, Endpoint, Event
 from webhooks.outbox import EVENT_COLUMNS, insert_event
+from webhooks.owners import get_owner_model
 
 #: ``disabled_reason`` of an endpoint switched off in the admin.
 DISABLED_BY_STAFF = gettext_lazy("Disabled by staff.")
@@ -94,8 +94,8 @@ def insert_endpoint(endpoint: Endpoint, events: Iterable[str],
     using = router.db_for_write(Endpoint)
     with transaction.atomic(using=using):
         if endpoint.owner_id is not None:
-            users = get_user_model()._default_manager.using(using)
-            list(users.select_for_update().filter(pk=endpoint.owner_id).values_list("pk"))
+            owners = get_owner_model()._default_manager.using(using)
+            list(owners.select_for_update().filter(pk=endpoint.owner_id).values_list("pk"))
         endpoint.clean()
         endpoint.save(using=using, force_insert=True)
         set_subscriptions(endpoint, events, payload)

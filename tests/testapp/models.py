@@ -4,6 +4,30 @@ from django.conf import settings
 from django.db import models
 
 
+class Organization(models.Model):
+    """An owner other than a user (``tests.settings_org``: ``WEBHOOKS_OWNER_MODEL``)."""
+
+    name = models.CharField(max_length=100)
+    email = models.EmailField(blank=True)
+    members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="Membership",
+                                     related_name="organizations")
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["organization", "user"],
+                                               name="testapp_one_membership")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} in {self.organization_id}"
+
+
 class Product(models.Model):
     name = models.CharField(max_length=100)
     price = models.DecimalField(max_digits=10, decimal_places=2, default=0)
@@ -15,6 +39,8 @@ class Product(models.Model):
 class Order(models.Model):
     customer = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
                                  on_delete=models.CASCADE, related_name="orders")
+    organization = models.ForeignKey(Organization, null=True, blank=True,
+                                     on_delete=models.CASCADE, related_name="orders")
     status = models.CharField(max_length=20, default="new")
     total = models.DecimalField(max_digits=10, decimal_places=2, default=0)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -12,6 +12,7 @@ from django.core.signals import setting_changed
 from django.db import models
 from django.db.models.signals import post_delete, post_save, pre_save
 
+from webhooks import owners
 from webhooks.events import catalog, payloads
 from webhooks.events.catalog import ModelEvents, get_catalog
 from webhooks.exceptions import WebhooksConfigurationError
@@ -107,3 +108,4 @@ def connect() -> None:
                             dispatch_uid="webhooks.events.catalog.clear_caches")
     setting_changed.connect(payloads.clear_caches,
                             dispatch_uid="webhooks.events.payloads.clear_caches")
+    setting_changed.connect(owners.clear_caches, dispatch_uid="webhooks.owners.clear_caches")

@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.apps import apps
-from django.conf import settings
 from django.db import models
 from django.utils.module_loading import import_string
 from django.utils.translation import gettext_lazy as _
 
 from webhooks.conf import webhooks_settings
 from webhooks.exceptions import WebhooksConfigurationError
+from webhooks.owners import SETTING as OWNER_SETTING
+from webhooks.owners import get_owner_model
 
 #: What an event type name looks like: dotted lowercase words, at least two of them.
 EVENT_TYPE_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
@@ -146,7 +147,7 @@ class ModelEvents:
             serializer.instance = None
 
     def owner_id(self, instance: models.Model) -> Any:
-        """Primary key of the user ``instance`` belongs to, or ``None``.
+        """Primary key of the owner ``instance`` belongs to, or ``None``.
 
         The last hop reads the foreign key's column (``customer_id``), so a one-hop path costs
         no query.
@@ -244,9 +245,9 @@ def parse_model_entry(label: str, options: Any) -> ModelEvents:
         if not isinstance(owner, str) or not owner:
             raise WebhooksConfigurationError(
                 f"WEBHOOKS['MODELS'][{label!r}]['owner'] must be a field path such as "
-                "'customer' or 'order__customer'."
+                "'customer', 'customer__organization' or 'customer.organization'."
             )
-        owner_path = tuple(owner.split("__"))
+        owner_path = tuple(owner.replace(".", "__").split("__"))
         _check_owner_path(label, model, owner_path)
     track, updated_when = _parse_tracking(label, model, options)
     thin = options.get("thin")
@@ -307,27 +308,32 @@ def _parse_tracking(label: str, model: type[models.Model], options: Mapping[str,
 
 
 def _check_owner_path(label: str, model: type[models.Model], path: tuple[str, ...]) -> None:
-    user_model = apps.get_model(settings.AUTH_USER_MODEL)
+    """Each hop is a forward foreign key (or one-to-one) and the last one points at the owner
+    model's primary key, so the owner's key is read off a column, never looked up."""
+    owner_model = get_owner_model()
+    where = f"WEBHOOKS['MODELS'][{label!r}]['owner']"
     current = model
     for i, name in enumerate(path):
         try:
             field_ = current._meta.get_field(name)
         except Exception as exc:
             raise WebhooksConfigurationError(
-                f"WEBHOOKS['MODELS'][{label!r}]['owner']: {current.__name__} has no field "
-                f"{name!r}."
-            ) from exc
+                f"{where}: {current.__name__} has no field {name!r}.") from exc
         if not (field_.many_to_one or field_.one_to_one) or field_.auto_created:
             raise WebhooksConfigurationError(
-                f"WEBHOOKS['MODELS'][{label!r}]['owner']: {current.__name__}.{name} is not a "
-                "foreign key."
-            )
+                f"{where}: {current.__name__}.{name} is not a foreign key.")
         current = field_.related_model  # type: ignore[assignment]
-        if i == len(path) - 1 and current is not user_model:
+        if i < len(path) - 1:
+            continue
+        if current._meta.concrete_model is not owner_model._meta.concrete_model:
             raise WebhooksConfigurationError(
-                f"WEBHOOKS['MODELS'][{label!r}]['owner'] must end at the user model "
-                f"({settings.AUTH_USER_MODEL}), not at {current._meta.label}."
-            )
+                f"{where} must end at the owner model {owner_model._meta.label} "
+                f"({OWNER_SETTING}), but {'__'.join(path)!r} reaches {current._meta.label}.")
+        target = getattr(field_, "target_field", None)
+        if target is not None and not target.primary_key:
+            raise WebhooksConfigurationError(
+                f"{where}: {current.__name__}.{name} points at {owner_model._meta.label}."
+                f"{target.name}, not at its primary key.")
 
 
 def build_catalog() -> Catalog:
@@ -437,6 +443,7 @@ def _default_serializer_base() -> Any:
 
 def clear_caches(**kwargs: Any) -> None:
     """``setting_changed`` receiver: forget the catalog and the default serializers."""
-    if kwargs.get("setting") in (None, "WEBHOOKS", "AUTH_USER_MODEL", "INSTALLED_APPS"):
+    if kwargs.get("setting") in (None, "WEBHOOKS", "AUTH_USER_MODEL", "WEBHOOKS_OWNER_MODEL",
+                                   "INSTALLED_APPS"):
         get_catalog.cache_clear()
         default_serializer_for.cache_clear()

@@ -6,8 +6,9 @@ import webhooks.encryption
 import webhooks.ids
 import webhooks.signing
 import webhooks.validators
-from django.conf import settings
 from django.db import migrations, models
+
+from webhooks.owners import owner_model_label  # WEBHOOKS_OWNER_MODEL, else the user model
 
 
 class Migration(migrations.Migration):
@@ -15,7 +16,7 @@ class Migration(migrations.Migration):
     initial = True
 
     dependencies = [
-        migrations.swappable_dependency(settings.AUTH_USER_MODEL),
+        migrations.swappable_dependency(owner_model_label()),
     ]
 
     operations = [
@@ -50,7 +51,7 @@ class Migration(migrations.Migration):
                 ('last_failure_at', models.DateTimeField(blank=True, null=True, verbose_name='last failure')),
                 ('created_at', models.DateTimeField(default=django.utils.timezone.now, editable=False, verbose_name='created')),
                 ('updated_at', models.DateTimeField(auto_now=True, verbose_name='updated')),
-                ('owner', models.ForeignKey(blank=True, help_text="The user whose events this endpoint receives. Empty: a site-wide endpoint that receives every user's events.", null=True, on_delete=django.db.models.deletion.CASCADE, related_name='webhook_endpoints', to=settings.AUTH_USER_MODEL, verbose_name='owner')),
+                ('owner', models.ForeignKey(blank=True, help_text="The user whose events this endpoint receives. Empty: a site-wide endpoint that receives every user's events.", null=True, on_delete=django.db.models.deletion.CASCADE, related_name='webhook_endpoints', to=owner_model_label(), verbose_name='owner')),
             ],
             options={
                 'verbose_name': 'endpoint',
@@ -67,7 +68,7 @@ class Migration(migrations.Migration):
                 ('payload', models.TextField(blank=True, verbose_name='payload')),
                 ('error', models.TextField(blank=True, verbose_name='error')),
                 ('dispatched_at', models.DateTimeField(blank=True, null=True, verbose_name='dispatched')),
-                ('owner', models.ForeignKey(blank=True, db_constraint=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL, verbose_name='owner')),
+                ('owner', models.ForeignKey(blank=True, db_constraint=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=owner_model_label(), verbose_name='owner')),
             ],
             options={
                 'verbose_name': 'event',
