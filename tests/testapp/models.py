@@ -25,7 +25,7 @@ class Membership(models.Model):
                                                name="testapp_one_membership")]
 
     def __str__(self) -> str:
-        return f"{self.user_id} in {self.organization_id}"
+        return f"membership {self.pk}"
 
 
 class Product(models.Model):
