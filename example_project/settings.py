@@ -114,19 +114,26 @@ def _dev_key() -> str:
 
 # --- webhooks ----------------------------------------------------------------------------------
 
+# Organizations own webhook endpoints and events, not single users: every member of an
+# organization manages the same endpoints (docs/owners.md). Chosen before the first migrate.
+WEBHOOKS_OWNER_MODEL = "shop.Organization"
+
 WEBHOOKS = {
     # Model events, declared without code: order.created, order.updated, order.deleted, ...
     "MODELS": {
         "shop.Order": {
             "events": ["created", "updated", "deleted"],
             "serializer": "example_project.shop.serializers.OrderSerializer",
-            # An order's events go to its customer's endpoints (and to site-wide ones).
-            "owner": "customer",
+            # An order's events go to its organization's endpoints (and to site-wide ones).
+            "owner": "organization",
         },
         "shop.Product": {"events": ["created", "updated"]},
     },
     # Custom events, sent from code with webhooks.send_event().
     "EVENTS": {"invoice.paid": "An invoice was paid."},
+    # Whom the REST API acts for: the organization the X-Organization header picks among the
+    # user's memberships, else the user's first one.
+    "API_OWNER": "example_project.shop.owners.request_organization",
     # Development escape hatch: the demo receiver lives on this very site, on the loopback
     # address, which the SSRF guard refuses by default. Keep this empty in production.
     "ALLOWED_NETWORKS": ["127.0.0.1/32"],

@@ -11,7 +11,23 @@ from django.forms import ModelForm
 from django.http import HttpRequest
 
 import webhooks
-from example_project.shop.models import Order, OrderItem, Product
+from example_project.shop.models import Membership, Order, OrderItem, Organization, Product
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 1
+    autocomplete_fields = ["user"]
+
+
+@admin.register(Organization)
+class OrganizationAdmin(admin.ModelAdmin):
+    """Organizations own webhook endpoints: ``search_fields`` lets the endpoint form's owner
+    field search them."""
+
+    list_display = ["name", "email"]
+    search_fields = ["name", "email"]
+    inlines = [MembershipInline]
 
 
 @admin.register(Product)
@@ -27,9 +43,11 @@ class OrderItemInline(admin.TabularInline):
 
 @admin.register(Order)
 class OrderAdmin(admin.ModelAdmin):
-    list_display = ["__str__", "customer", "status", "total", "created_at", "updated_at"]
-    list_filter = ["status"]
-    list_select_related = ["customer"]
+    list_display = ["__str__", "organization", "customer", "status", "total", "created_at",
+                    "updated_at"]
+    list_filter = ["status", "organization"]
+    list_select_related = ["organization", "customer"]
+    autocomplete_fields = ["organization", "customer"]
     readonly_fields = ["total", "created_at", "updated_at"]
     inlines = [OrderItemInline]
     actions = ["mark_paid"]
@@ -50,7 +68,7 @@ class OrderAdmin(admin.ModelAdmin):
                 webhooks.send_event(
                     "invoice.paid",
                     {"order_id": order.pk, "amount": order.total},
-                    owner=order.customer_id,
+                    owner=order.organization_id,
                 )
             count += 1
         self.message_user(request, f"{count} order(s) marked as paid.", messages.SUCCESS)

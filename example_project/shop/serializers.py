@@ -21,5 +21,6 @@ class OrderSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Order
-        fields = ["id", "status", "total", "customer", "created_at", "updated_at", "items"]
+        fields = ["id", "organization", "status", "total", "customer", "created_at", "updated_at",
+                  "items"]
         read_only_fields = fields
