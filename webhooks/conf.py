@@ -311,7 +311,9 @@ class WebhooksSettings:
         doc="longest custom header value")
     MAX_ENDPOINTS_PER_OWNER = Setting(
         20, optional(int), valid=none_or(positive_int), expected="None or a positive whole number",
-        doc="endpoints one user may have (`None`: no cap; site-wide ones are not counted)")
+        doc="endpoints one owner (`WEBHOOKS_OWNER_MODEL`: a user, an organization…) may have; "
+            "members of one organization share them (`None`: no cap; site-wide ones are not "
+            "counted)")
     SECRET_ROTATION_GRACE = Setting(
         DAY, lambda v: min(float(v), MAX_ROTATION_GRACE),
         valid=between(0, MAX_ROTATION_GRACE),
