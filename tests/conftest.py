@@ -53,6 +53,16 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture
+def fresh_throttles() -> Iterator[None]:
+    """Throttle counters live in the cache: the test starts with none and leaves none."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
 def enqueued(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, tuple[object, ...]]]:
     """Record what would be handed to django-q2 instead of running it."""
     calls: list[tuple[str, tuple[object, ...]]] = []

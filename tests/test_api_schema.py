@@ -28,7 +28,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 import webhooks
-from tests.helpers import make_endpoint, make_user
+from tests.factories import make_owner, organizations_own
+from tests.helpers import make_endpoint
 from tests.urls import api
 from webhooks.models import Delivery, Endpoint
 
@@ -92,6 +93,11 @@ def test_the_schema_is_exact_where_it_matters() -> None:
     replay = schema["paths"]["/api/webhooks/endpoints/{id}/replay/"]["post"]
     assert set(replay["responses"]) == {"202", "400", "401", "403", "404", "406", "409",
                                         "429"}
+    # Every operation says that a request acting for no owner is refused.
+    for operations in schema["paths"].values():
+        for method, operation in operations.items():
+            if method != "parameters":
+                assert "no owner" in operation["responses"]["403"]["description"]
 
 
 def test_the_schema_is_served(client: Any) -> None:
@@ -106,10 +112,11 @@ def test_the_schema_is_served(client: Any) -> None:
 @pytest.fixture
 def api_schema(db: Any) -> Iterator[Any]:
     """The served schema, loaded by schemathesis, calling the app in-process (WSGI): an
-    authenticated user with an endpoint and a delivery of their own, throttles loosened."""
-    user = make_user("fuzzer")
-    endpoint = make_endpoint("https://example.com/hook", "invoice.paid", owner=user)
-    event = webhooks.send_event("invoice.paid", {"n": 1}, owner=user)
+    authenticated user (of an organization named like them, with organizations as owners)
+    with an endpoint and a delivery of their owner's, throttles loosened."""
+    owner = make_owner("fuzzer")
+    endpoint = make_endpoint("https://example.com/hook", "invoice.paid", owner=owner)
+    event = webhooks.send_event("invoice.paid", {"n": 1}, owner=owner)
     Delivery.objects.create(event=event, endpoint=endpoint, status="failed")
     cache.clear()
     rates = {"webhooks": "100000/minute", "webhooks_send": "100000/minute"}
@@ -131,6 +138,7 @@ CHECKS = [not_a_server_error, response_schema_conformance, status_code_conforman
 OPERATIONS = sorted((method, path) for path, methods in ROUTES.items() for method in methods)
 
 
+@pytest.mark.owners
 @pytest.mark.parametrize(("method", "path"), OPERATIONS, ids=[f"{m.upper()} {p}"
                                                             for m, p in OPERATIONS])
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
@@ -149,8 +157,9 @@ def test_the_api_keeps_its_schema(api_schema: Any, enqueued: list[Any], method: 
         if own_id and "id" in (case.path_parameters or {}):
             # Half the time, an object of the user's own, not only unknown ids (404s).
             model = Delivery if path.startswith("/api/webhooks/deliveries/") else Endpoint
-            mine = model.objects.filter(**{"endpoint__owner__username" if model is Delivery
-                                           else "owner__username": "fuzzer"}).first()
+            owner = "owner__name" if organizations_own() else "owner__username"
+            mine = model.objects.filter(**{f"endpoint__{owner}" if model is Delivery
+                                           else owner: "fuzzer"}).first()
             if mine is not None:
                 case.path_parameters["id"] = str(mine.pk)
         response = case.call_and_validate(headers=AUTH, checks=CHECKS)

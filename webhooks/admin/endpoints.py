@@ -1,6 +1,11 @@
 """The endpoints admin: the form (event types from the catalog, payload field allowlists),
 health in the list and on the page, the signing secret, and the actions. Every change goes
-through :mod:`webhooks.services`."""
+through :mod:`webhooks.services`.
+
+The owner (``WEBHOOKS_OWNER_MODEL``) follows its model's admin, looked up for each request:
+an autocomplete when that admin is registered with ``search_fields``, a raw id otherwise, and
+endpoints are searched by those fields of their owner (a user's username when there are
+none)."""
 
 from __future__ import annotations
 
@@ -9,10 +14,12 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import widgets
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
+from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -27,6 +34,7 @@ from webhooks import services
 from webhooks.conf import webhooks_settings
 from webhooks.exceptions import InvalidReplayWindow, WebhooksConfigurationError
 from webhooks.models import WILDCARD, Delivery, Endpoint
+from webhooks.owners import get_owner_model, owner_is_user_model
 
 from .base import ENDPOINT_HEAVY, LeanChangeList
 from .filters import HealthFilter, OwnerKindFilter
@@ -40,6 +48,17 @@ from .health import (
 )
 
 MASK = "••••••••••••••••"
+
+#: The prefixes of a ``search_fields`` entry that choose its lookup (``^`` starts with, ``=``
+#: exact, ``@`` full text); they stay in front when the field is reached through a relation.
+SEARCH_PREFIXES = "^=@"
+
+
+def related_search_field(relation: str, field: str) -> str:
+    """``field`` (a ``search_fields`` entry of the related model) reached through
+    ``relation``: ``("owner", "^name")`` gives ``"^owner__name"``."""
+    name = field.lstrip(SEARCH_PREFIXES)
+    return f"{field[:len(field) - len(name)]}{relation}__{name}"
 
 
 def subscribable_choices() -> list[tuple[str, str]]:
@@ -156,7 +175,6 @@ class EndpointAdmin(admin.ModelAdmin):
     list_select_related = ["owner"]
     list_defer = ENDPOINT_HEAVY
     search_fields = ["url", "description"]
-    raw_id_fields = ["owner"]
     readonly_fields = ["secret_display", "health_summary", "health_chart", "paused",
                        "disabled_reason",
                        "disabled_at", "failing_since", "consecutive_failures",
@@ -179,9 +197,55 @@ class EndpointAdmin(admin.ModelAdmin):
                                      "last_failure_at", "created_at", "updated_at"]}),
         ]
 
+    # the owner: its model's admin decides how it is searched and picked, at request time
+
+    def owner_admin(self) -> admin.ModelAdmin | None:
+        """The ``ModelAdmin`` of the owner model on this admin site (``None``: unregistered)."""
+        model = get_owner_model()
+        if not self.admin_site.is_registered(model):
+            return None
+        return self.admin_site.get_model_admin(model)
+
+    def owner_search_fields(self, request: HttpRequest) -> list[str]:
+        """The owner model admin's ``search_fields``, reached through ``owner``; for users
+        without a searchable admin, the username."""
+        owner_admin = self.owner_admin()
+        fields = list(owner_admin.get_search_fields(request)) if owner_admin else []
+        if not fields and owner_is_user_model():
+            fields = [get_user_model().USERNAME_FIELD]
+        return [related_search_field("owner", field) for field in fields]
+
+    def owner_autocompletes(self, request: HttpRequest) -> bool:
+        """Whether the owner field is an autocomplete: the owner model's admin is registered
+        with ``search_fields`` (what Django's autocomplete view requires) and lets this staff
+        user view owners (the autocomplete view asks that too). Otherwise it is a raw id."""
+        owner_admin = self.owner_admin()
+        return bool(owner_admin and owner_admin.get_search_fields(request)
+                    and owner_admin.has_view_permission(request))
+
+    def get_autocomplete_fields(self, request: HttpRequest) -> list[str]:
+        return [*super().get_autocomplete_fields(request),
+                *(["owner"] if self.owner_autocompletes(request) else [])]
+
+    def get_raw_id_fields(self, request: HttpRequest) -> list[str]:
+        """The raw id fields of this request (Django only has the ``raw_id_fields``
+        attribute): the owner unless it autocompletes."""
+        return [*self.raw_id_fields,
+                *([] if self.owner_autocompletes(request) else ["owner"])]
+
+    def formfield_for_dbfield(self, db_field: models.Field, request: HttpRequest,
+                              **kwargs: Any) -> forms.Field | None:
+        if isinstance(db_field, models.ForeignKey) and (
+                db_field.name in self.get_raw_id_fields(request)):
+            # What Django does for raw_id_fields: the raw id widget, not wrapped in the
+            # add/change links of a select.
+            kwargs.setdefault("widget", widgets.ForeignKeyRawIdWidget(
+                db_field.remote_field, self.admin_site, using=kwargs.get("using")))
+            return self.formfield_for_foreignkey(db_field, request, **kwargs)
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
     def get_search_fields(self, request: HttpRequest) -> list[str]:
-        user_model = get_user_model()
-        return [*self.search_fields, f"owner__{user_model.USERNAME_FIELD}"]
+        return [*self.search_fields, *self.owner_search_fields(request)]
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return EndpointChangeList

@@ -88,13 +88,13 @@ class AttemptOutcomeFilter(ConditionFilter):
 
 
 class OwnerKindFilter(ConditionFilter):
-    """Site-wide endpoints, or users' endpoints."""
+    """Site-wide endpoints, or owners' endpoints (whatever the owner model is)."""
 
     title = _("owner")
     parameter_name = "owned"
     conditions = {
         "site": (_("Site-wide (no owner)"), models.Q(owner__isnull=True)),
-        "user": (_("A user's"), models.Q(owner__isnull=False)),
+        "owner": (_("An owner's"), models.Q(owner__isnull=False)),
     }
 
 

@@ -1,5 +1,6 @@
 """Who may use the API: the site's choice (``WEBHOOKS["API_PERMISSION_CLASSES"]``), on top of
-a floor that no setting removes: the request has a user, since everything here is theirs."""
+a floor that no setting removes: the request has a user. Which owner it then acts for is
+``WEBHOOKS["API_OWNER"]``'s answer (the views answer 403 when there is none)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from webhooks.conf import webhooks_settings
 
 
 class HasUser(BasePermission):
-    """An authenticated user made the request (anonymous users own no endpoints)."""
+    """An authenticated user made the request (anonymous requests act for no owner)."""
 
     def has_permission(self, request: Request, view: Any) -> bool:
         user = request.user

@@ -63,7 +63,8 @@ class HeadersField(serializers.Field):
 
 
 class EndpointSerializer(serializers.ModelSerializer):
-    """An endpoint of the requesting user. The owner is never a field: it is the user."""
+    """An endpoint of the request's owner. The owner is never a field: the view sets it to
+    the owner the request acts for."""
 
     id = serializers.UUIDField(read_only=True)
     url = serializers.URLField(

@@ -1,5 +1,7 @@
-"""Views of the REST API. Every queryset is the requesting user's own, so another user's
-object is a 404 on every route; the owner is set from the request, never from the body."""
+"""Views of the REST API. Each request acts for one owner, the one ``WEBHOOKS["API_OWNER"]``
+finds for it (:func:`webhooks.owners.api_owner`: by default the user): every queryset is that
+owner's, so another owner's object is a 404 on every route, and the owner of what is created is
+that owner, never a field of the body. A request that acts for no owner is a 403."""
 
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from webhooks import services
 from webhooks.events.catalog import get_catalog
 from webhooks.events.payloads import payload_fields
 from webhooks.models import Delivery, DeliveryAttempt, Endpoint, Event, Subscription
+from webhooks.owners import api_owner
 
 from . import serializers as s
 from .examples import example_body
@@ -47,6 +50,14 @@ class EndpointDisabled(exceptions.APIException):
     status_code = status.HTTP_409_CONFLICT
     default_detail = _("The endpoint is disabled: enable it (is_active: true) first.")
     default_code = "endpoint_disabled"
+
+
+class NoOwner(exceptions.PermissionDenied):
+    """403: the request is authenticated but acts for no owner (``API_OWNER`` found none)."""
+
+    default_detail = _("You do not act for any owner of webhook endpoints here (for example, "
+                       "you belong to no organization, or not to the one you asked for).")
+    default_code = "no_owner"
 
 
 class DeliveryInProgress(exceptions.APIException):
@@ -83,7 +94,9 @@ def _errors(*codes: int) -> dict[int, Any]:
     }
     answers = {
         401: OpenApiResponse(s.ErrorSerializer, description=_("Not authenticated.")),
-        403: OpenApiResponse(s.ErrorSerializer, description=_("Not allowed.")),
+        403: OpenApiResponse(s.ErrorSerializer, description=_(
+            "Not allowed: the site's permissions refuse the request, or it acts for no owner "
+            "(for example, a user who belongs to no organization).")),
         406: OpenApiResponse(s.ErrorSerializer,
                              description=_("The Accept header asks for no format we serve.")),
         429: OpenApiResponse(s.ErrorSerializer, description=_("Throttled.")),
@@ -94,7 +107,8 @@ def _errors(*codes: int) -> dict[int, Any]:
 
 class WebhooksAPIView(viewsets.GenericViewSet):
     """What every view of the API shares: settings-driven permissions, our throttles on top
-    of the site's, cursor pagination. Authentication is the site's DRF default."""
+    of the site's, cursor pagination, and the owner the request acts for (:meth:`get_owner`).
+    Authentication is the site's DRF default."""
 
     pagination_class: type[BasePagination] | None = WebhooksPagination
     schema = view_schema()
@@ -110,9 +124,24 @@ class WebhooksAPIView(viewsets.GenericViewSet):
             throttles.append(WebhooksSendThrottle())
         return throttles
 
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        """After authentication, permissions and throttles: the owner, or a 403 on every
+        route (the event type catalog included) for a request that acts for none."""
+        super().initial(request, *args, **kwargs)
+        self.get_owner()
+
+    def get_owner(self) -> Any:
+        """The owner this request acts for (:func:`webhooks.owners.api_owner`), resolved once
+        per request; :class:`NoOwner` (403) when there is none."""
+        if not hasattr(self, "_owner"):
+            self._owner = api_owner(self.request)
+        if self._owner is None:
+            raise NoOwner
+        return self._owner
+
     def endpoints(self) -> QuerySet[Endpoint]:
-        """The requesting user's endpoints, and only theirs (staff included)."""
-        return Endpoint.objects.filter(owner_id=self.request.user.pk)
+        """The request's owner's endpoints, and only theirs (staff included)."""
+        return Endpoint.objects.filter(owner_id=self.get_owner().pk)
 
     def handle_exception(self, exc: Exception) -> Response:
         return super().handle_exception(api_exception(exc))
@@ -147,7 +176,7 @@ class EndpointViewSet(mixins.ListModelMixin, mixins.CreateModelMixin,
         )
 
     def perform_create(self, serializer: BaseSerializer[Any]) -> None:
-        serializer.save(owner=self.request.user)
+        serializer.save(owner=self.get_owner())
 
     @extend_schema(summary="Read the signing secret", request=None,
                    responses={200: s.SecretSerializer, **_errors(404)})
@@ -214,7 +243,7 @@ class DeliveryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Webhooks
     filter_backends = [DeliveryFilter]
 
     def get_queryset(self) -> QuerySet[Delivery]:
-        deliveries = Delivery.objects.filter(endpoint__owner_id=self.request.user.pk)
+        deliveries = Delivery.objects.filter(endpoint__owner_id=self.get_owner().pk)
         if getattr(self, "action", None) == "retrieve":
             return deliveries.select_related("event").prefetch_related(
                 Prefetch("attempt_log", queryset=DeliveryAttempt.objects.order_by("number")))
@@ -280,7 +309,7 @@ class ZapierHookViewSet(WebhooksAPIView):
     def create(self, request: Request) -> Response:
         params = s.ZapierSubscribeSerializer(data=request.data)
         params.is_valid(raise_exception=True)
-        endpoint = services.create_endpoint(request.user, [params.validated_data["event"]],
+        endpoint = services.create_endpoint(self.get_owner(), [params.validated_data["event"]],
                                             url=params.validated_data["url"],
                                             description="Zapier")
         return Response(s.ZapierSubscriptionSerializer(endpoint).data,
@@ -319,7 +348,7 @@ class ZapierHookViewSet(WebhooksAPIView):
         params = s.ZapierSampleSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         event_type = params.validated_data["event"]
-        recent = (Event.objects.filter(owner_id=request.user.pk, type=event_type, error="")
+        recent = (Event.objects.filter(owner_id=self.get_owner().pk, type=event_type, error="")
                   .order_by("-created_at").values_list("payload", flat=True)[:3])
         bodies = [s.PayloadField().to_representation(payload) for payload in recent]
         if not bodies:
