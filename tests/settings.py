@@ -131,3 +131,7 @@ LOGGING = {
 }
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STATIC_URL = "/static/"
+# Owners' notification emails: kept in memory (the qcluster subprocesses of e2e tests too, which
+# Django's test setup does not reach); tests/test_notifications.py also sends to a real SMTP
+# server of its own.
+EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"

@@ -13,14 +13,16 @@ class WebhooksConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        """Register the system checks; connect model event capture, the metrics and the
-        schedules' ``post_migrate`` receiver (which lives with the rest of django-q2's side in
-        :mod:`webhooks.tasks`)."""
+        """Register the system checks; connect model event capture, the metrics, the owners'
+        notifications and the schedules' ``post_migrate`` receiver (which lives with the rest
+        of django-q2's side in :mod:`webhooks.tasks`)."""
         from webhooks import checks, metrics, tasks
         from webhooks.events import capture
+        from webhooks.notifications import receivers
 
         checks.register()
         capture.connect()
         metrics.connect()
+        receivers.connect()
         post_migrate.connect(tasks.ensure_schedule_after_migrate, sender=self,
                              dispatch_uid="webhooks.ensure_schedule")

@@ -26,6 +26,7 @@ def register() -> None:
     checks.register(check_catalog, "webhooks")
     checks.register(check_task_queue, "webhooks")
     checks.register(check_owner_model, "webhooks")
+    checks.register(check_notifications, "webhooks")
 
 
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
@@ -108,29 +109,56 @@ def check_owner_model(app_configs: Any = None, **kwargs: Any) -> list[checks.Che
     except WebhooksConfigurationError as exc:
         return [checks.Error(str(exc), id="webhooks.E040", hint=hint)]
     errors = owner_model_problems(model)
-    raw = getattr(settings, "WEBHOOKS", {})
-    path = raw.get("API_OWNER") if isinstance(raw, Mapping) else None
-    if path is not None and not SETTINGS["API_OWNER"].valid(path):
-        return errors  # a bad value: webhooks.E003 says so
+    path = _configured("API_OWNER")
     if path is not None:
-        try:
-            resolver = import_string(path)
-        except ImportError as exc:
-            errors.append(checks.Error(
-                f"WEBHOOKS['API_OWNER'] = {path!r} cannot be imported: {exc}",
-                id="webhooks.E042", hint="Give the dotted path of a function(request)."))
-        else:
-            if not callable(resolver):
-                errors.append(checks.Error(
-                    f"WEBHOOKS['API_OWNER'] = {path!r} is not callable.", id="webhooks.E042",
-                    hint="Give the dotted path of a function(request)."))
-    elif apps.is_installed("rest_framework") and not owners.owner_is_user_model():
+        errors += function_problems("API_OWNER", path, "webhooks.E042",
+                                    "Give the dotted path of a function(request).")
+    elif apps.is_installed("rest_framework") and not owners.owner_is_user_model() and (
+            not _bad("API_OWNER")):
         errors.append(checks.Warning(
             f"Owners are {label} ({owners.SETTING}) but WEBHOOKS['API_OWNER'] is not set: the "
             "REST API answers 403 to every request.", id="webhooks.W040",
             hint="Set WEBHOOKS['API_OWNER'] to a function(request) that returns the "
                  f"{model.__name__} the request acts for, or None."))
     return errors
+
+
+def _configured(key: str) -> Any:
+    """``WEBHOOKS[key]`` when it is set to a valid value, else ``None`` (missing, or a bad value
+    that ``webhooks.E003`` reports)."""
+    raw = getattr(settings, "WEBHOOKS", {})
+    value = raw.get(key) if isinstance(raw, Mapping) else None
+    return value if value is not None and SETTINGS[key].valid(value) else None
+
+
+def _bad(key: str) -> bool:
+    raw = getattr(settings, "WEBHOOKS", {})
+    return isinstance(raw, Mapping) and key in raw and not SETTINGS[key].valid(raw[key])
+
+
+def function_problems(key: str, path: str, check_id: str, hint: str,
+                      ) -> list[checks.CheckMessage]:
+    """``check_id`` when the setting ``key`` (a dotted path) cannot be imported or is not
+    callable."""
+    try:
+        function = import_string(path)
+    except ImportError as exc:
+        return [checks.Error(f"WEBHOOKS[{key!r}] = {path!r} cannot be imported: {exc}",
+                             id=check_id, hint=hint)]
+    if not callable(function):
+        return [checks.Error(f"WEBHOOKS[{key!r}] = {path!r} is not callable.", id=check_id,
+                             hint=hint)]
+    return []
+
+
+def check_notifications(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """E050: ``OWNER_EMAILS`` cannot be imported or is not callable."""
+    path = _configured("OWNER_EMAILS")
+    if path is None:
+        return []
+    return function_problems("OWNER_EMAILS", path, "webhooks.E050",
+                             "Give the dotted path of a function(owner) that returns a list of "
+                             "email addresses.")
 
 
 def owner_model_problems(model: Any) -> list[checks.CheckMessage]:

@@ -355,6 +355,33 @@ class WebhooksSettings:
         doc="serve Prometheus metrics (needs the `metrics` extra; `webhooks.E040` when it is "
             "missing)")
 
+    # --- owners' notifications ---
+    NOTIFY_BY_EMAIL = Setting(
+        True, bool, valid=is_bool, expected="True or False",
+        doc="email owners when an endpoint of theirs is failing, disabled or recovered "
+            "(`docs/notifications.md`; the signals are sent either way)")
+    NOTIFY_FAILING_AFTER = Setting(
+        3600, optional(float), valid=none_or(positive),
+        expected="None or a positive number of seconds", default_note="1 hour",
+        doc="seconds every delivery to an endpoint must have failed before its owner hears "
+            "that it is failing (`None`: no failing notice; disabled and recovered still are)")
+    OWNER_EMAILS = Setting(
+        None, _optional_str, valid=none_or(non_empty_str),
+        expected="None or the dotted path of a function owner -> list of addresses",
+        doc="who hears about an owner's endpoints: `callable(owner)` returning email addresses; "
+            "`None`: the owner's `email` (a user's email field) when not empty "
+            "(`webhooks.E050` when it cannot be imported)")
+    SITE_EMAILS = Setting(
+        None, optional(list), valid=none_or(str_list),
+        expected="None or a list of email addresses",
+        doc="who hears about site-wide endpoints (no owner): `None`: the addresses of "
+            "`settings.ADMINS`; `[]`: nobody")
+    NOTIFY_LINK = Setting(
+        None, _optional_str, valid=none_or(non_empty_str),
+        expected="None or a URL, where {endpoint_id} stands for the endpoint's id",
+        doc="the page where the owner manages the endpoint, in the emails: a URL in which "
+            "`{endpoint_id}` is replaced (`None`: the emails name no link)")
+
     # --- retention ---
     RETENTION = Setting(
         dict(RETENTION_DEFAULT), _retention_days, valid=_retention,

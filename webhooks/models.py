@@ -22,6 +22,14 @@ from webhooks.validators import validate_endpoint_url, validate_headers
 WILDCARD = "*"
 
 
+class NotifiedState(models.TextChoices):
+    """``Endpoint.notified_state``: the trouble the owner was last told about."""
+
+    NONE = "", _("Nothing")
+    FAILING = "failing", _("Failing")
+    DISABLED = "disabled", _("Disabled")
+
+
 class Endpoint(models.Model):
     """A URL that receives webhooks, owned by an owner (``WEBHOOKS_OWNER_MODEL``: a user by
     default, or an organization, team or account) or, owner empty, by the site itself."""
@@ -80,6 +88,15 @@ class Endpoint(models.Model):
     consecutive_failures = models.PositiveIntegerField(_("consecutive failures"), default=0)
     last_success_at = models.DateTimeField(_("last success"), null=True, blank=True)
     last_failure_at = models.DateTimeField(_("last failure"), null=True, blank=True)
+    # What the owner was last told (webhooks.notifications): written by the workers and the
+    # services with compare-and-set updates, so each change of state is notified once.
+    notified_state = models.CharField(
+        _("owner notified"), max_length=16, choices=NotifiedState.choices, blank=True,
+        default=NotifiedState.NONE, editable=False,
+        help_text=_("The trouble its owner was last told about by email and signal: failing, "
+                    "disabled, or nothing (healthy, or recovered since)."))
+    notified_at = models.DateTimeField(_("owner notified at"), null=True, blank=True,
+                                       editable=False)
     created_at = models.DateTimeField(_("created"), default=timezone.now, editable=False)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
 

@@ -28,6 +28,7 @@ from webhooks.events.catalog import TEST_EVENT_TYPE, get_catalog
 from webhooks.events.payloads import payload_fields, payload_parts
 from webhooks.exceptions import EndpointDisabled, InvalidReplayWindow
 from webhooks.models import WILDCARD, Delivery, Endpoint, Event
+from webhooks.notifications import notices
 from webhooks.outbox import EVENT_COLUMNS, insert_event
 from webhooks.owners import get_owner_model
 
@@ -110,15 +111,25 @@ def update_endpoint(endpoint: Endpoint, fields: Iterable[str], *, disabled_reaso
     Workers update the health and flow-control columns of the same row at any moment; a full
     save would write stale values over them. When ``is_active`` is among ``fields``, the
     switch's rule applies (see :func:`endpoint_state`; ``disabled_reason`` says who switched
-    it off). With ``events`` or ``payload``, the subscriptions are set in the same transaction
-    (``payload`` alone keeps the subscribed types).
+    it off; any reason but :data:`DISABLED_BY_OWNER` notifies the owner, see
+    :func:`disable_endpoints`). With ``events`` or ``payload``, the subscriptions are set in
+    the same transaction (``payload`` alone keeps the subscribed types).
     """
     changed = {"updated_at", *fields}
+    state: dict[str, Any] = {}
     if "is_active" in changed:
-        for name, value in endpoint_state(endpoint.is_active, disabled_reason).items():
+        state = endpoint_state(endpoint.is_active, disabled_reason)
+        for name, value in state.items():
             setattr(endpoint, name, value)
             changed.add(name)
-    with transaction.atomic(using=router.db_for_write(Endpoint)):
+    using = router.db_for_write(Endpoint)
+    with transaction.atomic(using=using):
+        if state and not endpoint.is_active and is_trouble(disabled_reason):
+            told = notices.disable(using, [endpoint.pk], state)
+            for notice in told:
+                endpoint.notified_state = notice.endpoint.notified_state
+                endpoint.notified_at = notice.endpoint.notified_at
+            notices.send_on_commit(using, told)
         endpoint.save(update_fields=sorted(changed))
         if events is not None or payload is not None:
             set_subscriptions(endpoint, endpoint.event_types if events is None else events,
@@ -153,9 +164,31 @@ def enable_endpoints(endpoints: QuerySet[Endpoint]) -> int:
     return int(endpoints.filter(is_active=False).update(**endpoint_state(True)))
 
 
+def is_trouble(reason: Reason) -> bool:
+    """Whether switching an endpoint off for ``reason`` is news for its owner: any reason
+    (staff's, a command's) but :data:`DISABLED_BY_OWNER`, the owner's own decision."""
+    return reason is not DISABLED_BY_OWNER and str(reason) != str(DISABLED_BY_OWNER)
+
+
 def disable_endpoints(endpoints: QuerySet[Endpoint], reason: Reason) -> int:
-    """Switch off the active ones of ``endpoints``, saying why; returns how many."""
-    return int(endpoints.filter(is_active=True).update(**endpoint_state(False, reason)))
+    """Switch off the active ones of ``endpoints``, saying why; returns how many.
+
+    Unless ``reason`` is :data:`DISABLED_BY_OWNER`, each owner hears about it (the
+    ``endpoint_disabled`` signal and its email, once the transaction commits; see
+    :mod:`webhooks.notifications.notices`).
+    """
+    state = endpoint_state(False, reason)
+    if not is_trouble(reason):
+        return int(endpoints.filter(is_active=True).update(**state))
+    # The database the queryset was pointed at, else the one its update would write to.
+    using = getattr(endpoints, "_db", None) or router.db_for_write(Endpoint)
+    with transaction.atomic(using=using):
+        # In primary-key order, as the workers lock endpoint rows: no deadlock with them.
+        active = (endpoints.using(using).filter(is_active=True).order_by("pk")
+                  .values_list("pk", flat=True))
+        told = notices.disable(using, list(active), state)
+        notices.send_on_commit(using, told)
+    return len(told)
 
 
 def require_active(endpoint: Endpoint) -> Endpoint:

@@ -3,7 +3,8 @@
 ``dispatch`` fans out newly committed events and delivers; ``drain`` delivers what is due;
 ``sweep`` runs on a django-q2 schedule and recovers whatever a lost task or a dead worker left
 behind (events not fanned out, retries that came due, expired claims). ``prune`` runs on a
-second schedule and applies the retention settings. ``ensure_schedule_after_migrate`` (a
+second schedule and applies the retention settings. ``notify`` emails an endpoint's owner
+about trouble (``webhooks.notifications``). ``ensure_schedule_after_migrate`` (a
 ``post_migrate`` receiver) keeps both schedules in line with the settings.
 """
 
@@ -25,6 +26,7 @@ from django_q.tasks import async_task
 from webhooks import delivery, retention
 from webhooks.conf import webhooks_settings as conf
 from webhooks.models import Delivery, DispatchToken
+from webhooks.notifications import mail
 
 logger = logging.getLogger("webhooks")
 
@@ -149,6 +151,13 @@ def prune() -> None:
     if result.total:
         logger.info("Pruned %s%s.", result, "" if result.complete else " (more next run)",
                     extra={"counts": result.counts, "complete": result.complete})
+
+
+def notify(notice: dict[str, Any]) -> None:
+    """Email a notice (an endpoint disabled, failing or recovered) to the endpoint's owner:
+    :func:`webhooks.notifications.mail.send_notice`, which logs whatever goes wrong and never
+    raises."""
+    mail.send_notice(notice)
 
 
 def ensure_schedule(using: str = "default") -> None:

@@ -2,7 +2,8 @@
 
 Attempt rows (:func:`insert_attempts`), the deliveries' new states, deliveries handed back
 unattempted, each endpoint's health (last success, failures in a row), pauses (429s, the
-circuit breaker) and automatic disabling; then, once committed, a log record per attempt and
+circuit breaker), automatic disabling and the owners' notices
+(:mod:`webhooks.notifications.notices`); then, once committed, a log record per attempt and
 the ``webhooks.signals``.
 """
 
@@ -25,12 +26,9 @@ from webhooks.conf import webhooks_settings as conf
 from webhooks.delivery.claims import CIRCUIT_OPEN, RATE_LIMITED
 from webhooks.delivery.sending import Outcome
 from webhooks.models import Delivery, DeliveryAttempt, Endpoint
-from webhooks.signals import (
-    delivery_attempted,
-    delivery_failed,
-    delivery_succeeded,
-    endpoint_disabled,
-)
+from webhooks.notifications import notices
+from webhooks.notifications.notices import Notice
+from webhooks.signals import delivery_attempted, delivery_failed, delivery_succeeded, send
 
 logger = logging.getLogger("webhooks")
 
@@ -49,7 +47,7 @@ def record(token: uuid.UUID, outcomes: list[Outcome], *,
     """
     using = router.db_for_write(Delivery)
     now = timezone.now()
-    disabled: list[tuple[Endpoint, str]] = []
+    told: list[Notice] = []
     with transaction.atomic(using=using):
         attempts = [o.attempt for o in outcomes if o.attempt is not None]
         if attempts:
@@ -69,10 +67,10 @@ def record(token: uuid.UUID, outcomes: list[Outcome], *,
                  .filter(pk__in=touched).order_by("pk").values_list("pk", flat=True))
         _update_health(using, outcomes, now)
         _update_pauses(using, outcomes, throttled or {}, now)
-        for endpoint_id in gone:
-            disabled += _disable(using, endpoint_id, "The endpoint answered 410 Gone.", now)
-        disabled += _auto_disable(using, outcomes, now)
-    _send_signals(outcomes, disabled)
+        told += _disable(using, gone, "The endpoint answered 410 Gone.", now)
+        told += _auto_disable(using, outcomes, now)
+        told += _notices(using, outcomes, now)
+    _send_signals(outcomes, told)
 
 
 def _update_pauses(using: str, outcomes: list[Outcome], throttled: dict[Any, datetime],
@@ -210,8 +208,7 @@ def _update_health(using: str, outcomes: list[Outcome], now: datetime) -> None:
             )
 
 
-def _auto_disable(using: str, outcomes: list[Outcome], now: datetime,
-                  ) -> list[tuple[Endpoint, str]]:
+def _auto_disable(using: str, outcomes: list[Outcome], now: datetime) -> list[Notice]:
     failed = {o.delivery.endpoint_id for o in outcomes if o.attempt and not o.succeeded}
     if not failed:
         return []
@@ -223,21 +220,44 @@ def _auto_disable(using: str, outcomes: list[Outcome], now: datetime,
     ).values_list("pk", flat=True)
     reason = (f"Every delivery failed for {_human(after)} "
               f"({conf.DISABLE_AFTER_FAILURES}+ attempts in a row).")
-    result: list[tuple[Endpoint, str]] = []
-    for endpoint_id in list(doomed):
-        result += _disable(using, endpoint_id, reason, now)
-    return result
+    return _disable(using, list(doomed), reason, now)
 
 
-def _disable(using: str, endpoint_id: Any, reason: str, now: datetime,
-             ) -> list[tuple[Endpoint, str]]:
-    changed = Endpoint.objects.using(using).filter(pk=endpoint_id, is_active=True).update(
-        is_active=False, disabled_reason=reason[:255], disabled_at=now
-    )
-    if not changed:
-        return []
-    logger.warning("Endpoint %s disabled: %s", endpoint_id, reason)
-    return [(Endpoint.objects.using(using).get(pk=endpoint_id), reason)]
+def _disable(using: str, endpoint_ids: Iterable[Any], reason: str, now: datetime,
+             ) -> list[Notice]:
+    """Switch off the endpoints still active (each by one worker only: the owner's notice)."""
+    told = notices.disable(using, endpoint_ids, {
+        "is_active": False, "disabled_reason": reason[:255], "disabled_at": now})
+    for notice in told:
+        logger.warning("Endpoint %s disabled: %s", notice.endpoint.pk, reason)
+    return told
+
+
+def _notices(using: str, outcomes: list[Outcome], now: datetime) -> list[Notice]:
+    """The failing and recovered notices this claim's attempts call for (see
+    :mod:`webhooks.notifications.notices`). Per endpoint, its last attempt in the claim
+    counts: a failure may make it failing, a success recovered."""
+    last: dict[Any, Outcome] = {}
+    for outcome in outcomes:
+        if outcome.attempt is not None:
+            last[outcome.delivery.endpoint_id] = outcome
+    failed = {pk: _what_it_got(o) for pk, o in last.items() if not o.succeeded
+              # the claim's copy of the row: already told, or switched off meanwhile
+              and o.delivery.endpoint.notified_state != notices.FAILING
+              and o.delivery.endpoint.is_active}
+    return (notices.failing(using, failed, now)
+            + notices.recovered(using, [o.delivery.endpoint for o in last.values()
+                                        if o.succeeded], now))
+
+
+def _what_it_got(outcome: Outcome) -> str:
+    """A failed attempt's result in words, for its owner: the status code or error class."""
+    attempt = outcome.attempt
+    if attempt is None:
+        return ""
+    if attempt.status_code is not None:
+        return f"The last attempt got HTTP {attempt.status_code}."
+    return f"The last attempt failed: {attempt.error_class or 'error'}."
 
 
 def _human(delta: timedelta) -> str:
@@ -273,29 +293,16 @@ def _log(outcome: Outcome) -> None:
                    extra=fields)
 
 
-def _send_signals(outcomes: list[Outcome], disabled: list[tuple[Endpoint, str]]) -> None:
+def _send_signals(outcomes: list[Outcome], told: list[Notice]) -> None:
     for outcome in outcomes:
         _log(outcome)
         if outcome.attempt is not None:
-            _log_receiver_errors(delivery_attempted.send_robust(
-                sender=Delivery, delivery=outcome.delivery, attempt=outcome.attempt,
-                succeeded=outcome.succeeded, final=outcome.terminal))
+            send(delivery_attempted, Delivery, delivery=outcome.delivery,
+                 attempt=outcome.attempt, succeeded=outcome.succeeded, final=outcome.terminal)
         if outcome.succeeded:
-            responses = delivery_succeeded.send_robust(
-                sender=Delivery, delivery=outcome.delivery, attempt=outcome.attempt)
+            send(delivery_succeeded, Delivery, delivery=outcome.delivery,
+                 attempt=outcome.attempt)
         elif outcome.terminal:
-            responses = delivery_failed.send_robust(
-                sender=Delivery, delivery=outcome.delivery, attempt=outcome.attempt)
-        else:
-            continue
-        _log_receiver_errors(responses)
-    for endpoint, reason in disabled:
-        _log_receiver_errors(
-            endpoint_disabled.send_robust(sender=Endpoint, endpoint=endpoint, reason=reason))
-
-
-def _log_receiver_errors(responses: list[tuple[Any, Any]]) -> None:
-    for receiver, response in responses:
-        if isinstance(response, Exception):
-            logger.error("Signal receiver %r raised", receiver, exc_info=response)
+            send(delivery_failed, Delivery, delivery=outcome.delivery, attempt=outcome.attempt)
+    notices.send_all(told)
 
