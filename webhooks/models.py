@@ -491,18 +491,32 @@ class ObjectSequence(models.Model):
 
 
 class ReceivedWebhook(models.Model):
-    """A ``webhook-id`` a :func:`webhooks.receiving.webhook_receiver` view has handled."""
+    """A message id a :func:`webhooks.receiving.webhook_receiver` view has handled.
 
-    webhook_id = models.CharField(_("webhook id"), max_length=255, unique=True)
+    Ids are remembered per ``receiver`` (the view, or the name given to the decorator, with the
+    URL's captured arguments), so one sender cannot suppress another's messages. Both columns
+    hold the value itself, or ``sha256:<hex>`` of it when it is longer than the column.
+    """
+
+    #: The receiver of rows recorded before ids were scoped (migration
+    #: ``received_per_receiver``): such a row suppresses its id on every receiver until it expires.
+    ANY_RECEIVER = ""
+
+    receiver = models.CharField(_("receiver"), max_length=255)
+    webhook_id = models.CharField(_("webhook id"), max_length=255)
     received_at = models.DateTimeField(_("received"), default=timezone.now)
     expires_at = models.DateTimeField(_("forgotten after"), db_index=True)
 
     class Meta:
         verbose_name = _("received webhook")
         verbose_name_plural = _("received webhooks")
+        constraints = [
+            models.UniqueConstraint(fields=["receiver", "webhook_id"],
+                                    name="webhooks_received_once_per_receiver"),
+        ]
 
     def __str__(self) -> str:
-        return self.webhook_id
+        return f"{self.receiver or '*'}: {self.webhook_id}"
 
     @classmethod
     def forget_expired(cls, limit: int = 100) -> int:

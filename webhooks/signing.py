@@ -21,12 +21,20 @@ def generate_secret(nbytes: int = SECRET_BYTES) -> str:
 
 
 def secret_key(secret: str) -> bytes:
-    """The raw HMAC key of a ``whsec_`` secret (a bare base64 string is accepted too)."""
+    """The raw HMAC key of a ``whsec_`` secret (a bare base64 string is accepted too).
+
+    The base64 may omit its ``=`` padding, as Standard Webhooks allows.
+    """
     encoded = secret.removeprefix(SECRET_PREFIX)
     try:
-        return base64.b64decode(encoded, validate=True)
+        return base64.b64decode(_padded(encoded), validate=True)
     except ValueError as exc:
         raise ValueError("the signing secret is not valid base64") from exc
+
+
+def _padded(encoded: str) -> str:
+    """``encoded`` completed with the ``=`` padding its length lacks (none if it has it)."""
+    return encoded + "=" * (-len(encoded) % 4)
 
 
 def sign(secret: str | bytes, msg_id: str, timestamp: int, body: bytes) -> str:
