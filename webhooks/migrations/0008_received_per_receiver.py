@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('webhooks', '0006_owner_model'),
+        ('webhooks', '0007_endpoint_notices'),
     ]
 
     operations = [
