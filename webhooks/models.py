@@ -30,9 +30,18 @@ class NotifiedState(models.TextChoices):
     DISABLED = "disabled", _("Disabled")
 
 
+class SignatureScheme(models.TextChoices):
+    """How an endpoint's deliveries are signed (the ``webhook-signature`` label)."""
+
+    V1 = signing.SIGNATURE_VERSION, _("v1: HMAC-SHA256, shared secret")
+    V1A = signing.ASYMMETRIC_VERSION, _("v1a: ed25519, public key")
+
+
 class Endpoint(models.Model):
     """A URL that receives webhooks, owned by an owner (``WEBHOOKS_OWNER_MODEL``: a user by
     default, or an organization, team or account) or, owner empty, by the site itself."""
+
+    Scheme = SignatureScheme
 
     id = models.UUIDField(primary_key=True, default=ids.uuid7, editable=False)
     owner = models.ForeignKey(
@@ -48,7 +57,15 @@ class Endpoint(models.Model):
     url = models.URLField(_("URL"), max_length=2048, validators=[validate_endpoint_url])
     description = models.CharField(_("description"), max_length=255, blank=True)
     is_active = models.BooleanField(_("active"), default=True)
-    # Secrets and custom headers (which often hold tokens) are encrypted at rest.
+    signature_scheme = models.CharField(
+        _("signature scheme"), max_length=8, choices=SignatureScheme.choices,
+        default=SignatureScheme.V1,
+        help_text=_("v1: HMAC-SHA256 with a shared whsec_ secret. v1a: ed25519; receivers "
+                    "verify with a whpk_ public key, which cannot sign. Changing it rotates "
+                    "the key (the old one keeps signing for the grace period)."),
+    )
+    # Secrets and custom headers (which often hold tokens) are encrypted at rest. The signing
+    # key is a whsec_ secret (v1) or a whsk_ ed25519 private key (v1a); its prefix says which.
     signing_secret = EncryptedTextField(
         _("signing secret"), default=signing.generate_secret, editable=False
     )
@@ -111,13 +128,48 @@ class Endpoint(models.Model):
     def __str__(self) -> str:
         return self.url
 
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        """Save; the signing key always fits ``signature_scheme`` (see :meth:`match_scheme`).
+
+        A new endpoint gets a key of its scheme; an endpoint whose scheme is being saved as
+        changed gets a new key of it, the old one signing during the grace period.
+        """
+        update_fields = kwargs.get("update_fields")
+        if "signature_scheme" not in self.get_deferred_fields() and (
+                update_fields is None or "signature_scheme" in update_fields):
+            changed = self.match_scheme()
+            if changed and update_fields is not None:
+                kwargs["update_fields"] = {*update_fields, *changed}
+        super().save(*args, **kwargs)
+
+    def match_scheme(self) -> list[str]:
+        """Give the endpoint a key of its ``signature_scheme`` when its key is of the other
+        scheme (not saved): a new endpoint's replaces the default one, an existing one's is
+        rotated (:meth:`start_rotation`). Returns the names of the fields set."""
+        if signing.key_scheme(self.signing_secret) == self.signature_scheme:
+            return []
+        if self._state.adding:
+            self.signing_secret = signing.generate_key(self.signature_scheme)
+            return ["signing_secret"]
+        return self.start_rotation()
+
     @property
     def secret(self) -> str:
-        """The current ``whsec_…`` signing secret."""
+        """The current signing key: a ``whsec_…`` secret (``v1``), or the ``whsk_…`` ed25519
+        private key (``v1a``), which receivers never need (see :attr:`public_key`)."""
         return self.signing_secret
 
+    @property
+    def public_key(self) -> str | None:
+        """The ``whpk_…`` public key receivers verify ``v1a`` signatures with (``None`` for a
+        ``v1`` endpoint). Public keys are not secret."""
+        if signing.key_scheme(self.signing_secret) != signing.ASYMMETRIC_VERSION:
+            return None
+        return signing.public_key(self.signing_secret)
+
     def signing_secrets(self, now: datetime | None = None) -> list[str]:
-        """Secrets to sign with: the current one, then the previous one during its grace period."""
+        """Keys to sign with (``whsec_`` or ``whsk_``): the current one, then the previous one
+        during its grace period."""
         now = now or timezone.now()
         result = [self.signing_secret]
         expires = self.previous_secret_expires_at
@@ -126,19 +178,24 @@ class Endpoint(models.Model):
         return result
 
     def rotate_secret(self, grace: timedelta | None = None) -> str:
-        """Replace the secret and save; the old one keeps signing alongside the new one for
-        ``grace`` (default ``SECRET_ROTATION_GRACE``, at most 7 days). Returns the new secret.
+        """Replace the signing key (by one of the endpoint's scheme) and save; the old one
+        keeps signing alongside the new one for ``grace`` (default ``SECRET_ROTATION_GRACE``,
+        at most 7 days). Returns the new key (``whsec_…`` or ``whsk_…``).
         """
+        self.save(update_fields=[*self.start_rotation(grace), "updated_at"])
+        return self.signing_secret
+
+    def start_rotation(self, grace: timedelta | None = None) -> list[str]:
+        """What :meth:`rotate_secret` does, without saving: returns the names of the fields
+        set."""
         limit = timedelta(seconds=MAX_ROTATION_GRACE)
         if grace is None:
             grace = timedelta(seconds=webhooks_settings.SECRET_ROTATION_GRACE)
         grace = max(timedelta(0), min(grace, limit))
         self.previous_secret = self.signing_secret if grace else ""
         self.previous_secret_expires_at = timezone.now() + grace if grace else None
-        self.signing_secret = signing.generate_secret()
-        self.save(update_fields=["signing_secret", "previous_secret",
-                                 "previous_secret_expires_at", "updated_at"])
-        return self.signing_secret
+        self.signing_secret = signing.generate_key(self.signature_scheme)
+        return ["signing_secret", "previous_secret", "previous_secret_expires_at"]
 
     def clean(self) -> None:
         """Enforce ``MAX_ENDPOINTS_PER_OWNER`` (admin and API forms call this)."""

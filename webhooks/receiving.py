@@ -76,8 +76,10 @@ def verify(
     """Check a webhook's signature and timestamp; raise :class:`WebhookVerificationError`.
 
     ``headers`` may be ``request.headers`` or ``request.META``. Several secrets can be given
-    (during a rotation on the receiving side); a signature by any of them is accepted. The
-    comparison is constant-time and the timestamp must be within ``tolerance`` seconds.
+    (during a rotation on the receiving side); a signature by any of them is accepted. Each
+    is a ``whsec_`` secret (``v1`` signatures) or a ``whpk_`` public key (``v1a``, ed25519):
+    see :func:`signature_matches`. HMAC comparisons are constant-time and the timestamp must
+    be within ``tolerance`` seconds.
     """
     msg_id, raw_timestamp, signature = message_headers(headers)
     try:
@@ -91,15 +93,30 @@ def verify(
     secrets = [secret_or_secrets] if isinstance(secret_or_secrets, str) else secret_or_secrets
     matched = False
     for secret in secrets:
-        try:
-            expected = signing.sign(secret, msg_id, timestamp, body)
-        except UnicodeEncodeError:
-            raise WebhookVerificationError("invalid webhook-id header", malformed=True) from None
-        except ValueError:
-            raise WebhookVerificationError("the secret is not a valid whsec_ secret") from None
-        matched |= signing.signatures_match(expected, signature)
+        matched |= signature_matches(secret, msg_id, timestamp, body, signature)
     if not matched:
         raise WebhookVerificationError("no matching signature")
+
+
+def signature_matches(key: str, msg_id: str, timestamp: int, body: bytes,
+                      signature: str) -> bool:
+    """Whether the ``webhook-signature`` value ``signature`` holds a valid signature by
+    ``key``: a ``whsec_`` secret checks the ``v1`` entries (constant-time), a ``whpk_`` public
+    key the ``v1a`` (ed25519) ones. Raises :class:`WebhookVerificationError` for a key that
+    is neither (a ``whsk_`` signing key belongs to the sender, never to a receiver)."""
+    try:
+        if key.startswith(signing.PUBLIC_KEY_PREFIX):
+            return signing.verify_v1a(key, msg_id, timestamp, body, signature)
+        if key.startswith(signing.SIGNING_KEY_PREFIX):
+            raise WebhookVerificationError(
+                "a whsk_ signing key was given: receivers verify with its whpk_ public key")
+        expected = signing.sign(key, msg_id, timestamp, body)
+    except UnicodeEncodeError:
+        raise WebhookVerificationError("invalid webhook-id header", malformed=True) from None
+    except ValueError:
+        raise WebhookVerificationError(
+            "the key is not a valid whsec_ secret or whpk_ public key") from None
+    return signing.signatures_match(expected, signature)
 
 
 SecretSource = str | Iterable[str] | Callable[[Any], str | Iterable[str]]
@@ -128,6 +145,9 @@ def webhook_receiver(
     in the same transaction as the handler's own database work, and forgotten if the handler
     raises (its own ``IntegrityError`` included) or answers 5xx, so the sender's retry runs it
     again.
+
+    A ``whpk_`` public key may stand in for (or next to) a secret: it verifies ``v1a``
+    (ed25519) signatures (see :func:`signature_matches`).
     """
 
     def decorator(view: Callable[..., Any]) -> Callable[..., Any]:

@@ -178,14 +178,16 @@ class EndpointViewSet(mixins.ListModelMixin, mixins.CreateModelMixin,
     def perform_create(self, serializer: BaseSerializer[Any]) -> None:
         serializer.save(owner=self.get_owner())
 
-    @extend_schema(summary="Read the signing secret", request=None,
+    @extend_schema(summary="Read the signing secret (v1) or public key (v1a)", request=None,
+                   description="A v1 endpoint answers its whsec_ secret, a v1a endpoint its "
+                               "whpk_ public key (its private key is never shown).",
                    responses={200: s.SecretSerializer, **_errors(404)})
     @action(detail=True, methods=["get"])
     def secret(self, request: Request, pk: Any = None) -> Response:
         endpoint = self.get_object()
-        return _no_store(Response(s.SecretSerializer({"secret": endpoint.secret}).data))
+        return _no_store(Response(s.SecretSerializer(s.SecretSerializer.of(endpoint)).data))
 
-    @extend_schema(summary="Rotate the signing secret", request=s.RotateSecretSerializer,
+    @extend_schema(summary="Rotate the signing secret or key", request=s.RotateSecretSerializer,
                    responses={200: s.RotatedSecretSerializer, **_errors(400, 404)})
     @action(detail=True, methods=["post"], url_path="rotate-secret",
             url_name="rotate-secret")
@@ -195,7 +197,9 @@ class EndpointViewSet(mixins.ListModelMixin, mixins.CreateModelMixin,
         params.is_valid(raise_exception=True)
         grace = params.validated_data.get("grace_period")
         services.rotate_secret(endpoint, None if grace is None else timedelta(seconds=grace))
-        return _no_store(Response(s.RotatedSecretSerializer(endpoint).data))
+        rotated = {**s.SecretSerializer.of(endpoint),
+                   "previous_secret_expires_at": endpoint.previous_secret_expires_at}
+        return _no_store(Response(s.RotatedSecretSerializer(rotated).data))
 
     @extend_schema(
         summary="Send a test event", request=None,
