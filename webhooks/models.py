@@ -114,6 +114,13 @@ class Endpoint(models.Model):
                     "disabled, or nothing (healthy, or recovered since)."))
     notified_at = models.DateTimeField(_("owner notified at"), null=True, blank=True,
                                        editable=False)
+    # A subscription made through the REST Hooks routes (Zapier): by that protocol's rule, a
+    # 410 Gone from its URL removes it (deleted, so it no longer counts towards the owner's
+    # MAX_ENDPOINTS_PER_OWNER), where any other endpoint is disabled.
+    rest_hook = models.BooleanField(
+        _("REST Hook"), default=False, editable=False,
+        help_text=_("Subscribed through the REST Hooks (Zapier) routes: deleted when its URL "
+                    "answers 410 Gone, instead of disabled."))
     created_at = models.DateTimeField(_("created"), default=timezone.now, editable=False)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
 

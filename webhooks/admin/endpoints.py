@@ -187,7 +187,8 @@ class EndpointAdmin(admin.ModelAdmin):
     readonly_fields = ["secret_display", "health_summary", "health_chart", "paused",
                        "disabled_reason",
                        "disabled_at", "failing_since", "consecutive_failures",
-                       "last_success_at", "last_failure_at", "created_at", "updated_at"]
+                       "last_success_at", "last_failure_at", "rest_hook", "created_at",
+                       "updated_at"]
     actions = ["send_test", "enable", "disable", "retry_failed", "replay_since"]
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
@@ -203,7 +204,8 @@ class EndpointAdmin(admin.ModelAdmin):
             (_("Health (last 24 hours)"), {"fields": ["health_summary", "health_chart"]}),
             (_("State"), {"fields": ["paused", "disabled_reason", "disabled_at", "failing_since",
                                      "consecutive_failures", "last_success_at",
-                                     "last_failure_at", "created_at", "updated_at"]}),
+                                     "last_failure_at", "rest_hook", "created_at",
+                                     "updated_at"]}),
         ]
 
     # the owner: its model's admin decides how it is searched and picked, at request time
@@ -290,11 +292,13 @@ class EndpointAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("paused"))
     def paused(self, obj: Endpoint) -> str:
-        """Why and until when deliveries to the endpoint are held (a 429, an open circuit)."""
+        """Why and until when deliveries to the endpoint are held (a 429, a 502 or 504, an
+        open circuit)."""
         until = obj.paused_until
         if until is None or until <= timezone.now():
             return "—"
         why = {"rate_limited": _("the receiver answered 429"),
+               "overloaded": _("the receiver answered 502 or 504"),
                "circuit_open": _("failing: circuit breaker open")}.get(obj.pause_reason,
                                                                       obj.pause_reason)
         when = timezone.localtime(until).strftime("%Y-%m-%d %H:%M:%S")

@@ -109,10 +109,11 @@ class EndpointSerializer(serializers.ModelSerializer):
     )
     paused_until = serializers.DateTimeField(
         read_only=True, allow_null=True,
-        help_text=_("Deliveries are held until then: the receiver answered 429, or kept "
-                    "failing (circuit breaker)."))
+        help_text=_("Deliveries are held until then: the receiver answered 429, 502 or "
+                    "504, or kept failing (circuit breaker)."))
     pause_reason = serializers.CharField(
-        read_only=True, help_text=_("rate_limited, circuit_open, or empty."))
+        read_only=True, help_text=_("rate_limited (429), overloaded (502 or 504), "
+                                    "circuit_open, or empty."))
     created_at = serializers.DateTimeField(read_only=True)
     disabled_reason = serializers.CharField(
         read_only=True, help_text=_("Why the endpoint was disabled (empty when active)."))

@@ -301,7 +301,8 @@ class EventTypeViewSet(mixins.ListModelMixin, WebhooksAPIView):
 )
 class ZapierHookViewSet(WebhooksAPIView):
     """The Zapier REST Hooks contract: subscribe creates an endpoint of yours for one event
-    type, unsubscribe deletes it. A 410 Gone from Zapier disables the endpoint."""
+    type (marked ``rest_hook``), unsubscribe deletes it, and so does a 410 Gone from its URL
+    (the protocol's rule; see ``webhooks.delivery.recording``)."""
 
     serializer_class = s.ZapierSubscriptionSerializer
     queryset = Endpoint.objects.none()
@@ -315,7 +316,7 @@ class ZapierHookViewSet(WebhooksAPIView):
         params.is_valid(raise_exception=True)
         endpoint = services.create_endpoint(self.get_owner(), [params.validated_data["event"]],
                                             url=params.validated_data["url"],
-                                            description="Zapier")
+                                            description="Zapier", rest_hook=True)
         return Response(s.ZapierSubscriptionSerializer(endpoint).data,
                         status=status.HTTP_201_CREATED)
 
