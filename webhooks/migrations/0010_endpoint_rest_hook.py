@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('webhooks', '0007_endpoint_notices'),
+        ('webhooks', '0009_endpoint_signature_scheme'),
     ]
 
     operations = [
