@@ -186,6 +186,20 @@ def test_delivery_page_shows_attempts_with_request_and_response(admin_client: Cl
     assert "Retry now" in html
 
 
+def test_the_delivery_page_stays_small_whatever_its_attempts_hold(
+        admin_client: Client) -> None:
+    """150 attempts, each with as many response headers and as much body as the caps let
+    in: the page shows a bounded share of each (the rest is on the attempt's own page)."""
+    delivery = make_delivery(make_endpoint("https://example.com/big"))
+    headers = {f"X-Header-{n:02}": "v" * 1000 for n in range(30)}  # 30 KB of headers
+    make_attempts(delivery, 150, status_code=500, response_body="b" * 20_000,
+                  response_headers=headers)
+    html = admin_client.get(reverse("admin:webhooks_delivery_change", args=[delivery.pk])
+                            ).content.decode()
+    assert "X-Header-00" in html
+    assert len(html) < 1_000_000, len(html)
+
+
 def test_attempt_list_filters_and_search(admin_client: Client) -> None:
     endpoint = make_endpoint("https://example.com/att")
     good = make_delivery(endpoint, status=Status.SUCCEEDED)

@@ -46,6 +46,7 @@ ROUTES = {
     "/api/webhooks/endpoints/{id}/replay/": {"post"},
     "/api/webhooks/deliveries/": {"get"},
     "/api/webhooks/deliveries/{id}/": {"get"},
+    "/api/webhooks/deliveries/{id}/attempts/": {"get"},
     "/api/webhooks/deliveries/{id}/retry/": {"post"},
     "/api/webhooks/event-types/": {"get"},
     "/api/webhooks/zapier/hooks/": {"post"},

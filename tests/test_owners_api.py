@@ -98,7 +98,7 @@ def world() -> World:
     b_endpoint = make_endpoint(B_URL, "invoice.paid", owner=b)
     return World(a=a, b=b, member=member, fellow=fellow, other=other,
                  ownerless=make_user("nobody"), endpoint=endpoint,
-                 delivery=make_delivery(endpoint, data={"who": "acme"}),
+                 delivery=make_delivery(endpoint, data={"who": "acme"}, attempts=2),
                  b_endpoint=b_endpoint,
                  b_delivery=make_delivery(b_endpoint, data={"who": "globex"}))
 
@@ -174,6 +174,10 @@ def reads_delivery(w: World, response: Any) -> None:
     assert response.json()["id"] == str(w.delivery.pk)
 
 
+def lists_attempts(w: World, response: Any) -> None:
+    assert [a["number"] for a in response.json()["results"]] == [2, 1]
+
+
 def lists_catalog(w: World, response: Any) -> None:
     assert "invoice.paid" in {t["type"] for t in response.json()}
 
@@ -219,6 +223,8 @@ ROUTES = [
     Route("deliveries list by endpoint", "get", "/deliveries/?endpoint={endpoint}", None, 200,
           lists_delivery, 200),
     Route("delivery detail", "get", "/deliveries/{delivery}/", None, 200, reads_delivery, 404),
+    Route("delivery attempts", "get", "/deliveries/{delivery}/attempts/", None, 200,
+          lists_attempts, 404),
     Route("delivery retry", "post", "/deliveries/{delivery}/retry/", None, 202, delivery_due,
           404),
     Route("event-types", "get", "/event-types/", None, 200, lists_catalog, 200),

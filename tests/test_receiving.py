@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from django.http import JsonResponse
 from django.test import Client, override_settings
 from django.utils import timezone
 from standardwebhooks import Webhook as StandardWebhook
@@ -142,3 +143,81 @@ def test_their_signatures_verify_with_ours(library: Any) -> None:
     meta = {"HTTP_" + k.upper().replace("-", "_"): v for k, v in headers.items()}
     assert post("/hook/", body.encode(), **meta).status_code == 200
     assert json.loads(body) in receiving_urls.handled
+
+
+# --- strict timestamps and usable secrets --------------------------------------------------
+
+
+def _signed_at(raw_timestamp: str, body: bytes, secret: str | bytes = SECRET) -> dict[str, str]:
+    """Headers whose signature is right for the timestamp ``int()`` would read in
+    ``raw_timestamp``: only the header's spelling is wrong."""
+    return {"webhook-id": "evt_ts", "webhook-timestamp": raw_timestamp,
+            "webhook-signature": signing.sign(secret, "evt_ts", int(raw_timestamp), body)}
+
+
+@pytest.mark.parametrize("spell", [
+    lambda ts: f"+{ts}", lambda ts: f" {ts}", lambda ts: f"{ts} ", lambda ts: f"\t{ts}",
+    lambda ts: f"{ts}\n", lambda ts: f"0{ts}", lambda ts: f"000{ts}",
+    lambda ts: f"{ts[:4]}_{ts[4:]}",
+    lambda ts: "".join(chr(0x0660 + int(c)) for c in ts),  # Arabic-Indic digits
+    lambda ts: "".join(chr(0xFF10 + int(c)) for c in ts),  # full-width digits
+], ids=["plus", "leading space", "trailing space", "tab", "newline", "leading zero",
+        "zeros", "underscore", "arabic-indic digits", "full-width digits"])
+def test_the_timestamp_is_ascii_digits_only(spell: Any) -> None:
+    body = b'{"a":1}'
+    headers = _signed_at(spell(str(int(time.time()))), body)
+    with pytest.raises(WebhookVerificationError, match="webhook-timestamp") as info:
+        verify(headers, body, SECRET)
+    assert info.value.malformed
+    meta = {"HTTP_" + k.upper().replace("-", "_"): v for k, v in headers.items()}
+    assert post("/hook/", body, **meta).status_code == 400
+    assert receiving_urls.handled == []
+
+
+def test_a_plain_timestamp_still_verifies() -> None:
+    body = b'{"a":1}'
+    verify(_signed_at(str(int(time.time())), body), body, SECRET)
+
+
+EMPTY_SECRETS = ["", "whsec_", [], [""], ["whsec_"], [SECRET, "whsec_"], ()]
+
+
+@pytest.mark.parametrize("secrets", EMPTY_SECRETS, ids=repr)
+def test_an_empty_secret_is_refused_by_verify(secrets: Any) -> None:
+    """A forgery signed with an empty key must never verify: an empty secret (or none) is a
+    configuration error, raised whatever the request."""
+    from webhooks.receiving import WebhookSecretError
+
+    body = b'{"forged":true}'
+    forged = _signed_at(str(int(time.time())), body, secret=b"")
+    with pytest.raises(WebhookSecretError, match="empty"):
+        verify(forged, body, secrets)
+
+
+@pytest.mark.parametrize("secrets", EMPTY_SECRETS, ids=repr)
+def test_an_empty_secret_is_refused_by_the_decorator_at_once(secrets: Any) -> None:
+    from webhooks.receiving import WebhookSecretError, webhook_receiver
+
+    with pytest.raises(WebhookSecretError, match="empty"):
+        webhook_receiver(secrets)
+
+
+@pytest.mark.parametrize("secrets", EMPTY_SECRETS, ids=repr)
+def test_an_empty_secret_from_a_callable_fails_the_request_loudly(secrets: Any) -> None:
+    """The callable is asked per request: an empty answer is a server error (the sender
+    retries later), never a 2xx for a forgery nor a 401 blaming the sender."""
+    from django.test import RequestFactory
+
+    from webhooks.receiving import WebhookSecretError, webhook_receiver
+
+    handled: list[Any] = []
+    view = webhook_receiver(lambda request: secrets, dedupe=False)(
+        lambda request: handled.append(request) or JsonResponse({"ok": True}))
+    body = b'{"forged":true}'
+    forged = _signed_at(str(int(time.time())), body, secret=b"")
+    request = RequestFactory().post(
+        "/x/", body, content_type="application/json",
+        **{"HTTP_" + k.upper().replace("-", "_"): v for k, v in forged.items()})
+    with pytest.raises(WebhookSecretError):
+        view(request)
+    assert handled == []

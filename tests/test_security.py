@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import gzip
 import ipaddress
+import json
 import logging
 import socket
 import ssl
@@ -147,7 +148,16 @@ ODD_LOOPBACK_URLS = [
     "http://0177.0.0.1:{port}/hook",
     "http://[::ffff:127.0.0.1]:{port}/hook",  # IPv4-mapped IPv6
     "http://[::ffff:7f00:1]:{port}/hook",
-    "http://loopback.example.com:{port}/hook",  # a name that resolves to loopback
+]
+#: Names that resolve to refused addresses (in tests/conftest.py's resolver). Whether a name
+#: resolves inside the network is not the API user's business: such a name is accepted when
+#: saved, like a name that does not resolve, and its deliveries fail like those of a name that
+#: does not resolve.
+INTERNAL_NAMES = [
+    "http://loopback.example.com:{port}/hook",
+    "http://metadata.example.com/latest/meta-data/",   # resolves to 169.254.169.254
+    "http://internal.example.com/",                    # resolves to 10.0.0.5
+    "http://mixed.example.com/",                       # one public, one private answer
 ]
 
 
@@ -170,7 +180,7 @@ def test_loopback_in_any_notation_is_refused_and_nothing_reaches_it(
     assert "127." not in message and "127." not in attempt.error  # no address revealed
 
 
-@pytest.mark.parametrize("template", ODD_LOOPBACK_URLS)
+@pytest.mark.parametrize("template", [*ODD_LOOPBACK_URLS, INTERNAL_NAMES[0]])
 def test_the_same_urls_deliver_with_the_allowlist(receiver: Receiver, template: str) -> None:
     with override_webhooks(ALLOWED_NETWORKS=LOOPBACK):
         delivery, attempt = send_to(template.format(port=receiver.port))
@@ -186,16 +196,14 @@ def test_ipv6_loopback_is_refused_and_allowlisted(host: str) -> None:
         url = f"http://{host}:{v6.port}/hook"
         with override_webhooks(**NO_ALLOWLIST):
             _, attempt = send_to(url)
-        assert attempt.error_class == "blocked" and v6.received() == []
+        refused = "blocked" if host.startswith("[") else "dns_error"  # a name: told nothing
+        assert attempt.error_class == refused and v6.received() == []
         with override_webhooks(ALLOWED_NETWORKS=LOOPBACK):
             _, attempt = send_to(url)
         assert attempt.status_code == 200 and len(v6.received()) == 1
 
 
 @pytest.mark.parametrize("url", [
-    "http://metadata.example.com/latest/meta-data/",   # resolves to 169.254.169.254
-    "http://internal.example.com/",                    # resolves to 10.0.0.5
-    "http://mixed.example.com/",                       # one public, one private answer
     "http://0.0.0.0:9/", "http://[::]:9/", "http://[fe80::1]:9/",
     "http://[64:ff9b::7f00:1]:9/", "http://[::127.0.0.1]:9/", "http://[2002:7f00:1::1]:9/",
 ])
@@ -206,15 +214,64 @@ def test_private_destinations_are_refused_before_connecting(url: str) -> None:
     assert delivery.status == "failed"
 
 
+def api_view_of_attempt(delivery: Delivery) -> dict[str, Any]:
+    """What the API shows the owner of ``delivery`` about it and its attempt, less what
+    differs between any two deliveries (ids, times, the URL)."""
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.force_authenticate(delivery.endpoint.owner)
+    body = client.get(f"/api/webhooks/deliveries/{delivery.pk}/").json()
+    (attempt,) = body["attempt_log"]
+    shown = {key: body[key] for key in ("status", "attempts", "last_status_code", "last_error")}
+    shown["retry_scheduled"] = body["next_attempt_at"] is not None
+    shown.update({key: attempt[key] for key in ("status_code", "response_headers",
+                                                "response_body", "error_class", "error")})
+    return shown
+
+
+@pytest.mark.parametrize("template", INTERNAL_NAMES)
+def test_an_internal_name_is_refused_when_sent_as_if_it_did_not_resolve(
+    receiver: Receiver, template: str,
+) -> None:
+    """Sending refuses a name that resolves to a refused address, but what the owner sees (the
+    attempt's class and message, the delivery's state and retries) is exactly what a name that
+    does not resolve gets: the API tells nothing about the names inside the network."""
+    owner = make_user("owner")
+    internal, unknown = template.format(port=receiver.port), "http://nowhere.example.org/hook"
+    with override_webhooks(**NO_ALLOWLIST):
+        views = []
+        for url in (internal, unknown):
+            Endpoint.objects.update(is_active=False)
+            endpoint = make_endpoint(url, owner=owner)
+            event = webhooks.send_event("invoice.paid", {"n": 1}, owner=owner)
+            fan_out([str(event.id)])
+            drain()
+            views.append(api_view_of_attempt(Delivery.objects.get(endpoint=endpoint)))
+    assert receiver.received() == []
+    assert views[0] == views[1]
+    assert views[0]["error_class"] == "dns_error" and views[0]["status"] == "pending"
+
+
+def test_staff_learn_from_the_log_why_a_name_was_refused(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="webhooks")
+    with override_webhooks(**NO_ALLOWLIST):
+        send_to("http://internal.example.com/hook")
+    assert any("internal.example.com" in r.getMessage() and "refused" in r.getMessage().lower()
+               for r in caplog.records if r.name.startswith("webhooks"))
+
+
 def test_ipv6_zone_ids_never_connect() -> None:
     _, attempt = send_to("http://[fe80::1%251]:9/")
     assert attempt.error_class in ("blocked", "invalid_url")
 
 
-def test_dns_rebinding_after_validation_is_caught_at_send_time(
+def test_dns_rebinding_after_a_check_is_caught_at_send_time(
     receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    answers = iter(["93.184.215.14", "127.0.0.1"])  # public when saved, loopback when sent
+    answers = iter(["93.184.215.14", "127.0.0.1"])  # public when checked, loopback when sent
     calls: list[str] = []
 
     def rebinding(host: str, port: int) -> list[Any]:
@@ -224,9 +281,9 @@ def test_dns_rebinding_after_validation_is_caught_at_send_time(
     monkeypatch.setattr(ssrf, "_getaddrinfo", rebinding)
     url = f"http://rebind.example.com:{receiver.port}/hook"
     with override_webhooks(**NO_ALLOWLIST):
-        validate_endpoint_url(url)  # looks public now
+        validate_endpoint_url(url, resolve=True)  # looks public now (the staff's dry run)
         _, attempt = send_to(url)
-    assert attempt.error_class == "blocked"
+    assert attempt.error_class == "dns_error"  # refused, and told like an unknown name
     assert receiver.received() == []
     assert calls == ["rebind.example.com", "rebind.example.com"]
 
@@ -357,6 +414,59 @@ def test_an_endless_body_is_cut_at_the_byte_cap() -> None:
     assert len(attempt.response_body) == 500
 
 
+def huge_header_section(conn: socket.socket) -> None:
+    """About 100 headers of 64 KB each (over 6 MB): within http.client's own limits (100
+    headers, 64 KB a line)."""
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n")
+    value = b"h" * (64 * 1024 - 100)
+    for n in range(98):
+        conn.sendall(b"X-Big-%d: %s\r\n" % (n, value))
+    conn.sendall(b"\r\nok")
+
+
+def row_size(attempt: DeliveryAttempt) -> int:
+    """Characters the attempt's row holds (its variable-length columns)."""
+    return (len(json.dumps(attempt.request_headers)) + len(json.dumps(attempt.response_headers))
+            + len(attempt.response_body) + len(attempt.error) + len(attempt.url))
+
+
+def test_a_huge_header_section_is_cut_off_and_never_stored() -> None:
+    with RawServer(huge_header_section) as server:
+        started = time.monotonic()
+        delivery, attempt = send_to(server.url)
+    assert time.monotonic() - started < 3
+    assert attempt.error_class == "response_too_large"
+    assert delivery.status == "pending"  # retried, like a line or a header count too long
+    assert row_size(attempt) < 4096, row_size(attempt)
+
+
+def headers_of(count: int, size: int) -> Any:
+    """A handler answering 200 with ``count`` headers whose values are ``size`` bytes."""
+    def answer(conn: socket.socket) -> None:
+        head = b"".join(b"X-H-%03d: %s\r\n" % (n, b"v" * size) for n in range(count))
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n" + head + b"\r\nok")
+    return answer
+
+
+@override_webhooks(MAX_RESPONSE_HEADER_BYTES=4096, MAX_RESPONSE_HEADERS=20)
+@pytest.mark.parametrize(("count", "size", "error_class"), [
+    (10, 300, ""),                        # about 3.3 KB in 11 headers: kept whole
+    (15, 300, "response_too_large"),      # about 4.9 KB: over the bytes
+    (19, 10, ""),                         # 20 headers (Content-Length is one)
+    (20, 10, "response_too_large"),       # 21 headers
+])
+def test_response_head_caps(count: int, size: int, error_class: str) -> None:
+    with RawServer(headers_of(count, size)) as server:
+        delivery, attempt = send_to(server.url)
+    assert attempt.error_class == error_class
+    if not error_class:
+        assert (delivery.status, attempt.status_code) == ("succeeded", 200)
+        assert len(attempt.response_headers) == count + 1
+        assert len(json.dumps(attempt.response_headers)) <= 4096 + 8 * (count + 1)
+    else:
+        assert attempt.response_headers == {} and attempt.status_code is None
+
+
 @override_webhooks(MAX_URL_LENGTH=40)
 def test_url_length_limit() -> None:
     validate_endpoint_url("https://example.com/short")
@@ -373,6 +483,28 @@ def test_unresolvable_names_are_accepted_when_saved_and_checked_when_sent() -> N
     validate_endpoint_url("https://not-yet-registered.example.org/hook")
     _, attempt = send_to("http://not-yet-registered.example.org/hook")
     assert attempt.error_class == "dns_error"
+
+
+@pytest.mark.parametrize("template", [*INTERNAL_NAMES, "https://nowhere.example.org/hook"])
+def test_names_are_not_resolved_when_saved(template: str,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name that resolves inside the network and one that does not resolve are both
+    accepted when saved (the resolver is never asked), so the answer reveals nothing."""
+    asked: list[str] = []
+    monkeypatch.setattr(ssrf, "_getaddrinfo", lambda host, port: asked.append(host) or [])
+    with override_webhooks(**NO_ALLOWLIST):
+        validate_endpoint_url(template.format(port=8080))
+    assert asked == []
+
+
+@pytest.mark.parametrize("url", [
+    "http://10.0.0.5/hook", "http://169.254.169.254/latest", "http://[::1]:8080/",
+    "http://2130706433/", "http://0x7f.1/", "http://localhost/", "http://api.localhost/",
+])
+def test_private_addresses_written_in_the_url_are_still_refused_when_saved(url: str) -> None:
+    """An address (in any notation) or localhost, written in the URL, reveals nothing."""
+    with override_webhooks(**NO_ALLOWLIST), pytest.raises(ValidationError, match="private"):
+        validate_endpoint_url(url)
 
 
 @pytest.mark.parametrize("headers,fragment", [
@@ -614,6 +746,82 @@ def test_secrets_never_reach_logs_or_list_pages(
         assert "tok-123456" not in page or path.endswith("/change/"), path
     for attempt in DeliveryAttempt.objects.all():
         assert "tok-123456" not in str(attempt.request_headers)
+
+
+def test_endpoint_urls_never_reach_logs_at_any_level(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """URLs can carry tokens in their path or query: urllib3 logs the request line at DEBUG
+    and the whole URL in a WARNING about malformed headers. Neither reaches a log."""
+    caplog.set_level(logging.DEBUG)
+    for name in ("urllib3", "urllib3.connectionpool", "urllib3.connection", "webhooks"):
+        caplog.set_level(logging.DEBUG, logger=name)
+    path = "/hook/tok-PATH-7f3a?token=tok-QUERY-9b2c"
+    _, attempt = send_to(receiver.url(path))
+    assert attempt.status_code == 200
+    with RawServer(malformed_header_section) as server:
+        _, attempt = send_to(server.url + path.removeprefix("/hook"))
+    assert attempt.error_class == "invalid_response"
+    seen = [r for r in caplog.records if r.name.startswith("urllib3")]
+    assert seen  # urllib3 did log...
+    text = "\n".join(f"{r.name} {r.getMessage()} {logging.Formatter().formatException(r.exc_info)}"
+                     if r.exc_info else f"{r.name} {r.getMessage()}" for r in caplog.records)
+    assert "tok-PATH" not in text and "tok-QUERY" not in text  # ...but never the path or query
+    assert "/hook/tok" not in text
+
+
+def malformed_header_section(conn: socket.socket) -> None:
+    conn.sendall(b"HTTP/1.1 200 OK\r\nthis line is no header\r\nContent-Length: 2\r\n\r\nok")
+
+
+def test_urllib3_logs_outside_our_requests_are_left_alone(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The redaction only applies to our own requests: the site's other HTTP calls log as
+    they always did."""
+    from webhooks import http  # noqa: F401 - installs the filter
+
+    caplog.set_level(logging.DEBUG, logger="urllib3.connectionpool")
+    logging.getLogger("urllib3.connectionpool").debug('%s "%s %s"', "http://h", "GET", "/a/b?c=d")
+    assert caplog.records[-1].getMessage() == 'http://h "GET /a/b?c=d"'
+
+
+@pytest.mark.parametrize("nbytes", [0, 16, 23, 65, 128])
+def test_endpoint_secrets_outside_24_to_64_bytes_are_refused(nbytes: int) -> None:
+    import base64
+
+    from webhooks import signing
+
+    bad = "whsec_" + base64.b64encode(b"k" * nbytes).decode()
+    endpoint = make_endpoint("https://example.com/h")
+    endpoint.signing_secret = bad
+    with pytest.raises(ValidationError, match="24 to 64 bytes"):
+        endpoint.save()
+    endpoint.signing_secret = signing.generate_secret()
+    endpoint.previous_secret = bad
+    with pytest.raises(ValidationError, match="24 to 64 bytes"):
+        endpoint.save()
+    if nbytes > 64:
+        with pytest.raises(ValueError, match="64"):
+            signing.generate_secret(nbytes)
+
+
+@pytest.mark.parametrize("nbytes", [24, 32, 64])
+def test_endpoint_secrets_of_24_to_64_bytes_are_kept(nbytes: int) -> None:
+    from webhooks import signing
+
+    endpoint = make_endpoint("https://example.com/h")
+    endpoint.signing_secret = signing.generate_secret(nbytes)
+    endpoint.previous_secret = ""
+    endpoint.save()
+    assert Endpoint.objects.get(pk=endpoint.pk).secret == endpoint.signing_secret
+
+
+def test_an_endpoint_secret_must_be_base64() -> None:
+    endpoint = make_endpoint("https://example.com/h")
+    endpoint.signing_secret = "whsec_" + "not base64!" * 4
+    with pytest.raises(ValidationError, match="base64"):
+        endpoint.save()
 
 
 # --- one way out ---------------------------------------------------------------------------------

@@ -295,6 +295,15 @@ class WebhooksSettings:
     MAX_RESPONSE_BYTES = Setting(
         64 * 1024, int, valid=positive_int, expected="a positive whole number of bytes",
         doc="response bytes read from a receiver (the rest is not read)")
+    MAX_RESPONSE_HEADER_BYTES = Setting(
+        16 * 1024, int, valid=between(1024, 1024 * 1024, positive_int),
+        expected="a whole number of bytes from 1024 to 1048576",
+        doc="bytes of a response's head (status line and headers) read from a receiver; a "
+            "larger head fails the attempt (`response_too_large`) and nothing of it is stored")
+    MAX_RESPONSE_HEADERS = Setting(
+        100, int, valid=between(1, 100, positive_int), expected="a whole number from 1 to 100",
+        doc="header lines of a response read from a receiver; more fail the attempt "
+            "(`response_too_large`; Python's `http.client` never reads over 100)")
     STORED_RESPONSE_BYTES = Setting(
         20_000, int, clamp=at_most("MAX_RESPONSE_BYTES"),
         valid=whole, expected="a whole number of bytes, 0 or more",

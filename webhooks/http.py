@@ -9,7 +9,12 @@
   it, so a receiver dripping one byte a second is cut off, during the TLS handshake as much as
   in the body.
 - At most ``max_response_bytes`` of the body are read, undecoded (``Accept-Encoding:
-  identity`` is sent; nothing is decompressed).
+  identity`` is sent; nothing is decompressed). The head (status line and headers) is read
+  up to ``max_header_bytes`` and ``max_headers`` header lines: a longer one is an error
+  (``response_too_large``), never read to its end nor stored.
+- urllib3 logs request lines (the URL's path and query, which can carry tokens) at DEBUG and
+  whole URLs in some warnings: while a request of ours runs, a filter on its loggers replaces
+  every path and query in their records with ``/…``.
 - Thread-safe: :func:`post` may run in several threads of one process at once. They share the
   session's connection pools; each request's deadline only ever cuts the connection that
   request is using (a connection handed back to the pool belongs to no request).
@@ -23,7 +28,9 @@ import heapq
 import http.client
 import http.cookiejar
 import itertools
+import logging
 import os
+import re
 import socket
 import ssl
 import threading
@@ -49,7 +56,8 @@ USER_AGENT = f"django-webhooks/{__version__}"
 ERROR_CLASSES: dict[str, str] = {
     "blocked": "the SSRF guard refused the destination, or the scheme is not allowed",
     "invalid_url": "the URL or a custom header cannot be sent",
-    "dns_error": "the host name does not resolve",
+    "dns_error": "the host name does not resolve, or only to addresses the SSRF guard refuses "
+                 "(not told apart: internal names stay private; the log tells staff which)",
     "connection_refused": "nothing listens at the address (TCP reset on connect)",
     "connect_timeout": "connecting, or a wait in the TLS handshake, took over CONNECT_TIMEOUT",
     "connection_error": "any other failure to connect (unreachable network or host...)",
@@ -58,8 +66,15 @@ ERROR_CLASSES: dict[str, str] = {
     "timeout": "no complete answer within TIMEOUT (e.g. a slow drip)",
     "connection_reset": "the receiver reset or closed the connection before the answer ended",
     "invalid_response": "not HTTP: bad status line, malformed headers or framing, a 1xx",
-    "response_too_large": "the response head is over the limits (a line or the header count)",
+    "response_too_large": "the response head (status line and headers) is over the limits: "
+                          "MAX_RESPONSE_HEADER_BYTES, MAX_RESPONSE_HEADERS or a line of 64 KiB",
 }
+
+#: Defaults of :func:`post`'s caps on the response head (the settings table has the same).
+MAX_HEADER_BYTES = 16 * 1024
+MAX_HEADERS = 100
+
+logger = logging.getLogger("webhooks")
 
 #: Where a request is; decides what an error means (a timeout while connecting is not one
 #: while waiting for the answer).
@@ -92,6 +107,8 @@ class HttpResult:
 class _Request:
     allowed_networks: Sequence[ssrf.IPNetwork]
     deadline: float
+    max_header_bytes: int = MAX_HEADER_BYTES
+    max_headers: int = MAX_HEADERS
     phase: str = _CONNECT
     #: Connections this request has used (it owns those whose ``_webhooks_owner`` is it).
     connections: list[Any] = field(default_factory=list)
@@ -213,8 +230,59 @@ def _shut(fd: int) -> None:
 _watchdog = _Watchdog()
 
 
+class ResponseHeadTooLarge(http.client.HTTPException):
+    """The answer's status line and headers are over the request's caps (never read on)."""
+
+
+class _CappedHead:
+    """What a response reads its head from: the connection's file, counted. More than
+    ``max_bytes`` bytes or ``max_lines`` lines raise :class:`ResponseHeadTooLarge` before
+    anything past the cap is read."""
+
+    def __init__(self, fp: Any, max_bytes: int, max_lines: int) -> None:
+        self._fp = fp
+        self._bytes_left = max_bytes
+        self._lines_left = max_lines
+
+    def readline(self, size: int = -1) -> bytes:
+        if self._lines_left <= 0:
+            raise ResponseHeadTooLarge("too many header lines")
+        wanted = self._bytes_left + 1 if size < 0 else min(size, self._bytes_left + 1)
+        line: bytes = self._fp.readline(wanted)
+        self._bytes_left -= len(line)
+        self._lines_left -= 1
+        if self._bytes_left < 0:
+            raise ResponseHeadTooLarge("too many header bytes")
+        return line
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fp, name)
+
+
+class _CappedHTTPResponse(http.client.HTTPResponse):
+    """An ``http.client`` response whose head (interim answers included) is read under the
+    caps of the request it answers."""
+
+    def begin(self) -> None:
+        if self.headers is not None:
+            return
+        ctx = _context()
+        original = self.fp
+        # The status line, the header lines and the blank line that ends them.
+        capped = _CappedHead(original, ctx.max_header_bytes, ctx.max_headers + 2)
+        self.fp = capped
+        try:
+            super().begin()
+        finally:
+            if self.fp is capped:  # (http.client sets it to None when it closes)
+                self.fp = original
+
+
 class _GuardedConnectionMixin:
-    """Resolve once, check every address, connect to the checked one; watch the socket."""
+    """Resolve once, check every address, connect to the checked one; watch the socket; read
+    the answer's head under the request's caps."""
+
+    response_class: type[http.client.HTTPResponse] = _CappedHTTPResponse
 
     host: str
     port: int
@@ -234,6 +302,10 @@ class _GuardedConnectionMixin:
         except socket.gaierror as exc:
             raise urllib3.exceptions.NameResolutionError(
                 self.host, self, exc) from exc  # type: ignore[arg-type]
+        except ssrf.BlockedDestination:
+            if ssrf.is_name(self.host):
+                raise self._refused_name() from None
+            raise
         last_error: OSError | None = None
         for family, socktype, proto, _name, sockaddr in infos:
             # Every address gets the connect timeout, but all of them together no more than
@@ -276,11 +348,22 @@ class _GuardedConnectionMixin:
             except OSError:
                 peer = None
             if peer is not None and not ssrf.is_allowed(peer, ctx.allowed_networks):
+                if ssrf.is_name(self.host):
+                    raise self._refused_name()
                 raise ssrf.BlockedDestination()
             if self._webhooks_owner is not ctx:  # (only this thread changes it now)
                 _watchdog.attach(ctx, self, self.sock)
             ctx.phase = _SEND
         return super().request(*args, **kwargs)  # type: ignore[misc]
+
+    def _refused_name(self) -> Exception:
+        """The error of a name the guard refuses: the one of a name that does not resolve
+        (whoever configured the URL learns nothing of internal names); the log says why."""
+        logger.warning("Refused to send to %s: it resolves to an address webhooks may not be "
+                       "sent to (recorded as dns_error).", self.host)
+        return urllib3.exceptions.NameResolutionError(
+            self.host, self, socket.gaierror("no address webhooks may be sent to"),  # type: ignore[arg-type]
+        )
 
     def getresponse(self, *args: Any, **kwargs: Any) -> Any:
         _context().phase = _WAIT
@@ -337,6 +420,59 @@ class _NoCookies(http.cookiejar.DefaultCookiePolicy):
         return False
 
 
+# --- logs: no endpoint URL path or query (tokens) in urllib3's records ---------------------------
+
+#: A URL (what follows its host goes), and a bare path (after a space, a quote, "(" or "=").
+_URL_IN_TEXT = re.compile(r"""([A-Za-z][A-Za-z0-9+.-]*://[^/?#\s"']*)([^\s"']*)""")
+_PATH_IN_TEXT = re.compile(r"""(?<![^\s"'(=])/[^\s"']*""")
+
+
+def redact_urls(text: str) -> str:
+    """``text`` with the path and query of every URL, and every bare path, made ``/…``."""
+    text = _URL_IN_TEXT.sub(lambda m: m[1] + ("/…" if m[2] else ""), text)
+    return _PATH_IN_TEXT.sub("/…", text)
+
+
+class RedactURLs(logging.Filter):
+    """On urllib3's loggers: a record made while a request of ours runs in this thread has
+    every path and query replaced (its message, and its traceback, then kept as text only).
+    Records of the site's other HTTP calls are left as they are."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(_current, "request", None) is None:
+            return True
+        try:
+            message = record.getMessage()
+        except Exception:  # a record that cannot be formatted: say so, reveal nothing
+            message = "(a urllib3 record that could not be formatted)"
+        record.msg, record.args = redact_urls(message), ()
+        if record.exc_info:
+            record.exc_text = redact_urls(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        elif record.exc_text:
+            record.exc_text = redact_urls(record.exc_text)
+        return True
+
+
+_redact_filter = RedactURLs()
+
+
+def install_log_filter() -> None:
+    """Put :class:`RedactURLs` on every urllib3 logger (once each). A filter applies only to
+    records made on its own logger, so each module's logger gets it."""
+    names = {"urllib3", "urllib3.connectionpool", "urllib3.connection", "urllib3.response",
+             "urllib3.poolmanager", "urllib3.util.retry"}
+    names.update(name for name in list(logging.root.manager.loggerDict)
+                 if name.startswith("urllib3."))
+    for name in names:
+        log = logging.getLogger(name)
+        if _redact_filter not in log.filters:
+            log.addFilter(_redact_filter)
+
+
+install_log_filter()
+
+
 _session: requests.Session | None = None
 _session_pid: int | None = None
 _session_lock = threading.Lock()
@@ -351,6 +487,7 @@ def get_session() -> requests.Session:
         return session
     with _session_lock:
         if _session is None or _session_pid != pid:
+            install_log_filter()  # (again: loggers urllib3 made since the import)
             session = requests.Session()
             session.trust_env = False
             session.cookies.set_policy(_NoCookies())
@@ -380,6 +517,8 @@ def post(
     connect_timeout: float,
     read_timeout: float | None = None,
     max_response_bytes: int,
+    max_header_bytes: int = MAX_HEADER_BYTES,
+    max_headers: int = MAX_HEADERS,
     allowed_networks: Sequence[ssrf.IPNetwork] = (),
     require_https: bool = False,
     ca_bundle: str | None = None,
@@ -390,8 +529,11 @@ def post(
     receiver, and ``timeout`` the whole exchange (a watchdog enforces it even against a slow
     drip). Safe to call from several threads at once.
 
-    The answer is complete when its body has ended or ``max_response_bytes`` of it have been
-    read, whichever comes first: the rest of a longer body is never read (the connection is
+    The answer's head (status line and headers, interim answers included) may hold at most
+    ``max_header_bytes`` bytes and ``max_headers`` header lines: past either, reading stops
+    and the attempt fails with ``response_too_large`` (no headers are kept). The answer is
+    complete when its body has ended or ``max_response_bytes`` of it have been read,
+    whichever comes first: the rest of a longer body is never read (the connection is
     closed instead). So a 2xx with an endless body succeeds once that much has arrived within
     the deadline; a 2xx whose body stops short (the receiver closes or resets the connection
     early), drips past the deadline, or is not valid HTTP is a failure.
@@ -410,7 +552,8 @@ def post(
         result.error = "only https URLs are allowed" if require_https else \
             "only http and https URLs are allowed"
         return result
-    ctx = _Request(allowed_networks=tuple(allowed_networks), deadline=started + timeout)
+    ctx = _Request(allowed_networks=tuple(allowed_networks), deadline=started + timeout,
+                   max_header_bytes=max_header_bytes, max_headers=max_headers)
     _current.request = ctx
     _watchdog.watch(ctx)
     response = None
@@ -503,7 +646,7 @@ def _classify(exc: Exception, ctx: _Request, timeout: float) -> tuple[str, str]:
     if ctx.timed_out:
         return "timeout", f"no complete answer within {timeout:g}s"
     if find(urllib3.exceptions.NameResolutionError):
-        return "dns_error", "the host name could not be resolved"
+        return "dns_error", "the host name does not resolve to an address webhooks may be sent to"
     if isinstance(exc, requests.exceptions.InvalidHeader) and ctx.phase == _CONNECT:
         return "invalid_url", "a custom header is not valid"  # never echo header values
     if isinstance(exc, requests.exceptions.InvalidURL | requests.exceptions.InvalidSchema
@@ -525,7 +668,8 @@ def _classify(exc: Exception, ctx: _Request, timeout: float) -> tuple[str, str]:
     if ctx.phase == _CONNECT:
         cause = find(OSError)
         return "connection_error", f"could not connect: {_os_detail(cause, exc)}"
-    if find(http.client.LineTooLong) or _too_many_headers(find(http.client.HTTPException)):
+    if find(ResponseHeadTooLarge) or find(http.client.LineTooLong) \
+            or _too_many_headers(find(http.client.HTTPException)):
         return "response_too_large", "the response head is too large"
     if find(urllib3.exceptions.InvalidChunkLength):  # (an IncompleteRead, but no reset)
         return "invalid_response", "not a valid HTTP answer: invalid chunk length"

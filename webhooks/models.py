@@ -17,7 +17,7 @@ from webhooks.conf import MAX_ROTATION_GRACE, webhooks_settings
 from webhooks.encryption import EncryptedJSONField, EncryptedTextField
 from webhooks.owners import owner_model_label
 from webhooks.querysets import DeliveryQuerySet, EndpointQuerySet, EventQuerySet
-from webhooks.validators import validate_endpoint_url, validate_headers
+from webhooks.validators import validate_endpoint_url, validate_headers, validate_signing_secret
 
 WILDCARD = "*"
 
@@ -136,7 +136,9 @@ class Endpoint(models.Model):
         return self.url
 
     def save(self, *args: Any, **kwargs: Any) -> None:
-        """Save; the signing key always fits ``signature_scheme`` (see :meth:`match_scheme`).
+        """Save; the signing key always fits ``signature_scheme`` (see :meth:`match_scheme`),
+        and a key (current or previous) that is not usable is never stored
+        (``ValidationError``): an empty or short secret would let others sign.
 
         A new endpoint gets a key of its scheme; an endpoint whose scheme is being saved as
         changed gets a new key of it, the old one signing during the grace period.
@@ -146,7 +148,15 @@ class Endpoint(models.Model):
                 update_fields is None or "signature_scheme" in update_fields):
             changed = self.match_scheme()
             if changed and update_fields is not None:
-                kwargs["update_fields"] = {*update_fields, *changed}
+                kwargs["update_fields"] = update_fields = {*update_fields, *changed}
+        for name in ("signing_secret", "previous_secret"):
+            value = getattr(self, name)
+            if (update_fields is None or name in update_fields) and (
+                    value or name == "signing_secret"):
+                try:
+                    validate_signing_secret(value)
+                except ValidationError as exc:
+                    raise ValidationError({name: exc.error_list}) from None
         super().save(*args, **kwargs)
 
     def match_scheme(self) -> list[str]:

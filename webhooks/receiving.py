@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
@@ -33,6 +34,43 @@ class WebhookVerificationError(WebhooksError):
     def __init__(self, message: str, *, malformed: bool = False) -> None:
         super().__init__(message)
         self.malformed = malformed
+
+
+class WebhookSecretError(WebhooksError, ValueError):
+    """The receiving side's secrets are unusable: none, or an empty one (``""``,
+    ``"whsec_"``), with which anyone could sign. A configuration error, raised whatever the
+    request (the decorator lets it through as a server error: the sender retries later)."""
+
+
+def _usable_secrets(secret_or_secrets: str | Iterable[str]) -> list[str]:
+    """The secrets as a list; :class:`WebhookSecretError` when there is none or one is empty."""
+    secrets = ([secret_or_secrets] if isinstance(secret_or_secrets, str)
+               else list(secret_or_secrets))
+    if not secrets:
+        raise WebhookSecretError("no webhook secret is configured: the secret list is empty")
+    for secret in secrets:
+        if not isinstance(secret, str) or not _key_or_text(secret):
+            raise WebhookSecretError("a webhook secret is empty: set the sender's whsec_ secret")
+    return secrets
+
+
+def _key_or_text(secret: str) -> bytes | str:
+    """The secret's key; what follows ``whsec_`` when it is not base64 (``verify`` says so)."""
+    try:
+        return signing.secret_key(secret)
+    except ValueError:
+        return secret.removeprefix(signing.SECRET_PREFIX).strip()
+
+
+#: A ``webhook-timestamp``: ASCII digits, no sign, space, underscore or leading zero.
+_TIMESTAMP = re.compile(r"0|[1-9][0-9]{0,17}")
+
+
+def _timestamp(raw: str) -> int:
+    """The ``webhook-timestamp`` header's value (seconds), or a malformed-request error."""
+    if not _TIMESTAMP.fullmatch(raw):
+        raise WebhookVerificationError("invalid webhook-timestamp header", malformed=True)
+    return int(raw)
 
 
 #: The header names of a message (id, timestamp, signature), in order of preference: Standard
@@ -79,19 +117,16 @@ def verify(
     ``headers`` may be ``request.headers`` or ``request.META``. Several secrets can be given
     (during a rotation on the receiving side); a signature by any of them is accepted. Each
     is a ``whsec_`` secret (``v1`` signatures) or a ``whpk_`` public key (``v1a``, ed25519):
-    see :func:`signature_matches`. HMAC comparisons are constant-time and the timestamp must
-    be within ``tolerance`` seconds.
+    see :func:`signature_matches`. HMAC comparisons are constant-time and the timestamp (ASCII
+    digits only) must be within ``tolerance`` seconds. No secret, or an empty one, raises
+    :class:`WebhookSecretError`.
     """
+    secrets = _usable_secrets(secret_or_secrets)
     msg_id, raw_timestamp, signature = message_headers(headers)
-    try:
-        timestamp = int(raw_timestamp)
-    except ValueError:
-        raise WebhookVerificationError("invalid webhook-timestamp header",
-                                       malformed=True) from None
+    timestamp = _timestamp(raw_timestamp)
     current = time.time() if now is None else now
     if abs(current - timestamp) > tolerance:
         raise WebhookVerificationError("webhook-timestamp is too old or in the future")
-    secrets = [secret_or_secrets] if isinstance(secret_or_secrets, str) else secret_or_secrets
     matched = False
     for secret in secrets:
         matched |= signature_matches(secret, msg_id, timestamp, body, signature)
@@ -149,7 +184,12 @@ def webhook_receiver(
 
     A ``whpk_`` public key may stand in for (or next to) a secret: it verifies ``v1a``
     (ed25519) signatures (see :func:`signature_matches`).
+
+    No secret or an empty one raises :class:`WebhookSecretError`: here at once, or, when the
+    callable answers it, on the request (a server error: the sender retries).
     """
+    if not callable(secret):
+        secret = _usable_secrets(secret)
 
     def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
         from django.views.decorators.csrf import csrf_exempt

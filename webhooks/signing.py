@@ -30,6 +30,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
 SIGNATURE_VERSION = "v1"
 SECRET_BYTES = 32
+#: How many bytes a signing secret's key holds (Standard Webhooks: 24 to 64).
+MIN_SECRET_BYTES, MAX_SECRET_BYTES = 24, 64
 
 #: The asymmetric scheme: its signature label, and the prefixes of its keys.
 ASYMMETRIC_VERSION = "v1a"
@@ -42,9 +44,9 @@ _RAW = serialization.Encoding.Raw
 
 
 def generate_secret(nbytes: int = SECRET_BYTES) -> str:
-    """A new ``whsec_<base64>`` signing secret of ``nbytes`` random bytes (24 at least)."""
-    if nbytes < 24:
-        raise ValueError("a signing secret needs at least 24 random bytes")
+    """A new ``whsec_<base64>`` signing secret of ``nbytes`` random bytes (24 to 64)."""
+    if not MIN_SECRET_BYTES <= nbytes <= MAX_SECRET_BYTES:
+        raise ValueError("a signing secret needs 24 to 64 random bytes")
     return SECRET_PREFIX + base64.b64encode(_secrets.token_bytes(nbytes)).decode("ascii")
 
 

@@ -128,6 +128,31 @@ def parse_address(sockaddr_host: str) -> IPAddress:
     return ipaddress.ip_address(sockaddr_host.split("%", 1)[0])
 
 
+def is_local_name(host: str) -> bool:
+    """``localhost`` or a name under ``.localhost``: the machine itself (RFC 6761)."""
+    bare = host.strip("[]").rstrip(".").lower()
+    return bare == "localhost" or bare.endswith(".localhost")
+
+
+def is_name(host: str) -> bool:
+    """Whether ``host`` is a DNS name: not an address (in any notation the C library reads:
+    decimal, octal, hex, shortened IPv4, bracketed IPv6), nor ``localhost`` or a name under
+    ``.localhost`` (RFC 6761: never leaves the machine). Asks no resolver.
+
+    Whether a *name* resolves inside the network is not told to those who configure
+    endpoints: it is not checked when they save a URL, and a refusal when sending reads like
+    a name that does not resolve.
+    """
+    bare = host.strip("[]").rstrip(".").lower()
+    if is_local_name(bare):
+        return False
+    try:
+        socket.getaddrinfo(bare.split("%", 1)[0], None, flags=socket.AI_NUMERICHOST)
+    except (OSError, UnicodeError, ValueError):
+        return True
+    return False
+
+
 def _getaddrinfo(host: str, port: int) -> list[Any]:
     return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
 

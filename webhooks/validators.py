@@ -1,4 +1,4 @@
-"""Validation of what users configure: endpoint URLs and custom headers.
+"""Validation of what users configure: endpoint URLs, custom headers and signing secrets.
 
 These run at save time (model field validators, so admin forms and DRF serializers apply them
 too) and give clear messages. The check that counts is repeated at send time by the HTTP
@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
-from webhooks import ssrf
+from webhooks import signing, ssrf
 from webhooks.conf import webhooks_settings as conf
 
 #: RFC 9110 token characters: what a header name may be made of.
@@ -33,10 +33,15 @@ RESERVED_HEADERS = frozenset({
 RESERVED_HEADER_PREFIX = "webhook-"
 
 
-def validate_endpoint_url(value: str) -> None:
-    """Scheme, length, shape, and that the host does not resolve to a refused address.
+def validate_endpoint_url(value: str, *, resolve: bool = False) -> None:
+    """Scheme, length, shape, and that the host is not a refused address.
 
-    The message never says which address a name resolved to, nor whether anything listens.
+    An address written in the URL (in any notation) or ``localhost`` is checked; a host
+    *name* is not resolved (``ssrf.is_name``): whether it resolves inside the network is
+    nobody's business who saves a URL, so an internal name and an unknown one are accepted
+    alike, and both are refused when sending. ``resolve=True`` (staff tools) resolves names
+    too. The message never says which address a name resolved to, nor whether anything
+    listens.
     """
     if len(value) > conf.MAX_URL_LENGTH:
         raise ValidationError(
@@ -61,16 +66,22 @@ def validate_endpoint_url(value: str) -> None:
     host = parts.hostname
     if not host:
         raise ValidationError(_("The URL has no host."), code="no_host")
+    if not resolve and ssrf.is_name(host):
+        return
+    blocked = ValidationError(
+        _("This URL points to a private, loopback or reserved network address. Webhooks "
+          "can only be sent to public addresses."), code="blocked_destination")
+    networks = ssrf.parse_networks(conf.ALLOWED_NETWORKS)
     try:
-        ssrf.resolve(host, port or (443 if scheme == "https" else 80),
-                     ssrf.parse_networks(conf.ALLOWED_NETWORKS))
+        ssrf.resolve(host, port or (443 if scheme == "https" else 80), networks)
     except ssrf.BlockedDestination:
-        raise ValidationError(
-            _("This URL points to a private, loopback or reserved network address. Webhooks "
-              "can only be sent to public addresses."), code="blocked_destination",
-        ) from None
+        raise blocked from None
     except (OSError, UnicodeError, ValueError):
-        pass  # not resolvable now; it is checked again (and refused if need be) when sending
+        # Not resolvable now: checked again (and refused if need be) when sending. But a
+        # localhost name is the machine itself, whatever this resolver says.
+        if ssrf.is_local_name(host) and not ssrf.is_allowed(ssrf.parse_address("127.0.0.1"),
+                                                           networks):
+            raise blocked from None
 
 
 def header_errors(headers: Any) -> list[str]:
@@ -123,3 +134,24 @@ def validate_headers(headers: Any) -> None:
 def is_sendable_header(name: Any, value: Any) -> bool:
     """Send-time filter: a custom header that would not pass validation is left out."""
     return not header_errors({name: value})
+
+
+def validate_signing_secret(value: str) -> None:
+    """An endpoint's signing key: a ``whsec_`` secret whose key holds 24 to 64 bytes, or a
+    ``whsk_`` ed25519 signing key (``v1a``)."""
+    if signing.key_scheme(value) == signing.ASYMMETRIC_VERSION:
+        try:
+            signing.signing_private_key(value)
+        except ValueError:
+            raise ValidationError(_("The signing key is not a whsk_ ed25519 key."),
+                                  code="invalid_secret") from None
+        return
+    try:
+        key = signing.secret_key(value)
+    except ValueError:
+        raise ValidationError(_("The signing secret is not a whsec_ secret (base64)."),
+                              code="invalid_secret") from None
+    if not signing.MIN_SECRET_BYTES <= len(key) <= signing.MAX_SECRET_BYTES:
+        raise ValidationError(
+            _("A signing secret must hold 24 to 64 bytes; this one holds %(count)d."),
+            code="invalid_secret", params={"count": len(key)})

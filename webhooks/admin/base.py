@@ -159,9 +159,12 @@ def admin_link(obj: models.Model, text: Any) -> SafeString:
     return format_html('<a href="{}">{}</a>', url, text)
 
 
-def pretty_json(value: Any) -> SafeString:
-    """``value`` as indented JSON in a ``<pre>``."""
+def pretty_json(value: Any, limit: int | None = None) -> SafeString:
+    """``value`` as indented JSON in a ``<pre>``; with ``limit``, its first ``limit``
+    characters (… when there is more)."""
     text = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
+    if limit is not None:
+        return capped_text(text, limit)
     return format_html('<pre class="webhooks-pre">{}</pre>', text)
 
 

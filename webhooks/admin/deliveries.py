@@ -54,21 +54,25 @@ class DeliveryDisplayMixin:
 class AttemptDisplayMixin:
     """Columns an attempt shows alike in the delivery's inline and on its own page."""
 
+    #: Characters of the request and of the response headers shown (``None``: all).
+    header_chars: int | None = None
+
     @admin.display(description=_("duration"), ordering="duration")
     def duration_ms(self, obj: DeliveryAttempt) -> str:
         return format_latency(obj.duration)
 
     @admin.display(description=_("request headers"))
     def request_headers_pretty(self, obj: DeliveryAttempt) -> SafeString:
-        return pretty_json(obj.request_headers)
+        return pretty_json(obj.request_headers, self.header_chars)
 
     @admin.display(description=_("response headers"))
     def response_headers_pretty(self, obj: DeliveryAttempt) -> SafeString:
-        return pretty_json(obj.response_headers)
+        return pretty_json(obj.response_headers, self.header_chars)
 
 
 class AttemptInline(AttemptDisplayMixin, ReadOnlyAdminMixin, admin.TabularInline):
-    """A delivery's first attempts, response bodies capped."""
+    """A delivery's first attempts, headers and response bodies capped (each attempt's own
+    page shows them whole): the delivery's page stays small however many attempts it has."""
 
     model = DeliveryAttempt
     fk_name = "delivery"
@@ -80,6 +84,7 @@ class AttemptInline(AttemptDisplayMixin, ReadOnlyAdminMixin, admin.TabularInline
     fields = readonly_fields
     extra = 0
     ordering = ["number"]
+    header_chars = INLINE_BODY_CHARS
 
     @admin.display(description=_("attempt"))
     def attempt_link(self, obj: DeliveryAttempt) -> SafeString:

@@ -62,7 +62,16 @@ class DeliveryFilter(BaseFilterBackend):
 class WebhooksPagination(CursorPagination):
     """Newest first, by cursor: no ``COUNT(*)``, and stable while new rows arrive."""
 
-    ordering = ("-created_at", "-id")
+    ordering: tuple[str, ...] = ("-created_at", "-id")
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 200
+
+
+class AttemptPagination(WebhooksPagination):
+    """A delivery's attempts, newest first (by number), a few a page: each may hold up to
+    ``MAX_RESPONSE_HEADER_BYTES`` of headers and ``STORED_RESPONSE_BYTES`` of body."""
+
+    ordering = ("-number",)
+    page_size = 10
+    max_page_size = 50

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
+from rest_framework.reverse import reverse
 
 from webhooks import services
 from webhooks.conf import MAX_ROTATION_GRACE
@@ -305,14 +306,45 @@ class PayloadField(serializers.Field):
         return json.loads(value) if value else None
 
 
+#: Attempts a delivery's detail shows: its latest ones (``attempts/`` lists them all).
+ATTEMPT_LOG_LIMIT = 10
+
+
 class DeliveryDetailSerializer(DeliverySerializer):
-    """A delivery with the body it sends and every attempt, oldest first."""
+    """A delivery with the body it sends and its latest attempts, oldest first.
+
+    The view gives each delivery ``latest_attempts`` (newest first, at most
+    :data:`ATTEMPT_LOG_LIMIT`) and ``attempt_log_count``; without them they are read here.
+    """
 
     payload = PayloadField(source="event.payload", read_only=True)
-    attempt_log = DeliveryAttemptSerializer(many=True, read_only=True)
+    attempt_log = serializers.SerializerMethodField(help_text=_(
+        "The latest attempts (at most 10), oldest first: attempts_url lists every one."))
+    attempt_log_count = serializers.SerializerMethodField(
+        help_text=_("How many attempts the delivery has."))
+    attempts_url = serializers.SerializerMethodField(
+        help_text=_("Every attempt of the delivery, newest first, a page at a time."))
 
     class Meta(DeliverySerializer.Meta):
-        fields = [*DeliverySerializer.Meta.fields, "payload", "attempt_log"]
+        fields = [*DeliverySerializer.Meta.fields, "payload", "attempt_log", "attempt_log_count",
+                  "attempts_url"]
+
+    @extend_schema_field(DeliveryAttemptSerializer(many=True))
+    def get_attempt_log(self, obj: Delivery) -> Any:
+        latest = getattr(obj, "latest_attempts", None)
+        if latest is None:
+            latest = list(obj.attempt_log.order_by("-number")[:ATTEMPT_LOG_LIMIT])
+        return DeliveryAttemptSerializer(latest[::-1], many=True, context=self.context).data
+
+    def get_attempt_log_count(self, obj: Delivery) -> int:
+        count = getattr(obj, "attempt_log_count", None)
+        return obj.attempt_log.count() if count is None else int(count)
+
+    def get_attempts_url(self, obj: Delivery) -> str:
+        request = self.context.get("request")
+        match = getattr(request, "resolver_match", None)
+        namespace = match.namespace if match is not None and match.namespace else "webhooks-api"
+        return reverse(f"{namespace}:delivery-attempts", args=[obj.pk], request=request)
 
 
 class EventTypeSerializer(serializers.Serializer):

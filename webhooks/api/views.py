@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Count, OuterRef, Prefetch, QuerySet, Subquery
 from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.decorators import action
@@ -30,7 +30,12 @@ from webhooks.owners import api_owner
 
 from . import serializers as s
 from .examples import example_body
-from .filters import DeliveryFilter, DeliveryFilterSerializer, WebhooksPagination
+from .filters import (
+    AttemptPagination,
+    DeliveryFilter,
+    DeliveryFilterSerializer,
+    WebhooksPagination,
+)
 from .permissions import configured_permissions
 from .schema import (
     OpenApiResponse,
@@ -248,9 +253,18 @@ class DeliveryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Webhooks
 
     def get_queryset(self) -> QuerySet[Delivery]:
         deliveries = Delivery.objects.filter(endpoint__owner_id=self.get_owner().pk)
-        if getattr(self, "action", None) == "retrieve":
-            return deliveries.select_related("event").prefetch_related(
-                Prefetch("attempt_log", queryset=DeliveryAttempt.objects.order_by("number")))
+        action_ = getattr(self, "action", None)
+        if action_ == "retrieve":
+            # The latest attempts only, and how many there are: one query each.
+            attempts = DeliveryAttempt.objects.filter(delivery=OuterRef("pk"))
+            return deliveries.select_related("event").annotate(
+                attempt_log_count=Subquery(attempts.order_by().values("delivery")
+                                           .annotate(n=Count("pk")).values("n")),
+            ).prefetch_related(Prefetch(
+                "attempt_log", to_attr="latest_attempts",
+                queryset=DeliveryAttempt.objects.order_by("-number")[:s.ATTEMPT_LOG_LIMIT]))
+        if action_ == "attempts":
+            return deliveries.only("pk")
         # The list never shows bodies: leave the (large) payload in the database.
         return deliveries.select_related("event").defer("event__payload", "event__error")
 
@@ -258,6 +272,18 @@ class DeliveryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Webhooks
         if getattr(self, "action", None) == "retrieve":
             return s.DeliveryDetailSerializer
         return s.DeliverySerializer
+
+    @extend_schema(
+        summary="List a delivery's attempts",
+        description="Every attempt of the delivery, newest first, by cursor (the delivery's "
+                    "detail shows the latest ones only).",
+        responses={200: s.DeliveryAttemptSerializer(many=True), **_errors(404)})
+    @action(detail=True, methods=["get"], pagination_class=AttemptPagination)
+    def attempts(self, request: Request, pk: Any = None) -> Response:
+        delivery = self.get_object()
+        page = self.paginate_queryset(DeliveryAttempt.objects.filter(delivery=delivery))
+        data = s.DeliveryAttemptSerializer(page, many=True).data
+        return self.get_paginated_response(data)
 
     @extend_schema(
         summary="Retry a delivery now", request=None,

@@ -123,6 +123,8 @@ class _Options:
             first_delay=float(conf.RETRY_SCHEDULE[0]) if conf.RETRY_SCHEDULE else 5.0,
             client={
                 "read_timeout": conf.READ_TIMEOUT,
+                "max_header_bytes": conf.MAX_RESPONSE_HEADER_BYTES,
+                "max_headers": conf.MAX_RESPONSE_HEADERS,
                 "allowed_networks": ssrf.parse_networks(conf.ALLOWED_NETWORKS),
                 "require_https": conf.REQUIRE_HTTPS,
                 "ca_bundle": conf.CA_BUNDLE,

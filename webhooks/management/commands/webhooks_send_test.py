@@ -31,7 +31,7 @@ class Command(BaseCommand):
         target = get_endpoint(endpoint)
         if dry_run:
             try:
-                validate_endpoint_url(target.url)
+                validate_endpoint_url(target.url, resolve=True)
             except ValidationError as exc:
                 raise CommandError(" ".join(exc.messages)) from None
             state = "active" if target.is_active else f"disabled ({target.disabled_reason})"
