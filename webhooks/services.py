@@ -25,9 +25,9 @@ from webhooks import ids
 from webhooks.conf import webhooks_settings
 from webhooks.dispatch import enqueue
 from webhooks.events.catalog import TEST_EVENT_TYPE, get_catalog
-from webhooks.events.payloads import payload_fields, payload_parts
+from webhooks.events.payloads import payload_fields, payload_parts, subscriber_payload
 from webhooks.exceptions import EndpointDisabled, InvalidReplayWindow
-from webhooks.models import WILDCARD, Delivery, Endpoint, Event
+from webhooks.models import WILDCARD, Delivery, Endpoint, Event, Subscription
 from webhooks.notifications import notices
 from webhooks.outbox import EVENT_COLUMNS, insert_event
 from webhooks.owners import get_owner_model
@@ -207,6 +207,17 @@ def rotate_secret(endpoint: Endpoint, grace: timedelta | None = None) -> str:
     """Give ``endpoint`` a new signing secret; the old one keeps signing for ``grace``
     (default ``SECRET_ROTATION_GRACE``, at most 7 days). Returns the new secret."""
     return endpoint.rotate_secret(grace)
+
+
+def sent_payload(delivery: Delivery) -> str:
+    """The body ``delivery`` sends its endpoint (one query): the event's payload, restricted by
+    the allowlist of the endpoint's subscription (``""`` when the payload could not be built)."""
+    event = delivery.event
+    allowlists = dict(Subscription.objects.filter(
+        endpoint_id=delivery.endpoint_id, event_type__in=[event.type, WILDCARD],
+    ).values_list("event_type", "fields"))
+    return subscriber_payload(event.payload, event.type,
+                              {name: fields or () for name, fields in allowlists.items()})
 
 
 # --- sending again ---------------------------------------------------------------------------

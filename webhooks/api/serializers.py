@@ -280,10 +280,17 @@ class PayloadField(serializers.Field):
         return json.loads(value) if value else None
 
 
+class SentPayloadField(PayloadField):
+    """The body a delivery sends (its subscription's payload field allowlist applied)."""
+
+    def get_attribute(self, instance: Delivery) -> str:
+        return services.sent_payload(instance)
+
+
 class DeliveryDetailSerializer(DeliverySerializer):
     """A delivery with the body it sends and every attempt, oldest first."""
 
-    payload = PayloadField(source="event.payload", read_only=True)
+    payload = SentPayloadField(read_only=True, source="*")
     attempt_log = DeliveryAttemptSerializer(many=True, read_only=True)
 
     class Meta(DeliverySerializer.Meta):
