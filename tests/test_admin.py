@@ -417,6 +417,28 @@ def test_view_only_staff_cannot_reveal_or_rotate_or_act() -> None:
     assert "send_test" not in page.content.decode()
 
 
+def test_custom_header_values_are_shown_only_to_those_who_may_reveal_the_secret(
+        admin_client: Client) -> None:
+    """Names visible to view-only staff, values not; staff who may change the endpoint (and so
+    reveal its secret) see them, on a page that is never stored (issue 14, finding 3)."""
+    endpoint = make_endpoint("https://example.com/headers",
+                             headers={"X-Api-Key": "tok-7f3a9c1e", "X-Tenant": "acme-42"})
+    change = reverse("admin:webhooks_endpoint_change", args=[endpoint.pk])
+    viewer = get_user_model().objects.create_user("viewer", password="pw", is_staff=True)
+    viewer.user_permissions.add(*Permission.objects.filter(codename="view_endpoint"))
+    client = Client()
+    client.force_login(viewer)
+    response = client.get(change)
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "X-Api-Key" in html and "X-Tenant" in html
+    assert "tok-7f3a9c1e" not in html and "acme-42" not in html
+    response = admin_client.get(change)
+    html = response.content.decode()
+    assert "tok-7f3a9c1e" in html and "acme-42" in html  # in the form, to edit
+    assert "no-store" in response["Cache-Control"]
+
+
 # --- actions ---------------------------------------------------------------------------------
 
 

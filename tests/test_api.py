@@ -50,6 +50,28 @@ def new_endpoint_body(**overrides: Any) -> dict[str, Any]:
     return {"url": "https://example.com/hook", "events": ["invoice.paid"], **overrides}
 
 
+def test_responses_that_carry_custom_header_values_are_never_stored(alice: Any) -> None:
+    """Header values are credentials like the secret: ``no-store`` on every endpoint response
+    that carries them (issue 14, finding 3)."""
+    client = client_for(alice)
+    created = client.post(API + "/endpoints/", new_endpoint_body(
+        headers={"X-Api-Key": "tok-7f3a9c1e"}), format="json")
+    assert created.status_code == 201
+    detail = API + f"/endpoints/{created.json()['id']}/"
+    responses = {
+        "create": created,
+        "list": client.get(API + "/endpoints/"),
+        "retrieve": client.get(detail),
+        "partial_update": client.patch(detail, {"description": "x"}, format="json"),
+        "update": client.put(detail, new_endpoint_body(headers={"X-Api-Key": "tok-2"}),
+                             format="json"),
+    }
+    for action, response in responses.items():
+        assert response.status_code in (200, 201), action
+        assert "tok-" in response.content.decode(), action
+        assert "no-store" in response.get("Cache-Control", ""), action
+
+
 # --- owner isolation: every route and method, two users ------------------------------------
 
 

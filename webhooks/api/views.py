@@ -178,12 +178,20 @@ class EndpointViewSet(mixins.ListModelMixin, mixins.CreateModelMixin,
     def perform_create(self, serializer: BaseSerializer[Any]) -> None:
         serializer.save(owner=self.get_owner())
 
+    def finalize_response(self, request: Request, response: Any, *args: Any,
+                          **kwargs: Any) -> Any:
+        """Every answer about endpoints may carry credentials (custom header values, the
+        signing secret): none of them is ever stored by a cache or the browser."""
+        response = super().finalize_response(request, response, *args, **kwargs)
+        response["Cache-Control"] = "no-store"
+        return response
+
     @extend_schema(summary="Read the signing secret", request=None,
                    responses={200: s.SecretSerializer, **_errors(404)})
     @action(detail=True, methods=["get"])
     def secret(self, request: Request, pk: Any = None) -> Response:
         endpoint = self.get_object()
-        return _no_store(Response(s.SecretSerializer({"secret": endpoint.secret}).data))
+        return Response(s.SecretSerializer({"secret": endpoint.secret}).data)
 
     @extend_schema(summary="Rotate the signing secret", request=s.RotateSecretSerializer,
                    responses={200: s.RotatedSecretSerializer, **_errors(400, 404)})
@@ -195,7 +203,7 @@ class EndpointViewSet(mixins.ListModelMixin, mixins.CreateModelMixin,
         params.is_valid(raise_exception=True)
         grace = params.validated_data.get("grace_period")
         services.rotate_secret(endpoint, None if grace is None else timedelta(seconds=grace))
-        return _no_store(Response(s.RotatedSecretSerializer(endpoint).data))
+        return Response(s.RotatedSecretSerializer(endpoint).data)
 
     @extend_schema(
         summary="Send a test event", request=None,
@@ -225,9 +233,6 @@ class EndpointViewSet(mixins.ListModelMixin, mixins.CreateModelMixin,
         return Response(data, status=status.HTTP_202_ACCEPTED)
 
 
-def _no_store(response: Response) -> Response:
-    response["Cache-Control"] = "no-store"
-    return response
 
 
 @extend_schema_view(
