@@ -470,13 +470,32 @@ def test_enable_and_disable_actions(admin_client: Client) -> None:
     b = make_endpoint("https://example.com/b", is_active=False, disabled_reason="410",
                       consecutive_failures=7)
     response = run_action(admin_client, "endpoint", "disable", [a, b])
-    assert messages_of(response) == ["Disabled 1 endpoint."]
+    # b was off already (a 410): now staff's too, which its owner cannot lift.
+    assert messages_of(response) == ["Disabled 2 endpoints."]
     a.refresh_from_db()
     assert not a.is_active and a.disabled_reason == "Disabled by staff." and a.disabled_at
+    b.refresh_from_db()
+    assert (b.disabled_by, b.disabled_reason) == ("staff", "Disabled by staff.")
     response = run_action(admin_client, "endpoint", "enable", [a, b])
     assert messages_of(response) == ["Enabled 2 endpoints."]
     b.refresh_from_db()
     assert b.is_active and b.disabled_reason == "" and b.consecutive_failures == 0
+
+
+def test_the_page_says_who_disabled_an_endpoint(admin_client: Client) -> None:
+    """Staff see that a staff disable is theirs alone to lift, and can filter by who disabled
+    (issue 14, finding 7)."""
+    staff = make_endpoint("https://example.com/staff")
+    make_endpoint("https://example.com/gone", is_active=False, disabled_by="system",
+                  disabled_reason="The endpoint answered 410 Gone.")
+    run_action(admin_client, "endpoint", "disable", [staff])
+    page = admin_client.get(reverse("admin:webhooks_endpoint_change", args=[staff.pk]))
+    html = page.content.decode()
+    assert "Disabled by" in html and "Staff" in html
+    assert "its owner cannot switch it on again: only staff can" in html
+    listed = admin_client.get(reverse("admin:webhooks_endpoint_changelist") + "?disabled_by=staff")
+    assert "example.com/staff" in listed.content.decode()
+    assert "example.com/gone" not in listed.content.decode()
 
 
 def test_reenable_through_the_form_clears_the_reason(admin_client: Client) -> None:
@@ -488,6 +507,7 @@ def test_reenable_through_the_form_clears_the_reason(admin_client: Client) -> No
     assert response.status_code == 302
     endpoint.refresh_from_db()
     assert endpoint.is_active and endpoint.disabled_reason == ""
+    assert endpoint.disabled_by == ""
 
 
 def test_retry_failed_deliveries_action(admin_client: Client, enqueued: list[Any],

@@ -171,13 +171,13 @@ class EndpointAdmin(admin.ModelAdmin):
                     "median_latency", "last_success_at", "consecutive_failures",
                     "disabled_why"]
     list_display_links = ["url"]
-    list_filter = ["is_active", HealthFilter, OwnerKindFilter]
+    list_filter = ["is_active", "disabled_by", HealthFilter, OwnerKindFilter]
     list_select_related = ["owner"]
     list_defer = ENDPOINT_HEAVY
     search_fields = ["url", "description"]
     readonly_fields = ["secret_display", "headers_masked", "health_summary", "health_chart",
-                       "paused", "disabled_reason", "disabled_at", "failing_since",
-                       "consecutive_failures",
+                       "paused", "disabled_reason", "disabled_by", "disabled_at",
+                       "failing_since", "consecutive_failures",
                        "last_success_at", "last_failure_at", "created_at", "updated_at"]
     actions = ["send_test", "enable", "disable", "retry_failed", "replay_since"]
 
@@ -200,9 +200,10 @@ class EndpointAdmin(admin.ModelAdmin):
             flow,
             (_("Signing secret"), {"fields": ["secret_display"]}),
             (_("Health (last 24 hours)"), {"fields": ["health_summary", "health_chart"]}),
-            (_("State"), {"fields": ["paused", "disabled_reason", "disabled_at", "failing_since",
-                                     "consecutive_failures", "last_success_at",
-                                     "last_failure_at", "created_at", "updated_at"]}),
+            (_("State"), {"fields": ["paused", "disabled_reason", "disabled_by", "disabled_at",
+                                     "failing_since", "consecutive_failures",
+                                     "last_success_at", "last_failure_at", "created_at",
+                                     "updated_at"]}),
         ]
 
     # the owner: its model's admin decides how it is searched and picked, at request time

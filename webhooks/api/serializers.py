@@ -11,7 +11,7 @@ from rest_framework import serializers
 from webhooks import services
 from webhooks.conf import MAX_ROTATION_GRACE
 from webhooks.exceptions import InvalidReplayWindow
-from webhooks.models import WILDCARD, Delivery, DeliveryAttempt, Endpoint
+from webhooks.models import WILDCARD, Delivery, DeliveryAttempt, DisabledBy, Endpoint
 from webhooks.validators import header_errors, validate_endpoint_url
 
 from .schema import extend_schema_field
@@ -62,6 +62,13 @@ class HeadersField(serializers.Field):
         return dict(value or {})
 
 
+class DisabledByField(serializers.ChoiceField):
+    """``Endpoint.disabled_by``: null instead of ``""`` for an active endpoint."""
+
+    def to_representation(self, value: Any) -> Any:
+        return str(value) if value else None
+
+
 class EndpointSerializer(serializers.ModelSerializer):
     """An endpoint of the request's owner. The owner is never a field: the view sets it to
     the owner the request acts for."""
@@ -87,7 +94,8 @@ class EndpointSerializer(serializers.ModelSerializer):
     is_active = serializers.BooleanField(
         required=False, default=True,
         help_text=_("Turn deliveries off or on. Switching an endpoint on clears why it was "
-                    "disabled."),
+                    "disabled; an endpoint that staff disabled (disabled_by: staff) cannot be "
+                    "switched on here."),
     )
     headers = HeadersField(required=False, default=dict)
     rate_limit = serializers.IntegerField(
@@ -109,6 +117,11 @@ class EndpointSerializer(serializers.ModelSerializer):
     created_at = serializers.DateTimeField(read_only=True)
     disabled_reason = serializers.CharField(
         read_only=True, help_text=_("Why the endpoint was disabled (empty when active)."))
+    disabled_by = DisabledByField(
+        choices=[c for c in DisabledBy.values if c], read_only=True, allow_null=True,
+        help_text=_("Who disabled the endpoint (null when active): owner (you), system (it "
+                    "answered 410 Gone or kept failing: enable it once it works again), or "
+                    "staff (only the site's staff can enable it again)."))
     disabled_at = serializers.DateTimeField(read_only=True, allow_null=True)
     last_success_at = serializers.DateTimeField(read_only=True, allow_null=True)
     last_failure_at = serializers.DateTimeField(read_only=True, allow_null=True)
@@ -117,7 +130,7 @@ class EndpointSerializer(serializers.ModelSerializer):
         model = Endpoint
         fields = ["id", "url", "description", "events", "is_active", "headers", "rate_limit",
                   "max_concurrency", "paused_until", "pause_reason", "created_at",
-                  "payload_fields", "disabled_reason", "disabled_at",
+                  "payload_fields", "disabled_reason", "disabled_by", "disabled_at",
                   "last_success_at", "last_failure_at"]
 
     def to_representation(self, instance: Endpoint) -> dict[str, Any]:

@@ -75,6 +75,7 @@ def api_exception(exc: Exception) -> Exception:
         return EndpointDisabled()
     if isinstance(exc, webhooks_errors.ServiceError):
         field = ("since" if isinstance(exc, webhooks_errors.InvalidReplayWindow)
+                 else "is_active" if isinstance(exc, webhooks_errors.DisabledByStaff)
                  else api_settings.NON_FIELD_ERRORS_KEY)
         return exceptions.ValidationError({field: [exc.message]}, code=exc.code)
     if isinstance(exc, DjangoValidationError):
