@@ -567,6 +567,39 @@ def test_retry_now_action_and_button(admin_client: Client, enqueued: list[Any]) 
                             ).status_code == 403
 
 
+def test_the_failed_deliveries_route_retries_only_failed_deliveries(enqueued: list[Any]) -> None:
+    """Staff holding only the failed deliveries' permissions retry failed deliveries, and only
+    them: not a succeeded or pending one by its id (issue 14, finding 8)."""
+    user = get_user_model().objects.create_user("support", password="pw", is_staff=True)
+    user.user_permissions.add(*Permission.objects.filter(
+        codename__in=["view_faileddelivery", "change_faileddelivery"]))
+    client = Client()
+    client.force_login(user)
+    endpoint = make_endpoint("https://example.com/failed-only")
+    failed = make_delivery(endpoint, status=Status.FAILED)
+    succeeded = make_delivery(endpoint, status=Status.SUCCEEDED)
+    waiting = make_delivery(endpoint, status=Status.PENDING,
+                            next_attempt_at=timezone.now() + timedelta(hours=1))
+
+    def retry(delivery: Delivery) -> int:
+        url = reverse("admin:webhooks_faileddelivery_retry", args=[delivery.pk])
+        return client.post(url).status_code
+
+    assert retry(succeeded) == 404
+    assert retry(waiting) == 404
+    assert retry(failed) == 302
+    run_action(client, "faileddelivery", "retry_now", [succeeded, waiting])
+    statuses = dict(Delivery.objects.values_list("pk", "status"))
+    assert statuses == {failed.pk: Status.PENDING, succeeded.pk: Status.SUCCEEDED,
+                        waiting.pk: Status.PENDING}
+    waiting.refresh_from_db()
+    assert waiting.next_attempt_at > timezone.now() + timedelta(minutes=59)  # not brought forward
+    # The failed deliveries list is where it goes back to (the delivery's page is not theirs).
+    Delivery.objects.filter(pk=failed.pk).update(status=Status.FAILED)
+    response = client.post(reverse("admin:webhooks_faileddelivery_retry", args=[failed.pk]))
+    assert response["Location"] == reverse("admin:webhooks_faileddelivery_changelist")
+
+
 def test_public_ids_in_lists_are_ours() -> None:
     delivery = make_delivery(make_endpoint("https://example.com/ids"))
     assert re.fullmatch(r"dlv_[0-9A-Z]{26}", delivery.public_id)
