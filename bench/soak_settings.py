@@ -1,7 +1,7 @@
 """Django settings for ``bench/soak.py``: the bench settings with a short retry schedule.
 
 The soak fails a large share of requests on purpose and kills its workers; with the default
-schedule (5 s … 10 h) it would never converge, so retries here come within seconds, and
+schedule (5 s … 12 h, over 3 days) it would never converge, so retries here come within seconds, and
 timeouts and claims are short so a killed worker's deliveries come back quickly. Environment,
 as for ``bench.settings`` (``DATABASE_URL``, ``REDIS_URL``, ``BENCH_SQLITE_PATH``,
 ``BENCH_Q_NAME``), plus ``SOAK_WORKERS`` (workers per cluster, default 4).

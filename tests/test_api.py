@@ -24,6 +24,7 @@ from webhooks.checks import check_settings
 from webhooks.delivery.fanout import fan_out
 from webhooks.delivery.loop import drain
 from webhooks.models import Delivery, Endpoint, Event, Subscription
+from webhooks.signals import endpoint_disabled
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_throttles")]
 
@@ -245,7 +246,8 @@ def test_create_read_update_delete(alice: Any) -> None:
     assert set(body) == {"id", "url", "description", "events", "payload_fields", "is_active",
                          "headers", "rate_limit", "max_concurrency", "paused_until",
                          "pause_reason", "created_at", "disabled_reason", "disabled_by",
-                         "disabled_at", "last_success_at", "last_failure_at"}
+                         "disabled_at", "last_success_at", "last_failure_at",
+                         "signature_scheme"}
     assert body["payload_fields"] == {}
     assert uuid.UUID(body["id"]).version == 7  # not sequential, not guessable
     assert body["events"] == ["invoice.paid", "order.created"]
@@ -332,7 +334,7 @@ def test_the_migration_says_who_disabled_the_endpoints_already_off(alice: Any) -
 
     from django.apps import apps
 
-    migration = importlib.import_module("webhooks.migrations.0008_endpoint_disabled_by")
+    migration = importlib.import_module("webhooks.migrations.0011_endpoint_disabled_by")
     reasons = {"The endpoint answered 410 Gone.": "system",
                "Every delivery failed for 5 day(s) (10+ attempts in a row).": "system",
                "Disabled by its owner.": "owner", "": "owner",
@@ -729,16 +731,49 @@ def test_zapier_subscribe_validation(alice: Any, body: dict[str, str], field: st
     assert field in response.json()
 
 
-def test_zapier_gone_disables_the_hook(alice: Any, receiver: Receiver) -> None:
+def test_zapier_gone_removes_the_hook_and_frees_its_place(alice: Any,
+                                                          receiver: Receiver) -> None:
+    """REST Hooks: a 410 from a hook's URL removes the subscription. The hook subscribed
+    through the Zapier route is deleted and stops counting towards the owner's limit; an
+    endpoint created otherwise that answers 410 is disabled (and its owner told), as before."""
     receiver.script("/zap", Reply(410, b"gone"))
-    response = client_for(alice).post(API + "/zapier/hooks/", {
-        "target_url": receiver.url("/zap"), "event": "invoice.paid"}, format="json")
-    webhooks.send_event("invoice.paid", {"n": 1}, owner=alice)
-    fan_out()
-    drain()
-    endpoint = Endpoint.objects.get(pk=response.json()["id"])
-    assert endpoint.is_active is False
-    assert "410" in endpoint.disabled_reason
+    receiver.script("/plain", Reply(410, b"gone"))
+    client = client_for(alice)
+    disabled: list[Any] = []
+    endpoint_disabled.connect(lambda **kw: disabled.append(kw["endpoint"].pk), weak=False,
+                              dispatch_uid="t-zapier-disabled")
+    try:
+        with override_webhooks(MAX_ENDPOINTS_PER_OWNER=2):
+            plain = client.post(API + "/endpoints/", new_endpoint_body(
+                url=receiver.url("/plain")), format="json")
+            hook = client.post(API + "/zapier/hooks/", {
+                "target_url": receiver.url("/zap"), "event": "invoice.paid"}, format="json")
+            assert (plain.status_code, hook.status_code) == (201, 201)
+            assert Endpoint.objects.get(pk=hook.json()["id"]).rest_hook is True
+            assert Endpoint.objects.get(pk=plain.json()["id"]).rest_hook is False
+            third = new_endpoint_body(url="https://example.com/third")
+            assert client.post(API + "/endpoints/", third, format="json").status_code == 400
+
+            webhooks.send_event("invoice.paid", {"n": 1}, owner=alice)
+            fan_out()
+            drain()
+
+            assert len(receiver.received("/zap")) == 1
+            assert len(receiver.received("/plain")) == 1
+            assert not Endpoint.objects.filter(pk=hook.json()["id"]).exists()
+            assert not Delivery.objects.filter(endpoint_id=hook.json()["id"]).exists()
+            assert Endpoint.objects.filter(owner=alice).count() == 1
+            listed = client.get(API + "/endpoints/").json()["results"]
+            assert [e["id"] for e in listed] == [plain.json()["id"]]
+            assert client.delete(API + f"/zapier/hooks/{hook.json()['id']}/").status_code == 404
+            # Its place is free again.
+            assert client.post(API + "/endpoints/", third, format="json").status_code == 201
+    finally:
+        endpoint_disabled.disconnect(dispatch_uid="t-zapier-disabled")
+    kept = Endpoint.objects.get(pk=plain.json()["id"])
+    assert kept.is_active is False
+    assert "410" in kept.disabled_reason
+    assert disabled == [kept.pk]  # the removed hook is no trouble to tell anyone about
 
 
 def test_zapier_sample_falls_back_to_the_example(alice: Any) -> None:

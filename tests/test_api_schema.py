@@ -83,9 +83,20 @@ def test_the_schema_is_exact_where_it_matters() -> None:
     assert endpoint["properties"]["headers"]["additionalProperties"] == {"type": "string"}
     events = components[endpoint["properties"]["events"]["items"]["$ref"].split("/")[-1]]
     assert "invoice.paid" in events["enum"] and "*" in events["enum"]
-    assert components["Secret"]["properties"] == {"secret": {
-        "type": "string", "readOnly": True, "description": components["Secret"]["properties"]
-        ["secret"]["description"]}}
+    # v1 endpoints answer their whsec_ secret, v1a endpoints their whpk_ public key: one of
+    # the two is present, so neither is required.
+    secret = components["Secret"]
+    assert {name: prop["type"] for name, prop in secret["properties"].items()} == {
+        "secret": "string", "public_key": "string"}
+    assert "whsec_" in secret["properties"]["secret"]["description"]
+    assert "whpk_" in secret["properties"]["public_key"]["description"]
+    assert not secret.get("required")
+    rotated = components["RotatedSecret"]
+    assert set(rotated["properties"]) == {"secret", "public_key", "previous_secret_expires_at"}
+    assert rotated["required"] == ["previous_secret_expires_at"]
+    scheme = endpoint["properties"]["signature_scheme"]
+    assert components[scheme["allOf"][0]["$ref"].split("/")[-1]]["enum"] == ["v1", "v1a"]
+    assert "signature_scheme" not in endpoint.get("required", [])
     deliveries = schema["paths"]["/api/webhooks/deliveries/"]["get"]
     assert {p["name"] for p in deliveries["parameters"]} == {
         "endpoint", "status", "event_type", "event", "created_after", "created_before",

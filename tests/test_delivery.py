@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.test import override_settings
 from django.utils import timezone
 from standardwebhooks import Webhook
 
@@ -16,6 +17,7 @@ from tests.factories import make_due, make_endpoint, make_user, publish
 from tests.helpers import override_webhooks
 from tests.receiver import Receiver, Reply
 from tests.testapp.models import Order
+from webhooks.conf import webhooks_settings
 from webhooks.delivery.claims import claim
 from webhooks.delivery.fanout import FAN_OUT_CHUNK, fan_out
 from webhooks.delivery.loop import deliver, drain
@@ -72,7 +74,7 @@ def test_custom_headers_never_override_ours(receiver: Receiver) -> None:
 
 
 def test_retries_keep_the_webhook_id_and_follow_the_schedule(receiver: Receiver) -> None:
-    receiver.script("/hook", Reply(500, b"boom"), Reply(502), Reply(200))
+    receiver.script("/hook", Reply(500, b"boom"), Reply(503), Reply(200))
     make_endpoint(receiver.url())
     event = publish()
     failures: list[Any] = []
@@ -104,7 +106,7 @@ def test_retries_keep_the_webhook_id_and_follow_the_schedule(receiver: Receiver)
     stamps = [int(r.headers["webhook-timestamp"]) for r in receiver.received()]
     assert stamps == sorted(stamps)
     assert list(delivery.attempt_log.order_by("number").values_list("status_code", flat=True)) \
-        == [500, 502, 200]
+        == [500, 503, 200]
     assert failures == []
     endpoint = Endpoint.objects.get()
     assert endpoint.consecutive_failures == 0 and endpoint.failing_since is None
@@ -206,6 +208,24 @@ def test_jitter_only_stretches_delays() -> None:
     assert all(20 <= d <= 22 for d in delays)
     assert len(set(delays)) > 1
     assert retry_delay(3, 500, None) is None
+
+
+@override_settings(WEBHOOKS={})
+def test_the_default_schedule_retries_for_days_and_starts_quick() -> None:
+    """Standard Webhooks recommends retrying over several days, Stripe retries for 3: the
+    default schedule spans at least 3 days, its first retries still come within minutes, and
+    a delivery's whole schedule ends before its failures alone could disable the endpoint
+    (``DISABLE_AFTER``) and well inside ``REPLAY_WINDOW``."""
+    schedule = list(webhooks_settings.RETRY_SCHEDULE)
+    assert schedule[:3] == [5, 300, 1800]
+    delays = []
+    while (delay := retry_delay(len(delays) + 1, 500, None)) is not None:
+        delays.append(delay)
+    assert len(delays) == len(schedule)
+    assert sum(schedule) >= 3 * 24 * 3600  # jitter only ever adds to it
+    longest = sum(schedule) * (1 + webhooks_settings.RETRY_JITTER)
+    assert sum(delays) <= longest < webhooks_settings.DISABLE_AFTER
+    assert longest < webhooks_settings.REPLAY_WINDOW / 2
 
 
 def test_parse_retry_after() -> None:

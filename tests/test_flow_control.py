@@ -6,13 +6,14 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from django.utils import timezone
 
 from tests.cluster import Cluster, wait_until
-from tests.factories import make_endpoint, publish
+from tests.factories import make_due, make_endpoint, publish
 from tests.helpers import override_webhooks
 from tests.receiver import Receiver, Reply
 from webhooks import tasks
@@ -162,6 +163,75 @@ def test_an_absurd_retry_after_pauses_at_most_max_throttle_pause(receiver: Recei
     assert (endpoint.paused_until - timezone.now()).total_seconds() <= 60
 
 
+# --- 502 and 504: throttling without a Retry-After ------------------------------------------
+
+
+def paused_for(endpoint: Endpoint, since: datetime | None = None) -> float:
+    """Seconds from ``since`` (default: now) to the end of the endpoint's pause."""
+    endpoint.refresh_from_db()
+    assert endpoint.paused_until is not None
+    return (endpoint.paused_until - (since or timezone.now())).total_seconds()
+
+
+def end_the_pause(endpoint: Endpoint, **fields: Any) -> None:
+    """End the endpoint's pause (setting ``fields`` too) and make every pending delivery due."""
+    Endpoint.objects.filter(pk=endpoint.pk).update(paused_until=timezone.now(), **fields)
+    Delivery.objects.filter(status="pending").update(next_attempt_at=timezone.now())
+
+
+@pytest.mark.parametrize("status", [502, 504])
+def test_a_502_or_504_slows_the_endpoint_down(receiver: Receiver, status: int) -> None:
+    """Standard Webhooks: 502 and 504 mean "slow down", like a 429 without a Retry-After.
+    The endpoint is paused (a short pause, longer the longer it goes on, bounded); the
+    delivery that got it is a failed attempt, retried on its schedule."""
+    receiver.script("/hook", *[Reply(status)] * 3)
+    endpoint = make_endpoint(receiver.url())
+    publish(count=5)
+    with override_webhooks(RETRY_SCHEDULE=[2, 60, 60], MAX_THROTTLE_PAUSE=300,
+                           CIRCUIT_BREAKER_THRESHOLD=None):
+        before = timezone.now()
+        drain()
+        assert len(receiver.received()) == 1  # the other four were not sent into it
+        (attempt,) = DeliveryAttempt.objects.all()
+        assert (attempt.status_code, attempt.error_class) == (status, "http_status")
+        # A short pause to begin with: the first retry delay.
+        assert 1.5 <= paused_for(endpoint, before) <= 3
+        assert endpoint.pause_reason == "overloaded"
+        # The delivery that got it failed an attempt and is retried on its schedule; the
+        # others were handed back, unsent, until the pause ends.
+        tried = Delivery.objects.get(attempts=1)
+        assert (tried.status, tried.last_status_code) == ("pending", status)
+        assert tried.next_attempt_at is not None
+        assert 1.5 <= (tried.next_attempt_at - before).total_seconds() <= 3
+        assert {d.next_attempt_at for d in pending_of(endpoint) if d.attempts == 0} == {
+            endpoint.paused_until}
+        # Due again by the clock but still paused: a claim moves them instead of sending.
+        make_due()
+        assert claim().deliveries == []
+        assert len(receiver.received()) == 1
+
+        # While they go on, the pause grows with how long the endpoint has been failing...
+        end_the_pause(endpoint, failing_since=timezone.now() - timedelta(seconds=40))
+        drain()
+        assert len(receiver.received()) == 2
+        assert 38 <= paused_for(endpoint) <= 41
+        # ...up to MAX_THROTTLE_PAUSE.
+        end_the_pause(endpoint, failing_since=timezone.now() - timedelta(days=10))
+        drain()
+        assert len(receiver.received()) == 3
+        assert 298 <= paused_for(endpoint) <= 300
+        # The oldest delivery went first each time, a failed attempt each time; the rest wait.
+        assert sorted(Delivery.objects.values_list("attempts", flat=True)) == [0, 0, 0, 0, 3]
+        assert set(Delivery.objects.values_list("status", flat=True)) == {"pending"}
+
+        # Once it answers again (the script is used up: 200), everything flows.
+        end_the_pause(endpoint)
+        drain()
+    assert Delivery.objects.filter(status="succeeded").count() == 5
+    endpoint.refresh_from_db()
+    assert endpoint.failing_since is None and endpoint.consecutive_failures == 0
+
+
 # --- head-of-line blocking and the circuit breaker -------------------------------------------
 
 
@@ -244,7 +314,8 @@ def test_the_circuit_opens_then_probes_one_at_a_time(receiver: Receiver) -> None
 
 
 def test_a_disabled_circuit_breaker_sends_everything(receiver: Receiver) -> None:
-    receiver.script("/hook", *[Reply(500) for _ in range(10)])
+    # 500 and 503 are plain failures: unlike 429, 502 and 504, they do not pause.
+    receiver.script("/hook", *[Reply(500), Reply(503)] * 5)
     endpoint = make_endpoint(receiver.url())
     publish(count=10)
     with override_webhooks(CIRCUIT_BREAKER_THRESHOLD=None):

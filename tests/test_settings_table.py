@@ -18,7 +18,9 @@ REGENERATE = "python -m webhooks.conf docs/configuration.md"
 FORMER_DEFAULTS: dict[str, Any] = {
     "MODELS": {},
     "EVENTS": {},
-    "RETRY_SCHEDULE": [5, 300, 1800, 7200, 18000, 36000, 36000],
+    # Issue 14 changed it (was [5, 300, 1800, 7200, 18000, 36000, 36000], about 28 hours):
+    # retries now span more than 3 days, as Standard Webhooks recommends.
+    "RETRY_SCHEDULE": [5, 300, 1800, 7200, 18000, 36000, 43200, 43200, 43200, 43200, 43200],
     "RETRY_JITTER": 0.1,
     "TIMEOUT": 15.0,
     "CONNECT_TIMEOUT": 5.0,

@@ -201,10 +201,13 @@ class WebhooksSettings:
 
     # --- retries and deadlines ---
     RETRY_SCHEDULE = Setting[Sequence[float]](
-        [5, 300, 1800, 7200, 18000, 36000, 36000], _as_is,
+        [5, 300, 1800, 7200, 18000, 36000, 43200, 43200, 43200, 43200, 43200], _as_is,
         valid=lambda v: isinstance(v, list | tuple) and all(positive(x) for x in v),
         expected="a list of positive numbers of seconds (may be empty: no retries)",
-        doc="seconds before each retry after the first attempt; 8 attempts in all (like Svix)")
+        default_note="5 s, 5 min, 30 min, 2 h, 5 h, 10 h, then every 12 h",
+        doc="seconds before each retry after the first attempt; by default 12 attempts over "
+            "about 3 days and 6 hours (Standard Webhooks recommends several days, Stripe retries "
+            "for 3), ending before `DISABLE_AFTER`")
     RETRY_JITTER = Setting(
         0.1, float, valid=between(0, 1), expected="a number from 0 to 1",
         doc="each retry delay is stretched by a random share of up to this fraction "
@@ -284,8 +287,9 @@ class WebhooksSettings:
         doc="...up to this many seconds (at least `CIRCUIT_BREAKER_COOLDOWN`)")
     MAX_THROTTLE_PAUSE = Setting(
         3600.0, float, valid=positive, expected="a positive number of seconds",
-        doc="longest pause a receiver's `429` `Retry-After` can impose on its endpoint, "
-            "in seconds")
+        doc="longest pause a receiver's throttling can impose on its endpoint, in seconds: "
+            "a `429`'s `Retry-After`, or `502`/`504` answers that go on (their pause grows "
+            "from the first retry delay with how long the endpoint has been failing)")
 
     # --- limits ---
     MAX_RESPONSE_BYTES = Setting(

@@ -30,6 +30,13 @@ class NotifiedState(models.TextChoices):
     DISABLED = "disabled", _("Disabled")
 
 
+class SignatureScheme(models.TextChoices):
+    """How an endpoint's deliveries are signed (the ``webhook-signature`` label)."""
+
+    V1 = signing.SIGNATURE_VERSION, _("v1: HMAC-SHA256, shared secret")
+    V1A = signing.ASYMMETRIC_VERSION, _("v1a: ed25519, public key")
+
+
 class DisabledBy(models.TextChoices):
     """``Endpoint.disabled_by``: who switched the endpoint off, which decides who may switch it
     on again (:func:`owner_may_enable`)."""
@@ -50,6 +57,8 @@ class Endpoint(models.Model):
     """A URL that receives webhooks, owned by an owner (``WEBHOOKS_OWNER_MODEL``: a user by
     default, or an organization, team or account) or, owner empty, by the site itself."""
 
+    Scheme = SignatureScheme
+
     id = models.UUIDField(primary_key=True, default=ids.uuid7, editable=False)
     owner = models.ForeignKey(
         owner_model_label(),
@@ -64,7 +73,15 @@ class Endpoint(models.Model):
     url = models.URLField(_("URL"), max_length=2048, validators=[validate_endpoint_url])
     description = models.CharField(_("description"), max_length=255, blank=True)
     is_active = models.BooleanField(_("active"), default=True)
-    # Secrets and custom headers (which often hold tokens) are encrypted at rest.
+    signature_scheme = models.CharField(
+        _("signature scheme"), max_length=8, choices=SignatureScheme.choices,
+        default=SignatureScheme.V1,
+        help_text=_("v1: HMAC-SHA256 with a shared whsec_ secret. v1a: ed25519; receivers "
+                    "verify with a whpk_ public key, which cannot sign. Changing it rotates "
+                    "the key (the old one keeps signing for the grace period)."),
+    )
+    # Secrets and custom headers (which often hold tokens) are encrypted at rest. The signing
+    # key is a whsec_ secret (v1) or a whsk_ ed25519 private key (v1a); its prefix says which.
     signing_secret = EncryptedTextField(
         _("signing secret"), default=signing.generate_secret, editable=False
     )
@@ -118,6 +135,13 @@ class Endpoint(models.Model):
                     "disabled, or nothing (healthy, or recovered since)."))
     notified_at = models.DateTimeField(_("owner notified at"), null=True, blank=True,
                                        editable=False)
+    # A subscription made through the REST Hooks routes (Zapier): by that protocol's rule, a
+    # 410 Gone from its URL removes it (deleted, so it no longer counts towards the owner's
+    # MAX_ENDPOINTS_PER_OWNER), where any other endpoint is disabled.
+    rest_hook = models.BooleanField(
+        _("REST Hook"), default=False, editable=False,
+        help_text=_("Subscribed through the REST Hooks (Zapier) routes: deleted when its URL "
+                    "answers 410 Gone, instead of disabled."))
     created_at = models.DateTimeField(_("created"), default=timezone.now, editable=False)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
 
@@ -132,6 +156,31 @@ class Endpoint(models.Model):
     def __str__(self) -> str:
         return self.url
 
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        """Save; the signing key always fits ``signature_scheme`` (see :meth:`match_scheme`).
+
+        A new endpoint gets a key of its scheme; an endpoint whose scheme is being saved as
+        changed gets a new key of it, the old one signing during the grace period.
+        """
+        update_fields = kwargs.get("update_fields")
+        if "signature_scheme" not in self.get_deferred_fields() and (
+                update_fields is None or "signature_scheme" in update_fields):
+            changed = self.match_scheme()
+            if changed and update_fields is not None:
+                kwargs["update_fields"] = {*update_fields, *changed}
+        super().save(*args, **kwargs)
+
+    def match_scheme(self) -> list[str]:
+        """Give the endpoint a key of its ``signature_scheme`` when its key is of the other
+        scheme (not saved): a new endpoint's replaces the default one, an existing one's is
+        rotated (:meth:`start_rotation`). Returns the names of the fields set."""
+        if signing.key_scheme(self.signing_secret) == self.signature_scheme:
+            return []
+        if self._state.adding:
+            self.signing_secret = signing.generate_key(self.signature_scheme)
+            return ["signing_secret"]
+        return self.start_rotation()
+
     @property
     def owner_may_enable(self) -> bool:
         """Whether its owner may switch it on again (see :func:`owner_may_enable`)."""
@@ -139,11 +188,21 @@ class Endpoint(models.Model):
 
     @property
     def secret(self) -> str:
-        """The current ``whsec_…`` signing secret."""
+        """The current signing key: a ``whsec_…`` secret (``v1``), or the ``whsk_…`` ed25519
+        private key (``v1a``), which receivers never need (see :attr:`public_key`)."""
         return self.signing_secret
 
+    @property
+    def public_key(self) -> str | None:
+        """The ``whpk_…`` public key receivers verify ``v1a`` signatures with (``None`` for a
+        ``v1`` endpoint). Public keys are not secret."""
+        if signing.key_scheme(self.signing_secret) != signing.ASYMMETRIC_VERSION:
+            return None
+        return signing.public_key(self.signing_secret)
+
     def signing_secrets(self, now: datetime | None = None) -> list[str]:
-        """Secrets to sign with: the current one, then the previous one during its grace period."""
+        """Keys to sign with (``whsec_`` or ``whsk_``): the current one, then the previous one
+        during its grace period."""
         now = now or timezone.now()
         result = [self.signing_secret]
         expires = self.previous_secret_expires_at
@@ -152,19 +211,24 @@ class Endpoint(models.Model):
         return result
 
     def rotate_secret(self, grace: timedelta | None = None) -> str:
-        """Replace the secret and save; the old one keeps signing alongside the new one for
-        ``grace`` (default ``SECRET_ROTATION_GRACE``, at most 7 days). Returns the new secret.
+        """Replace the signing key (by one of the endpoint's scheme) and save; the old one
+        keeps signing alongside the new one for ``grace`` (default ``SECRET_ROTATION_GRACE``,
+        at most 7 days). Returns the new key (``whsec_…`` or ``whsk_…``).
         """
+        self.save(update_fields=[*self.start_rotation(grace), "updated_at"])
+        return self.signing_secret
+
+    def start_rotation(self, grace: timedelta | None = None) -> list[str]:
+        """What :meth:`rotate_secret` does, without saving: returns the names of the fields
+        set."""
         limit = timedelta(seconds=MAX_ROTATION_GRACE)
         if grace is None:
             grace = timedelta(seconds=webhooks_settings.SECRET_ROTATION_GRACE)
         grace = max(timedelta(0), min(grace, limit))
         self.previous_secret = self.signing_secret if grace else ""
         self.previous_secret_expires_at = timezone.now() + grace if grace else None
-        self.signing_secret = signing.generate_secret()
-        self.save(update_fields=["signing_secret", "previous_secret",
-                                 "previous_secret_expires_at", "updated_at"])
-        return self.signing_secret
+        self.signing_secret = signing.generate_key(self.signature_scheme)
+        return ["signing_secret", "previous_secret", "previous_secret_expires_at"]
 
     def clean(self) -> None:
         """Enforce ``MAX_ENDPOINTS_PER_OWNER`` (admin and API forms call this)."""
@@ -517,18 +581,32 @@ class ObjectSequence(models.Model):
 
 
 class ReceivedWebhook(models.Model):
-    """A ``webhook-id`` a :func:`webhooks.receiving.webhook_receiver` view has handled."""
+    """A message id a :func:`webhooks.receiving.webhook_receiver` view has handled.
 
-    webhook_id = models.CharField(_("webhook id"), max_length=255, unique=True)
+    Ids are remembered per ``receiver`` (the view, or the name given to the decorator, with the
+    URL's captured arguments), so one sender cannot suppress another's messages. Both columns
+    hold the value itself, or ``sha256:<hex>`` of it when it is longer than the column.
+    """
+
+    #: The receiver of rows recorded before ids were scoped (migration
+    #: ``received_per_receiver``): such a row suppresses its id on every receiver until it expires.
+    ANY_RECEIVER = ""
+
+    receiver = models.CharField(_("receiver"), max_length=255)
+    webhook_id = models.CharField(_("webhook id"), max_length=255)
     received_at = models.DateTimeField(_("received"), default=timezone.now)
     expires_at = models.DateTimeField(_("forgotten after"), db_index=True)
 
     class Meta:
         verbose_name = _("received webhook")
         verbose_name_plural = _("received webhooks")
+        constraints = [
+            models.UniqueConstraint(fields=["receiver", "webhook_id"],
+                                    name="webhooks_received_once_per_receiver"),
+        ]
 
     def __str__(self) -> str:
-        return self.webhook_id
+        return f"{self.receiver or '*'}: {self.webhook_id}"
 
     @classmethod
     def forget_expired(cls, limit: int = 100) -> int:

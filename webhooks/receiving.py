@@ -7,6 +7,8 @@ Works with webhooks from this package and from any Standard Webhooks sender (Svi
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
@@ -16,7 +18,8 @@ from webhooks import signing
 from webhooks.exceptions import WebhooksError
 
 DEFAULT_TOLERANCE = 300
-#: How long a seen ``webhook-id`` is remembered (a sender retries for about 1.5 days).
+#: How long a seen ``webhook-id`` is remembered (our default schedule retries for about 3 days
+#: and 6 hours, Stripe for 3 days, Svix for about 1.5).
 DEFAULT_DEDUPE_TTL = timedelta(days=7)
 
 
@@ -32,15 +35,35 @@ class WebhookVerificationError(WebhooksError):
         self.malformed = malformed
 
 
-def _header(headers: Mapping[str, str], name: str) -> str:
+#: The header names of a message (id, timestamp, signature), in order of preference: Standard
+#: Webhooks', then Svix's (``svix-*``, what Svix-based senders emit). A set is used whole.
+HEADER_SETS = (
+    ("webhook-id", "webhook-timestamp", "webhook-signature"),
+    ("svix-id", "svix-timestamp", "svix-signature"),
+)
+
+
+def _find_header(headers: Mapping[str, str], name: str) -> str | None:
     for key, value in headers.items():
         if key.lower() == name:
             return value
     # Django's request.META spelling.
-    meta = headers.get("HTTP_" + name.upper().replace("-", "_"))
-    if meta is None:
-        raise WebhookVerificationError(f"missing {name} header", malformed=True)
-    return meta
+    return headers.get("HTTP_" + name.upper().replace("-", "_"))
+
+
+def message_headers(headers: Mapping[str, str]) -> tuple[str, str, str]:
+    """The message's id, timestamp and signature headers, as received.
+
+    The ``webhook-*`` headers are read when all three are present, else the ``svix-*`` ones;
+    the two sets are never mixed. Missing headers raise :class:`WebhookVerificationError`
+    naming the first ``webhook-*`` header that lacks.
+    """
+    candidates = [[_find_header(headers, name) for name in names] for names in HEADER_SETS]
+    for msg_id, timestamp, signature in candidates:
+        if msg_id is not None and timestamp is not None and signature is not None:
+            return msg_id, timestamp, signature
+    missing = HEADER_SETS[0][candidates[0].index(None)]
+    raise WebhookVerificationError(f"missing {missing} header", malformed=True)
 
 
 def verify(
@@ -54,12 +77,12 @@ def verify(
     """Check a webhook's signature and timestamp; raise :class:`WebhookVerificationError`.
 
     ``headers`` may be ``request.headers`` or ``request.META``. Several secrets can be given
-    (during a rotation on the receiving side); a signature by any of them is accepted. The
-    comparison is constant-time and the timestamp must be within ``tolerance`` seconds.
+    (during a rotation on the receiving side); a signature by any of them is accepted. Each
+    is a ``whsec_`` secret (``v1`` signatures) or a ``whpk_`` public key (``v1a``, ed25519):
+    see :func:`signature_matches`. HMAC comparisons are constant-time and the timestamp must
+    be within ``tolerance`` seconds.
     """
-    msg_id = _header(headers, "webhook-id")
-    raw_timestamp = _header(headers, "webhook-timestamp")
-    signature = _header(headers, "webhook-signature")
+    msg_id, raw_timestamp, signature = message_headers(headers)
     try:
         timestamp = int(raw_timestamp)
     except ValueError:
@@ -71,18 +94,34 @@ def verify(
     secrets = [secret_or_secrets] if isinstance(secret_or_secrets, str) else secret_or_secrets
     matched = False
     for secret in secrets:
-        try:
-            expected = signing.sign(secret, msg_id, timestamp, body)
-        except UnicodeEncodeError:
-            raise WebhookVerificationError("invalid webhook-id header", malformed=True) from None
-        except ValueError:
-            raise WebhookVerificationError("the secret is not a valid whsec_ secret") from None
-        matched |= signing.signatures_match(expected, signature)
+        matched |= signature_matches(secret, msg_id, timestamp, body, signature)
     if not matched:
         raise WebhookVerificationError("no matching signature")
 
 
+def signature_matches(key: str, msg_id: str, timestamp: int, body: bytes,
+                      signature: str) -> bool:
+    """Whether the ``webhook-signature`` value ``signature`` holds a valid signature by
+    ``key``: a ``whsec_`` secret checks the ``v1`` entries (constant-time), a ``whpk_`` public
+    key the ``v1a`` (ed25519) ones. Raises :class:`WebhookVerificationError` for a key that
+    is neither (a ``whsk_`` signing key belongs to the sender, never to a receiver)."""
+    try:
+        if key.startswith(signing.PUBLIC_KEY_PREFIX):
+            return signing.verify_v1a(key, msg_id, timestamp, body, signature)
+        if key.startswith(signing.SIGNING_KEY_PREFIX):
+            raise WebhookVerificationError(
+                "a whsk_ signing key was given: receivers verify with its whpk_ public key")
+        expected = signing.sign(key, msg_id, timestamp, body)
+    except UnicodeEncodeError:
+        raise WebhookVerificationError("invalid webhook-id header", malformed=True) from None
+    except ValueError:
+        raise WebhookVerificationError(
+            "the key is not a valid whsec_ secret or whpk_ public key") from None
+    return signing.signatures_match(expected, signature)
+
+
 SecretSource = str | Iterable[str] | Callable[[Any], str | Iterable[str]]
+NameSource = str | Callable[[Any], str]
 
 
 def webhook_receiver(
@@ -91,23 +130,34 @@ def webhook_receiver(
     tolerance: int = DEFAULT_TOLERANCE,
     dedupe: bool = True,
     dedupe_ttl: timedelta = DEFAULT_DEDUPE_TTL,
+    name: NameSource | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorate a Django view that receives webhooks.
 
     ``secret`` is a ``whsec_`` secret, several (during a rotation), or a callable taking the
     request and returning them. Requests with missing or unreadable headers get 400, bad
-    signatures or stale timestamps 401, anything but POST 405. With ``dedupe`` the handler runs
-    once per ``webhook-id``: a repeat is answered 200 without calling it. The id is recorded in
-    the same transaction as the handler's own database work, and forgotten if the handler
-    raises or answers 5xx, so the sender's retry runs it again. The view is CSRF-exempt.
+    signatures or stale timestamps 401, anything but POST 405. ``svix-*`` headers are accepted
+    when the ``webhook-*`` ones are absent. The view is CSRF-exempt.
+
+    With ``dedupe`` the handler runs once per message id and receiver: a repeat is answered
+    200 ``{"duplicate": true}`` without calling it. The receiver is ``name`` (a string, or a
+    callable taking the request) or else the view's dotted path, followed by the URL's captured
+    arguments; never the secrets, so a rotation keeps the ids already seen. The id is recorded
+    in the same transaction as the handler's own database work, and forgotten if the handler
+    raises (its own ``IntegrityError`` included) or answers 5xx, so the sender's retry runs it
+    again.
+
+    A ``whpk_`` public key may stand in for (or next to) a secret: it verifies ``v1a``
+    (ed25519) signatures (see :func:`signature_matches`).
     """
 
     def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
         from django.views.decorators.csrf import csrf_exempt
 
+        view_name = _dotted_path(view)
+
         @functools.wraps(view)
         def wrapper(request: Any, *args: Any, **kwargs: Any) -> Any:
-            from django.db import IntegrityError, transaction
             from django.http import HttpResponse, JsonResponse
 
             if request.method != "POST":
@@ -119,26 +169,98 @@ def webhook_receiver(
                 return JsonResponse({"error": str(exc)}, status=400 if exc.malformed else 401)
             if not dedupe:
                 return view(request, *args, **kwargs)
-            from webhooks.models import ReceivedWebhook
-
-            webhook_id = request.headers["webhook-id"]
-            ReceivedWebhook.forget_expired()
-            try:
-                with transaction.atomic():
-                    ReceivedWebhook.objects.create(webhook_id=webhook_id[:255],
-                                                   expires_at=_expiry(dedupe_ttl))
-                    response = view(request, *args, **kwargs)
-                    if getattr(response, "status_code", 200) >= 500:
-                        raise _HandlerFailedError(response)
-            except IntegrityError:
-                return JsonResponse({"duplicate": True})
-            except _HandlerFailedError as failed:
-                return failed.response
-            return response
+            base = name(request) if callable(name) else name or view_name
+            receiver = _receiver_scope(base, args, kwargs)
+            msg_id = message_headers(request.headers)[0]
+            return _handle_once(receiver, msg_id, dedupe_ttl,
+                                functools.partial(view, request, *args, **kwargs))
 
         return csrf_exempt(wrapper)
 
     return decorator
+
+
+#: Prefix of a stored value that is the SHA-256 of a longer one (see :func:`_dedupe_key`).
+_HASHED_PREFIX = "sha256:"
+_MAX_KEY_LENGTH = 255  # ReceivedWebhook's columns
+
+
+def _dedupe_key(value: str) -> str:
+    """``value`` as stored for dedupe: itself, or ``sha256:<hex>`` of all of it when it is
+    longer than the column (or could be mistaken for such a hash). Never truncated."""
+    if len(value) <= _MAX_KEY_LENGTH and not value.startswith(_HASHED_PREFIX):
+        return value
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+    return _HASHED_PREFIX + digest
+
+
+def _receiver_scope(base: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
+    """The receiver that message ids are remembered for: ``base`` (a name or the view's dotted
+    path), then the URL's captured arguments, which tell apart senders that one view serves
+    (``/hooks/<partner>/``). Each sender retries on its own URL, so this stays the same."""
+    if not base:
+        raise ValueError("a webhook receiver's name cannot be empty")
+    if not args and not kwargs:
+        return _dedupe_key(base)
+    captured = json.dumps([[str(a) for a in args], {k: str(v) for k, v in kwargs.items()}],
+                          sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _dedupe_key(f"{base} {captured}")
+
+
+def _dotted_path(view: Callable[..., Any]) -> str:
+    """``module.QualifiedName`` of a view function, of the class of an ``as_view()``, or of
+    the class of a callable object."""
+    target = getattr(view, "view_class", view)
+    if not hasattr(target, "__qualname__"):
+        target = type(target)
+    return f"{target.__module__}.{target.__qualname__}"
+
+
+def _handle_once(receiver: str, msg_id: str, ttl: timedelta,
+                 handler: Callable[[], Any]) -> Any:
+    """Run ``handler`` unless ``receiver`` has seen ``msg_id``, recording it in the same
+    transaction. Only the dedupe record decides what is a duplicate: the handler's own errors
+    (``IntegrityError`` included) propagate, roll back its work and the record, and reach
+    Django's error handling (500, logged) so the sender retries."""
+    from django.db import transaction
+    from django.http import JsonResponse
+
+    from webhooks.models import ReceivedWebhook
+
+    ReceivedWebhook.forget_expired()
+    try:
+        with transaction.atomic():
+            _record(receiver, _dedupe_key(msg_id), ttl)
+            response = handler()
+            if getattr(response, "status_code", 200) >= 500:
+                raise _HandlerFailedError(response)
+    except _AlreadyHandledError:
+        return JsonResponse({"duplicate": True})
+    except _HandlerFailedError as failed:
+        return failed.response
+    return response
+
+
+def _record(receiver: str, key: str, ttl: timedelta) -> None:
+    """Record ``key`` for ``receiver``, or raise :class:`_AlreadyHandledError` if it is there
+    already: recorded by this receiver, by a row from before receivers were told apart, or by
+    a concurrent request (the unique constraint)."""
+    from django.db import IntegrityError
+
+    from webhooks.models import ReceivedWebhook
+
+    receivers = (receiver, ReceivedWebhook.ANY_RECEIVER)
+    if ReceivedWebhook.objects.filter(receiver__in=receivers, webhook_id=key).exists():
+        raise _AlreadyHandledError
+    try:
+        ReceivedWebhook.objects.create(receiver=receiver, webhook_id=key,
+                                       expires_at=_expiry(ttl))
+    except IntegrityError:
+        raise _AlreadyHandledError from None
+
+
+class _AlreadyHandledError(Exception):
+    """Internal: the message id is already recorded for this receiver."""
 
 
 class _HandlerFailedError(Exception):

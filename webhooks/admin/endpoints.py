@@ -92,10 +92,16 @@ class EndpointForm(forms.ModelForm):
                     '{"order.created": ["id", "status"]}. Types left out get every field.'),
     )
 
+    # Not required: a form posted without it (a script) keeps the endpoint's scheme.
+    signature_scheme = forms.ChoiceField(
+        label=_("Signature scheme"), choices=Endpoint.Scheme.choices, required=False,
+        widget=forms.RadioSelect, help_text=Endpoint._meta.get_field("signature_scheme").help_text,
+    )
+
     class Meta:
         model = Endpoint
         fields = ["url", "description", "owner", "is_active", "events", "payload_fields",
-                  "headers", "rate_limit", "max_concurrency"]
+                  "headers", "rate_limit", "max_concurrency", "signature_scheme"]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -114,6 +120,9 @@ class EndpointForm(forms.ModelForm):
         if not self.is_bound:
             self.initial["events"] = [WILDCARD] if adding else current
             self.initial["payload_fields"] = {} if adding else self.instance.payload_fields
+
+    def clean_signature_scheme(self) -> str:
+        return str(self.cleaned_data.get("signature_scheme") or self.instance.signature_scheme)
 
     def clean_events(self) -> list[str]:
         chosen: list[str] = self.cleaned_data["events"]
@@ -177,8 +186,8 @@ class EndpointAdmin(admin.ModelAdmin):
     search_fields = ["url", "description"]
     readonly_fields = ["secret_display", "headers_masked", "health_summary", "health_chart",
                        "paused", "disabled_reason", "disabled_by", "disabled_at",
-                       "failing_since", "consecutive_failures",
-                       "last_success_at", "last_failure_at", "created_at", "updated_at"]
+                       "failing_since", "consecutive_failures", "last_success_at",
+                       "last_failure_at", "rest_hook", "created_at", "updated_at"]
     actions = ["send_test", "enable", "disable", "retry_failed", "replay_since"]
 
     def may_reveal(self, request: HttpRequest, obj: Endpoint | None) -> bool:
@@ -194,16 +203,16 @@ class EndpointAdmin(admin.ModelAdmin):
                                   "payload_fields", headers]})
         flow = (_("Flow control"), {"fields": ["rate_limit", "max_concurrency"]})
         if obj is None:
-            return [main, flow]
+            return [main, flow, (_("Signing"), {"fields": ["signature_scheme"]})]
         return [
             main,
             flow,
-            (_("Signing secret"), {"fields": ["secret_display"]}),
+            (_("Signing"), {"fields": ["signature_scheme", "secret_display"]}),
             (_("Health (last 24 hours)"), {"fields": ["health_summary", "health_chart"]}),
             (_("State"), {"fields": ["paused", "disabled_reason", "disabled_by", "disabled_at",
                                      "failing_since", "consecutive_failures",
-                                     "last_success_at", "last_failure_at", "created_at",
-                                     "updated_at"]}),
+                                     "last_success_at", "last_failure_at", "rest_hook",
+                                     "created_at", "updated_at"]}),
         ]
 
     # the owner: its model's admin decides how it is searched and picked, at request time
@@ -290,11 +299,13 @@ class EndpointAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("paused"))
     def paused(self, obj: Endpoint) -> str:
-        """Why and until when deliveries to the endpoint are held (a 429, an open circuit)."""
+        """Why and until when deliveries to the endpoint are held (a 429, a 502 or 504, an
+        open circuit)."""
         until = obj.paused_until
         if until is None or until <= timezone.now():
             return "—"
         why = {"rate_limited": _("the receiver answered 429"),
+               "overloaded": _("the receiver answered 502 or 504"),
                "circuit_open": _("failing: circuit breaker open")}.get(obj.pause_reason,
                                                                       obj.pause_reason)
         when = timezone.localtime(until).strftime("%Y-%m-%d %H:%M:%S")
@@ -315,16 +326,26 @@ class EndpointAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("signing secret"))
     def secret_display(self, obj: Endpoint) -> SafeString:
+        """A ``v1`` endpoint's secret, masked, with *Reveal*; a ``v1a`` endpoint's public key
+        in clear (it is not secret; its private key is never shown). *Rotate* for both."""
         if not obj.pk:
             return format_html("{}", "—")
         info = self.opts.app_label, self.opts.model_name
-        reveal = reverse("admin:{}_{}_secret".format(*info), args=[obj.pk])
         rotate = reverse("admin:{}_{}_rotate_secret".format(*info), args=[obj.pk])
         grace = ""
         expires = obj.previous_secret_expires_at
         if obj.previous_secret and expires and expires > timezone.now():
-            grace = str(_("The previous secret also signs until %(when)s.")
+            grace = str(_("The previous key also signs until %(when)s.")
                         % {"when": timezone.localtime(expires).strftime("%Y-%m-%d %H:%M %Z")})
+        public_key = obj.public_key
+        if public_key is not None:
+            return format_html(
+                '{} <code id="webhooks-public-key">{}</code> <a class="button" href="{}">{}</a> '
+                '<span class="help">{} {}</span>',
+                _("Public key:"), public_key, rotate, _("Rotate"),
+                _("Receivers verify the v1a signatures with it; the private key is never "
+                  "shown."), grace)
+        reveal = reverse("admin:{}_{}_secret".format(*info), args=[obj.pk])
         return format_html(
             '<code>whsec_{}</code> <a class="button" href="{}">{}</a> '
             '<a class="button" href="{}">{}</a> <span class="help">{}</span>',
@@ -383,6 +404,13 @@ class EndpointAdmin(admin.ModelAdmin):
 
     def secret_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         endpoint = self._endpoint_or_deny(request, object_id)
+        if endpoint.public_key is not None:
+            # v1a: the private key never leaves; the public key is on the endpoint's page.
+            self.message_user(request, _("This endpoint signs with ed25519 (v1a): its private "
+                                         "key is never shown. Receivers verify with the "
+                                         "public key shown here."), messages.INFO)
+            return HttpResponseRedirect(
+                reverse("admin:webhooks_endpoint_change", args=[endpoint.pk]))
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts, "original": endpoint, "title": _("Signing secret"),

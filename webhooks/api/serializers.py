@@ -98,6 +98,13 @@ class EndpointSerializer(serializers.ModelSerializer):
                     "switched on here."),
     )
     headers = HeadersField(required=False, default=dict)
+    signature_scheme = serializers.ChoiceField(
+        choices=Endpoint.Scheme.choices, required=False,
+        help_text=_('How deliveries are signed: "v1" (HMAC-SHA256 with a whsec_ secret, the '
+                    'default) or "v1a" (ed25519: verify with the whpk_ public key that '
+                    "secret/ shows). Changing it rotates the key: the old one keeps signing "
+                    "for the grace period. Left out of an update: unchanged."),
+    )
     rate_limit = serializers.IntegerField(
         min_value=1, max_value=MAX_RATE_LIMIT, allow_null=True, required=False, default=None,
         help_text=_("Most deliveries per second to this endpoint; null: no limit."),
@@ -110,10 +117,11 @@ class EndpointSerializer(serializers.ModelSerializer):
     )
     paused_until = serializers.DateTimeField(
         read_only=True, allow_null=True,
-        help_text=_("Deliveries are held until then: the receiver answered 429, or kept "
-                    "failing (circuit breaker)."))
+        help_text=_("Deliveries are held until then: the receiver answered 429, 502 or "
+                    "504, or kept failing (circuit breaker)."))
     pause_reason = serializers.CharField(
-        read_only=True, help_text=_("rate_limited, circuit_open, or empty."))
+        read_only=True, help_text=_("rate_limited (429), overloaded (502 or 504), "
+                                    "circuit_open, or empty."))
     created_at = serializers.DateTimeField(read_only=True)
     disabled_reason = serializers.CharField(
         read_only=True, help_text=_("Why the endpoint was disabled (empty when active)."))
@@ -130,8 +138,8 @@ class EndpointSerializer(serializers.ModelSerializer):
         model = Endpoint
         fields = ["id", "url", "description", "events", "is_active", "headers", "rate_limit",
                   "max_concurrency", "paused_until", "pause_reason", "created_at",
-                  "payload_fields", "disabled_reason", "disabled_by", "disabled_at",
-                  "last_success_at", "last_failure_at"]
+                  "payload_fields", "signature_scheme", "disabled_reason", "disabled_by",
+                  "disabled_at", "last_success_at", "last_failure_at"]
 
     def to_representation(self, instance: Endpoint) -> dict[str, Any]:
         data = super().to_representation(instance)
@@ -179,9 +187,25 @@ class EndpointSerializer(serializers.ModelSerializer):
 
 
 class SecretSerializer(serializers.Serializer):
+    """What a receiver verifies an endpoint's signatures with: its secret (``v1``) or its
+    public key (``v1a``), never the ``v1a`` private key. Only one of them is present."""
+
+    # Not read_only: the schema would then list both as always present.
     secret = serializers.CharField(
-        read_only=True, help_text=_("The current signing secret, whsec_…: verify "
-                                    "signatures with any Standard Webhooks library."))
+        required=False, help_text=_("v1 endpoints: the current signing secret, whsec_…: "
+                                    "verify signatures with any Standard Webhooks library."))
+    public_key = serializers.CharField(
+        required=False, help_text=_("v1a endpoints: the current public key, whpk_…: verify "
+                                    "the v1a (ed25519) signatures with it. It cannot sign."))
+
+    @staticmethod
+    def of(endpoint: Endpoint) -> dict[str, Any]:
+        """The data of ``endpoint``: ``{"public_key": "whpk_…"}`` for a ``v1a`` endpoint,
+        ``{"secret": "whsec_…"}`` otherwise."""
+        public_key = endpoint.public_key
+        if public_key is not None:
+            return {"public_key": public_key}
+        return {"secret": endpoint.secret}
 
 
 class RotateSecretSerializer(serializers.Serializer):
@@ -192,8 +216,9 @@ class RotateSecretSerializer(serializers.Serializer):
     )
 
 
-class RotatedSecretSerializer(serializers.Serializer):
-    secret = serializers.CharField(read_only=True, help_text=_("The new signing secret."))
+class RotatedSecretSerializer(SecretSerializer):
+    """The new secret (``v1``) or public key (``v1a``), and how long the old one signs."""
+
     previous_secret_expires_at = serializers.DateTimeField(
         read_only=True, allow_null=True,
         help_text=_("Until when deliveries are also signed with the old secret."))

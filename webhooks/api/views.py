@@ -187,14 +187,16 @@ class EndpointViewSet(mixins.ListModelMixin, mixins.CreateModelMixin,
         response["Cache-Control"] = "no-store"
         return response
 
-    @extend_schema(summary="Read the signing secret", request=None,
+    @extend_schema(summary="Read the signing secret (v1) or public key (v1a)", request=None,
+                   description="A v1 endpoint answers its whsec_ secret, a v1a endpoint its "
+                               "whpk_ public key (its private key is never shown).",
                    responses={200: s.SecretSerializer, **_errors(404)})
     @action(detail=True, methods=["get"])
     def secret(self, request: Request, pk: Any = None) -> Response:
         endpoint = self.get_object()
-        return Response(s.SecretSerializer({"secret": endpoint.secret}).data)
+        return Response(s.SecretSerializer(s.SecretSerializer.of(endpoint)).data)
 
-    @extend_schema(summary="Rotate the signing secret", request=s.RotateSecretSerializer,
+    @extend_schema(summary="Rotate the signing secret or key", request=s.RotateSecretSerializer,
                    responses={200: s.RotatedSecretSerializer, **_errors(400, 404)})
     @action(detail=True, methods=["post"], url_path="rotate-secret",
             url_name="rotate-secret")
@@ -204,7 +206,9 @@ class EndpointViewSet(mixins.ListModelMixin, mixins.CreateModelMixin,
         params.is_valid(raise_exception=True)
         grace = params.validated_data.get("grace_period")
         services.rotate_secret(endpoint, None if grace is None else timedelta(seconds=grace))
-        return Response(s.RotatedSecretSerializer(endpoint).data)
+        rotated = {**s.SecretSerializer.of(endpoint),
+                   "previous_secret_expires_at": endpoint.previous_secret_expires_at}
+        return Response(s.RotatedSecretSerializer(rotated).data)
 
     @extend_schema(
         summary="Send a test event", request=None,
@@ -232,8 +236,6 @@ class EndpointViewSet(mixins.ListModelMixin, mixins.CreateModelMixin,
         retried, added = services.replay(endpoint, params.validated_data["since"])
         data = s.ReplayResultSerializer({"retried": retried, "added": added}).data
         return Response(data, status=status.HTTP_202_ACCEPTED)
-
-
 
 
 @extend_schema_view(
@@ -303,7 +305,8 @@ class EventTypeViewSet(mixins.ListModelMixin, WebhooksAPIView):
 )
 class ZapierHookViewSet(WebhooksAPIView):
     """The Zapier REST Hooks contract: subscribe creates an endpoint of yours for one event
-    type, unsubscribe deletes it. A 410 Gone from Zapier disables the endpoint."""
+    type (marked ``rest_hook``), unsubscribe deletes it, and so does a 410 Gone from its URL
+    (the protocol's rule; see ``webhooks.delivery.recording``)."""
 
     serializer_class = s.ZapierSubscriptionSerializer
     queryset = Endpoint.objects.none()
@@ -317,7 +320,7 @@ class ZapierHookViewSet(WebhooksAPIView):
         params.is_valid(raise_exception=True)
         endpoint = services.create_endpoint(self.get_owner(), [params.validated_data["event"]],
                                             url=params.validated_data["url"],
-                                            description="Zapier")
+                                            description="Zapier", rest_hook=True)
         return Response(s.ZapierSubscriptionSerializer(endpoint).data,
                         status=status.HTTP_201_CREATED)
 

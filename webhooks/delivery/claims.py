@@ -34,10 +34,15 @@ RATE_WINDOW = 1.0
 #: before it is looked at again, in seconds.
 CAPACITY_WAIT = 1.0
 
-# ``Endpoint.pause_reason`` values. Recording sets them (a 429, a circuit that opens); claims
-# read them (an open circuit is half-open once its pause ends: one probe at a time).
+# ``Endpoint.pause_reason`` values. Recording sets them (a 429, a 502 or 504, a circuit that
+# opens); claims read them (an open circuit is half-open once its pause ends: one probe at a
+# time).
 CIRCUIT_OPEN = "circuit_open"
 RATE_LIMITED = "rate_limited"
+OVERLOADED = "overloaded"
+#: The pauses a receiver asked for (a 429; a 502 or 504): a circuit that opens never shortens
+#: them.
+THROTTLED = frozenset({RATE_LIMITED, OVERLOADED})
 
 Status = Delivery.Status
 
@@ -214,7 +219,7 @@ def _plan_limited(using: str, limited: list[_Candidate], now: datetime,
             continue
         _, rate, cap, paused_until, reason, slot_at = state[endpoint_id]
         if paused_until is not None and paused_until > now:
-            moved[paused_until] += pks  # paused: a 429's Retry-After, or an open circuit
+            moved[paused_until] += pks  # paused: a 429, a 502 or 504, an open circuit
             continue
         cap = cap or default_cap
         if reason == CIRCUIT_OPEN:

@@ -94,7 +94,7 @@ def deliver(claim_: Claim) -> list[Outcome]:
 
     Each endpoint's deliveries go out in order on one thread, and different endpoints on
     different threads (``SEND_CONCURRENCY``), so a slow or failing endpoint never holds up
-    the others. An endpoint that cannot be reached, answers 429, or fails
+    the others. An endpoint that cannot be reached, throttles (429, 502, 504), or fails
     ``CIRCUIT_BREAKER_THRESHOLD`` times in a row gets the rest of its share handed back
     unattempted.
     """
@@ -142,6 +142,6 @@ def _record_shares(shares: list[Share]) -> list[Outcome]:
     record(shares[0].claim.token, outcomes,
            handed_back=[item for _, r in results for item in r.handed_back],
            gone={endpoint_id for endpoint_id, r in results if r.gone},
-           throttled={endpoint_id: r.throttled_until for endpoint_id, r in results
-                      if r.throttled_until is not None})
+           throttled={endpoint_id: (r.throttled_until, r.pause_reason)
+                      for endpoint_id, r in results if r.throttled_until is not None})
     return outcomes

@@ -1,8 +1,9 @@
 """Recording: what a claim's sending came to, written in one transaction per claim.
 
 Attempt rows (:func:`insert_attempts`), the deliveries' new states, deliveries handed back
-unattempted, each endpoint's health (last success, failures in a row), pauses (429s, the
-circuit breaker), automatic disabling and the owners' notices
+unattempted, each endpoint's health (last success, failures in a row), pauses (429s, 502s and
+504s, the circuit breaker), 410s (REST Hooks removed, other endpoints disabled), automatic
+disabling and the owners' notices
 (:mod:`webhooks.notifications.notices`); then, once committed, a log record per attempt and
 the ``webhooks.signals``.
 """
@@ -23,7 +24,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from webhooks.conf import webhooks_settings as conf
-from webhooks.delivery.claims import CIRCUIT_OPEN, RATE_LIMITED
+from webhooks.delivery.claims import CIRCUIT_OPEN, THROTTLED
 from webhooks.delivery.sending import Outcome
 from webhooks.models import Delivery, DeliveryAttempt, DisabledBy, Endpoint
 from webhooks.notifications import notices
@@ -37,13 +38,14 @@ Status = Delivery.Status
 
 def record(token: uuid.UUID, outcomes: list[Outcome], *,
            handed_back: Sequence[tuple[Any, datetime]] = (), gone: Iterable[Any] = (),
-           throttled: dict[Any, datetime] | None = None) -> None:
+           throttled: dict[Any, tuple[datetime, str]] | None = None) -> None:
     """Write what sending a claim (``token``) came to, in one transaction, then log and send
     the signals.
 
     ``handed_back``: ``(delivery pk, when it is due again)`` of deliveries not attempted;
-    ``gone``: endpoints that answered 410 (disabled); ``throttled``: ``{endpoint pk: paused
-    until}`` for endpoints that answered 429. Only rows this claim still holds change.
+    ``gone``: endpoints that answered 410 (REST Hooks deleted, the others disabled);
+    ``throttled``: ``{endpoint pk: (paused until, pause reason)}`` for endpoints that
+    throttled us (a 429, a 502 or 504). Only rows this claim still holds change.
     """
     using = router.db_for_write(Delivery)
     now = timezone.now()
@@ -67,21 +69,21 @@ def record(token: uuid.UUID, outcomes: list[Outcome], *,
                  .filter(pk__in=touched).order_by("pk").values_list("pk", flat=True))
         _update_health(using, outcomes, now)
         _update_pauses(using, outcomes, throttled or {}, now)
-        told += _disable(using, gone, "The endpoint answered 410 Gone.", now)
+        told += _gone(using, gone, now)
         told += _auto_disable(using, outcomes, now)
         told += _notices(using, outcomes, now)
     _send_signals(outcomes, told)
 
 
-def _update_pauses(using: str, outcomes: list[Outcome], throttled: dict[Any, datetime],
-                   now: datetime) -> None:
-    """Pause endpoints that answered 429 or whose circuit opens; close circuits that
-    recovered (a probe succeeded)."""
+def _update_pauses(using: str, outcomes: list[Outcome],
+                   throttled: dict[Any, tuple[datetime, str]], now: datetime) -> None:
+    """Pause endpoints that throttled us (a 429, a 502 or 504) or whose circuit opens; close
+    circuits that recovered (a probe succeeded). A pause is only ever lengthened."""
     endpoints = Endpoint.objects.using(using)
-    for endpoint_id, until in throttled.items():
+    for endpoint_id, (until, why) in throttled.items():
         endpoints.filter(pk=endpoint_id).filter(
             Q(paused_until__isnull=True) | Q(paused_until__lt=until)
-        ).update(paused_until=until, pause_reason=RATE_LIMITED)
+        ).update(paused_until=until, pause_reason=why)
     recovered = {o.delivery.endpoint_id for o in outcomes
                  if o.succeeded and o.delivery.endpoint.pause_reason == CIRCUIT_OPEN}
     if recovered:
@@ -98,7 +100,7 @@ def _update_pauses(using: str, outcomes: list[Outcome], throttled: dict[Any, dat
         # The longer it has been failing, the longer the pause (about doubling each time).
         failing_for = (now - since).total_seconds() if since else 0.0
         until = now + timedelta(seconds=min(longest, max(base, failing_for)))
-        if reason == RATE_LIMITED and paused_until is not None and paused_until > until:
+        if reason in THROTTLED and paused_until is not None and paused_until > until:
             continue
         endpoints.filter(pk=endpoint_id).update(paused_until=until, pause_reason=CIRCUIT_OPEN)
         logger.warning("Endpoint %s failed %s+ times in a row: paused until %s",
@@ -206,6 +208,25 @@ def _update_health(using: str, outcomes: list[Outcome], now: datetime) -> None:
                 failing_since=Coalesce("failing_since", Value(now)),
                 last_failure_at=now,
             )
+
+
+def _gone(using: str, endpoint_ids: Iterable[Any], now: datetime) -> list[Notice]:
+    """Endpoints that answered 410 Gone. A REST Hook (``rest_hook``: subscribed through the
+    Zapier routes) is deleted, its deliveries and attempts with it, as that protocol says: the
+    subscription is over, nobody needs telling, and its place under
+    ``MAX_ENDPOINTS_PER_OWNER`` is free. Any other endpoint is disabled, and its owner told."""
+    endpoint_ids = list(endpoint_ids)
+    if not endpoint_ids:
+        return []
+    hooks = Endpoint.objects.using(using).filter(pk__in=endpoint_ids, rest_hook=True)
+    removed = set(hooks.values_list("pk", flat=True))
+    if removed:
+        Endpoint.objects.using(using).filter(pk__in=removed).delete()
+        for pk in sorted(removed):
+            logger.warning("Endpoint %s (a REST Hook) answered 410 Gone: unsubscribed and "
+                           "deleted", pk)
+    return _disable(using, [pk for pk in endpoint_ids if pk not in removed],
+                    "The endpoint answered 410 Gone.", now)
 
 
 def _auto_disable(using: str, outcomes: list[Outcome], now: datetime) -> list[Notice]:

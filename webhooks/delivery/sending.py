@@ -3,10 +3,11 @@
 :func:`start_sending` splits a claim by endpoint and sends each share, in order, on a thread of
 the process's sending pool (``SEND_CONCURRENCY``), so a slow or failing endpoint never holds up
 the others. A share ends early (the rest handed back unattempted) when its endpoint cannot be
-reached, answers 429, or fails ``CIRCUIT_BREAKER_THRESHOLD`` times in a row. What a share
-produces (:class:`Sent`: outcomes, hand-backs, 410s, 429 pauses) is built off the main thread
-and written by ``recording``; nothing here touches the database but one read of the batch's
-subscriptions (payload restrictions), on the main thread.
+reached, throttles us (429, or 502 and 504, which Standard Webhooks reads as "slow down"), or
+fails ``CIRCUIT_BREAKER_THRESHOLD`` times in a row. What a share produces (:class:`Sent`:
+outcomes, hand-backs, 410s, throttling pauses) is built off the main thread and written by
+``recording``; nothing here touches the database but one read of the batch's subscriptions
+(payload restrictions), on the main thread.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from django.utils import timezone
 
 from webhooks import http, signing, ssrf
 from webhooks.conf import webhooks_settings as conf
-from webhooks.delivery.claims import LEASE_MARGIN, Claim
+from webhooks.delivery.claims import LEASE_MARGIN, OVERLOADED, RATE_LIMITED, Claim
 from webhooks.events.payloads import subscriber_payload
 from webhooks.models import WILDCARD, Delivery, DeliveryAttempt, Endpoint, Event, Subscription
 from webhooks.validators import is_sendable_header
@@ -44,6 +45,9 @@ Restrictions = dict[Any, dict[str, tuple[str, ...]]]
 #: is handed back instead of waiting out the same failure once per delivery.
 UNREACHABLE = frozenset({"connect_timeout", "read_timeout", "timeout", "connection_refused",
                          "connection_reset", "connection_error", "dns_error", "tls_error"})
+#: Answers that mean "slow down" without saying for how long (Standard Webhooks reads 502 Bad
+#: Gateway and 504 Gateway Timeout as throttling, like a 429 without ``Retry-After``).
+OVERLOAD_STATUSES = frozenset({502, 504})
 
 
 @dataclass
@@ -66,8 +70,15 @@ class Sent:
     handed_back: list[tuple[Any, datetime]] = field(default_factory=list)
     #: The endpoint answered 410 Gone.
     gone: bool = False
-    #: Paused until then by a 429 (its ``Retry-After``, bounded).
+    #: Paused until then by a 429 (its ``Retry-After``, bounded) or a 502/504 (growing,
+    #: bounded); ``pause_reason`` says which.
     throttled_until: datetime | None = None
+    pause_reason: str = ""
+
+    def throttle(self, seconds: float, reason: str) -> None:
+        """The receiver throttled us: pause its endpoint for ``seconds``."""
+        self.throttled_until = timezone.now() + timedelta(seconds=seconds)
+        self.pause_reason = reason
 
 
 @dataclass(eq=False)
@@ -102,6 +113,8 @@ class _Options:
     stored_bytes: int
     breaker: int | None
     max_pause: float
+    #: The first retry delay: how long a throttling answer that names no time pauses.
+    first_delay: float
     client: dict[str, Any]
 
     @classmethod
@@ -110,6 +123,7 @@ class _Options:
             timeout=conf.TIMEOUT, connect_timeout=conf.CONNECT_TIMEOUT,
             max_bytes=conf.MAX_RESPONSE_BYTES, stored_bytes=conf.STORED_RESPONSE_BYTES,
             breaker=conf.CIRCUIT_BREAKER_THRESHOLD, max_pause=conf.MAX_THROTTLE_PAUSE,
+            first_delay=float(conf.RETRY_SCHEDULE[0]) if conf.RETRY_SCHEDULE else 5.0,
             client={
                 "read_timeout": conf.READ_TIMEOUT,
                 "allowed_networks": ssrf.parse_networks(conf.ALLOWED_NETWORKS),
@@ -166,8 +180,11 @@ def _send_endpoint(share: list[Delivery], claim_: Claim,
             if result.status_code == 410:
                 sent.gone = True
             elif result.status_code == 429:
-                sent.throttled_until = timezone.now() + timedelta(
-                    seconds=_throttle_pause(result.headers.get("Retry-After"), options))
+                sent.throttle(_throttle_pause(result.headers.get("Retry-After"), options),
+                              RATE_LIMITED)
+                break
+            elif result.status_code in OVERLOAD_STATUSES:
+                sent.throttle(_overload_pause(delivery.endpoint, options), OVERLOADED)
                 break
             elif result.error_class in UNREACHABLE or (
                     options.breaker is not None and failures_in_a_row >= options.breaker):
@@ -183,9 +200,21 @@ def _throttle_pause(retry_after: str | None, options: _Options) -> float:
     """Seconds a 429 pauses its endpoint: its ``Retry-After`` if sensible, else the first
     retry delay; at most ``MAX_THROTTLE_PAUSE``."""
     asked = parse_retry_after(retry_after) if retry_after else None
-    schedule = conf.RETRY_SCHEDULE
-    fallback = float(schedule[0]) if schedule else 5.0
-    return min(max(asked if asked is not None else fallback, 1.0), options.max_pause)
+    return _bounded_pause(asked if asked is not None else options.first_delay, options)
+
+
+def _overload_pause(endpoint: Endpoint, options: _Options) -> float:
+    """Seconds a 502 or 504 pauses its endpoint: the first retry delay at first, then as long
+    as the endpoint has been failing without a success (``failing_since``, as the claim read
+    it), so the pause about doubles while they go on; at most ``MAX_THROTTLE_PAUSE``."""
+    since = endpoint.failing_since
+    failing_for = (timezone.now() - since).total_seconds() if since is not None else 0.0
+    return _bounded_pause(max(options.first_delay, failing_for), options)
+
+
+def _bounded_pause(seconds: float, options: _Options) -> float:
+    """A throttling pause kept from 1 second to ``MAX_THROTTLE_PAUSE``."""
+    return min(max(seconds, 1.0), options.max_pause)
 
 
 def _attempt(delivery: Delivery, restrictions: Restrictions,

@@ -26,7 +26,7 @@ def classify_disabled(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('webhooks', '0007_endpoint_notices'),
+        ('webhooks', '0010_endpoint_rest_hook'),
     ]
 
     operations = [
