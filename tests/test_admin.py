@@ -431,6 +431,28 @@ def test_view_only_staff_cannot_reveal_or_rotate_or_act() -> None:
     assert "send_test" not in page.content.decode()
 
 
+def test_custom_header_values_are_shown_only_to_those_who_may_reveal_the_secret(
+        admin_client: Client) -> None:
+    """Names visible to view-only staff, values not; staff who may change the endpoint (and so
+    reveal its secret) see them, on a page that is never stored (issue 14, finding 3)."""
+    endpoint = make_endpoint("https://example.com/headers",
+                             headers={"X-Api-Key": "tok-7f3a9c1e", "X-Tenant": "acme-42"})
+    change = reverse("admin:webhooks_endpoint_change", args=[endpoint.pk])
+    viewer = get_user_model().objects.create_user("viewer", password="pw", is_staff=True)
+    viewer.user_permissions.add(*Permission.objects.filter(codename="view_endpoint"))
+    client = Client()
+    client.force_login(viewer)
+    response = client.get(change)
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "X-Api-Key" in html and "X-Tenant" in html
+    assert "tok-7f3a9c1e" not in html and "acme-42" not in html
+    response = admin_client.get(change)
+    html = response.content.decode()
+    assert "tok-7f3a9c1e" in html and "acme-42" in html  # in the form, to edit
+    assert "no-store" in response["Cache-Control"]
+
+
 # --- actions ---------------------------------------------------------------------------------
 
 
@@ -462,13 +484,32 @@ def test_enable_and_disable_actions(admin_client: Client) -> None:
     b = make_endpoint("https://example.com/b", is_active=False, disabled_reason="410",
                       consecutive_failures=7)
     response = run_action(admin_client, "endpoint", "disable", [a, b])
-    assert messages_of(response) == ["Disabled 1 endpoint."]
+    # b was off already (a 410): now staff's too, which its owner cannot lift.
+    assert messages_of(response) == ["Disabled 2 endpoints."]
     a.refresh_from_db()
     assert not a.is_active and a.disabled_reason == "Disabled by staff." and a.disabled_at
+    b.refresh_from_db()
+    assert (b.disabled_by, b.disabled_reason) == ("staff", "Disabled by staff.")
     response = run_action(admin_client, "endpoint", "enable", [a, b])
     assert messages_of(response) == ["Enabled 2 endpoints."]
     b.refresh_from_db()
     assert b.is_active and b.disabled_reason == "" and b.consecutive_failures == 0
+
+
+def test_the_page_says_who_disabled_an_endpoint(admin_client: Client) -> None:
+    """Staff see that a staff disable is theirs alone to lift, and can filter by who disabled
+    (issue 14, finding 7)."""
+    staff = make_endpoint("https://example.com/staff")
+    make_endpoint("https://example.com/gone", is_active=False, disabled_by="system",
+                  disabled_reason="The endpoint answered 410 Gone.")
+    run_action(admin_client, "endpoint", "disable", [staff])
+    page = admin_client.get(reverse("admin:webhooks_endpoint_change", args=[staff.pk]))
+    html = page.content.decode()
+    assert "Disabled by" in html and "Staff" in html
+    assert "its owner cannot switch it on again: only staff can" in html
+    listed = admin_client.get(reverse("admin:webhooks_endpoint_changelist") + "?disabled_by=staff")
+    assert "example.com/staff" in listed.content.decode()
+    assert "example.com/gone" not in listed.content.decode()
 
 
 def test_reenable_through_the_form_clears_the_reason(admin_client: Client) -> None:
@@ -480,6 +521,7 @@ def test_reenable_through_the_form_clears_the_reason(admin_client: Client) -> No
     assert response.status_code == 302
     endpoint.refresh_from_db()
     assert endpoint.is_active and endpoint.disabled_reason == ""
+    assert endpoint.disabled_by == ""
 
 
 def test_retry_failed_deliveries_action(admin_client: Client, enqueued: list[Any],
@@ -537,6 +579,39 @@ def test_retry_now_action_and_button(admin_client: Client, enqueued: list[Any]) 
     assert messages_of(response) == ["The delivery was queued for retry."]
     assert admin_client.get(reverse("admin:webhooks_delivery_retry", args=[b.pk])
                             ).status_code == 403
+
+
+def test_the_failed_deliveries_route_retries_only_failed_deliveries(enqueued: list[Any]) -> None:
+    """Staff holding only the failed deliveries' permissions retry failed deliveries, and only
+    them: not a succeeded or pending one by its id (issue 14, finding 8)."""
+    user = get_user_model().objects.create_user("support", password="pw", is_staff=True)
+    user.user_permissions.add(*Permission.objects.filter(
+        codename__in=["view_faileddelivery", "change_faileddelivery"]))
+    client = Client()
+    client.force_login(user)
+    endpoint = make_endpoint("https://example.com/failed-only")
+    failed = make_delivery(endpoint, status=Status.FAILED)
+    succeeded = make_delivery(endpoint, status=Status.SUCCEEDED)
+    waiting = make_delivery(endpoint, status=Status.PENDING,
+                            next_attempt_at=timezone.now() + timedelta(hours=1))
+
+    def retry(delivery: Delivery) -> int:
+        url = reverse("admin:webhooks_faileddelivery_retry", args=[delivery.pk])
+        return client.post(url).status_code
+
+    assert retry(succeeded) == 404
+    assert retry(waiting) == 404
+    assert retry(failed) == 302
+    run_action(client, "faileddelivery", "retry_now", [succeeded, waiting])
+    statuses = dict(Delivery.objects.values_list("pk", "status"))
+    assert statuses == {failed.pk: Status.PENDING, succeeded.pk: Status.SUCCEEDED,
+                        waiting.pk: Status.PENDING}
+    waiting.refresh_from_db()
+    assert waiting.next_attempt_at > timezone.now() + timedelta(minutes=59)  # not brought forward
+    # The failed deliveries list is where it goes back to (the delivery's page is not theirs).
+    Delivery.objects.filter(pk=failed.pk).update(status=Status.FAILED)
+    response = client.post(reverse("admin:webhooks_faileddelivery_retry", args=[failed.pk]))
+    assert response["Location"] == reverse("admin:webhooks_faileddelivery_changelist")
 
 
 def test_public_ids_in_lists_are_ours() -> None:

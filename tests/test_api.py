@@ -51,6 +51,28 @@ def new_endpoint_body(**overrides: Any) -> dict[str, Any]:
     return {"url": "https://example.com/hook", "events": ["invoice.paid"], **overrides}
 
 
+def test_responses_that_carry_custom_header_values_are_never_stored(alice: Any) -> None:
+    """Header values are credentials like the secret: ``no-store`` on every endpoint response
+    that carries them (issue 14, finding 3)."""
+    client = client_for(alice)
+    created = client.post(API + "/endpoints/", new_endpoint_body(
+        headers={"X-Api-Key": "tok-7f3a9c1e"}), format="json")
+    assert created.status_code == 201
+    detail = API + f"/endpoints/{created.json()['id']}/"
+    responses = {
+        "create": created,
+        "list": client.get(API + "/endpoints/"),
+        "retrieve": client.get(detail),
+        "partial_update": client.patch(detail, {"description": "x"}, format="json"),
+        "update": client.put(detail, new_endpoint_body(headers={"X-Api-Key": "tok-2"}),
+                             format="json"),
+    }
+    for action, response in responses.items():
+        assert response.status_code in (200, 201), action
+        assert "tok-" in response.content.decode(), action
+        assert "no-store" in response.get("Cache-Control", ""), action
+
+
 # --- owner isolation: every route and method, two users ------------------------------------
 
 
@@ -223,7 +245,7 @@ def test_create_read_update_delete(alice: Any) -> None:
     body = created.json()
     assert set(body) == {"id", "url", "description", "events", "payload_fields", "is_active",
                          "headers", "rate_limit", "max_concurrency", "paused_until",
-                         "pause_reason", "created_at", "disabled_reason",
+                         "pause_reason", "created_at", "disabled_reason", "disabled_by",
                          "disabled_at", "last_success_at", "last_failure_at",
                          "signature_scheme"}
     assert body["payload_fields"] == {}
@@ -263,6 +285,69 @@ def test_switching_an_endpoint_off_and_on(alice: Any) -> None:
     off = client.patch(url, {"is_active": False}, format="json").json()
     assert (off["is_active"], off["disabled_reason"]) == (False, "Disabled by its owner.")
     assert off["disabled_at"] is not None
+
+
+def test_the_owner_cannot_lift_a_staff_disable(alice: Any, admin_client: Any,
+                                               receiver: Receiver) -> None:
+    """Staff switch an endpoint off for good: its owner cannot switch it back on, staff can.
+    The owner's own disables and the automatic ones (410, sustained failure) the owner may
+    lift: that is how an endpoint recovers (issue 14, finding 7)."""
+    endpoint = make_endpoint(receiver.url("/h"), "invoice.paid", owner=alice)
+    url = API + f"/endpoints/{endpoint.pk}/"
+    client = client_for(alice)
+    admin_client.post("/admin/webhooks/endpoint/", {
+        "action": "disable", "_selected_action": [str(endpoint.pk)]})
+    refused = client.patch(url, {"is_active": True}, format="json")
+    assert refused.status_code == 400
+    assert "staff" in " ".join(refused.json()["is_active"])
+    shown = client.get(url).json()
+    assert (shown["is_active"], shown["disabled_by"]) == (False, "staff")
+    assert client.put(url, {"url": endpoint.url, "events": ["invoice.paid"]},
+                      format="json").status_code == 400  # is_active defaults to true
+    endpoint.refresh_from_db()
+    assert (endpoint.is_active, endpoint.disabled_by) == (False, "staff")
+    # Everything else stays the owner's to change.
+    changed = client.patch(url, {"description": "paused by support"}, format="json")
+    assert changed.status_code == 200 and changed.json()["is_active"] is False
+    # Staff lift it (the admin's action), and the owner may switch it off and on again.
+    admin_client.post("/admin/webhooks/endpoint/", {
+        "action": "enable", "_selected_action": [str(endpoint.pk)]})
+    assert client.get(url).json()["disabled_by"] is None
+    off = client.patch(url, {"is_active": False}, format="json").json()
+    assert (off["is_active"], off["disabled_by"]) == (False, "owner")
+    assert client.patch(url, {"is_active": True}, format="json").json()["is_active"] is True
+    # An automatic disable (the receiver answered 410) is the owner's to lift.
+    receiver.script("/h", Reply(410, b"gone"))
+    webhooks.send_event("invoice.paid", {"n": 1}, owner=alice)
+    fan_out()
+    drain()
+    assert client.get(url).json()["disabled_by"] == "system"
+    on = client.patch(url, {"is_active": True}, format="json")
+    assert on.status_code == 200 and on.json()["is_active"] is True
+
+
+def test_the_migration_says_who_disabled_the_endpoints_already_off(alice: Any) -> None:
+    """Endpoints off before ``disabled_by`` existed: automatic and owner's reasons are
+    recognised, anything else is staff's (the owner must ask them)."""
+    import importlib
+    from types import SimpleNamespace
+
+    from django.apps import apps
+
+    migration = importlib.import_module("webhooks.migrations.0011_endpoint_disabled_by")
+    reasons = {"The endpoint answered 410 Gone.": "system",
+               "Every delivery failed for 5 day(s) (10+ attempts in a row).": "system",
+               "Disabled by its owner.": "owner", "": "owner",
+               "Disabled by staff.": "staff", "Désactivé par l'équipe.": "staff"}
+    for n, reason in enumerate(reasons):
+        make_endpoint(f"https://example.com/{n}", owner=alice, is_active=False,
+                      disabled_reason=reason)
+    active = make_endpoint("https://example.com/on", owner=alice)
+    migration.classify_disabled(apps, SimpleNamespace(connection=connection))
+    assert dict(Endpoint.objects.filter(is_active=False).values_list(
+        "disabled_reason", "disabled_by")) == reasons
+    active.refresh_from_db()
+    assert active.disabled_by == ""
 
 
 def test_an_update_leaves_the_health_fields_to_the_engine(alice: Any) -> None:
@@ -580,7 +665,8 @@ def test_detail_queries_do_not_grow_with_attempts(alice: Any) -> None:
         with CaptureQueriesContext(connection) as queries:
             client.get(API + f"/deliveries/{delivery.pk}/")
         counts.append(len(queries))
-    assert counts[0] == counts[1] <= 2
+    # The delivery with its event, its attempts, its subscription's payload allowlist.
+    assert counts[0] == counts[1] <= 3
 
 
 # --- the event type catalog -------------------------------------------------------------------

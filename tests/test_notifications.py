@@ -326,6 +326,10 @@ def test_staff_disabling_notifies_the_owner_once(
     assert kinds() == ["disabled", "disabled", "disabled"]
     assert all(m.to == ["acme@example.com"] for m in mail.outbox)
     assert "Disabled by staff." in mail.outbox[0].body
+    # The email does not tell the owner to enable it: only staff can.
+    assert "only they can enable it again" in mail.outbox[0].body
+    assert "Once the receiver works" not in mail.outbox[0].body
+    assert "only they can enable it again" in mail.outbox[0].alternatives[0][0]
 
 
 @pytest.mark.owners

@@ -211,3 +211,45 @@ def test_staff_set_payload_fields_in_the_admin(client: Any) -> None:
     bad = client.post("/admin/webhooks/endpoint/add/",
                       {**form, "payload_fields": '{"order.created": ["ssn"]}'})
     assert bad.status_code == 200 and "has no field ssn" in bad.content.decode()
+
+
+@override_webhooks(MODELS={"testapp.Order": {"events": ["updated"], "owner": "customer",
+                                             "track": ["total", "status"]}})
+def test_an_allowlist_governs_changes_too(receiver: Any) -> None:
+    """A field left out of the allowlist appears nowhere in the body: not in ``data``, not in
+    ``changes`` (issue 14, finding 2)."""
+    from standardwebhooks import Webhook
+
+    from tests.helpers import make_endpoint
+    from webhooks.delivery.fanout import fan_out
+    from webhooks.delivery.loop import drain
+    from webhooks.models import Subscription
+
+    user = make_user()
+    narrow = make_endpoint(receiver.url("/narrow"), "order.updated", owner=user)
+    Subscription.objects.filter(endpoint=narrow).update(fields=["id", "status"])
+    full = make_endpoint(receiver.url("/full"), "order.updated", owner=user)
+    order = Order.objects.create(customer=user, total="5.00")
+    order.total = Decimal("7.00")
+    order.status = "paid"
+    order.save()
+    fan_out()
+    drain()
+    by_path = {r.path: r for r in receiver.received()}
+    narrow_body = json.loads(by_path["/narrow"].body)
+    assert narrow_body["data"] == {"id": order.pk, "status": "paid"}
+    assert narrow_body["changes"] == {"status": {"old": "new", "new": "paid"}}
+    assert "7.00" not in by_path["/narrow"].body.decode()
+    assert "5.00" not in by_path["/narrow"].body.decode()
+    assert set(json.loads(by_path["/full"].body)["changes"]) == {"total", "status"}
+    for path, endpoint in (("/narrow", narrow), ("/full", full)):
+        Webhook(endpoint.secret).verify(by_path[path].body, by_path[path].headers)
+        # The API's delivery detail shows the body that endpoint was sent, not the stored one.
+        from rest_framework.test import APIClient
+
+        from webhooks.models import Delivery
+        client = APIClient()
+        client.force_authenticate(user)
+        delivery = Delivery.objects.get(endpoint=endpoint)
+        shown = client.get(f"/api/webhooks/deliveries/{delivery.pk}/").json()["payload"]
+        assert shown == json.loads(by_path[path].body)

@@ -48,6 +48,12 @@ class InvalidReplayWindow(ServiceError, ValueError):
     code = "too_old"
 
 
+class DisabledByStaff(ServiceError):
+    """The owner asked to switch on an endpoint that staff switched off: only staff may."""
+
+    code = "disabled_by_staff"
+
+
 class EndpointDisabled(ServiceError):
     """The operation needs an active endpoint, and this one is disabled."""
 

@@ -37,6 +37,22 @@ class SignatureScheme(models.TextChoices):
     V1A = signing.ASYMMETRIC_VERSION, _("v1a: ed25519, public key")
 
 
+class DisabledBy(models.TextChoices):
+    """``Endpoint.disabled_by``: who switched the endpoint off, which decides who may switch it
+    on again (:func:`owner_may_enable`)."""
+
+    NONE = "", _("Nobody (active)")
+    OWNER = "owner", _("Its owner")
+    STAFF = "staff", _("Staff")
+    SYSTEM = "system", _("Automatically (410 Gone, sustained failure)")
+
+
+def owner_may_enable(disabled_by: str) -> bool:
+    """Whether an endpoint's owner may switch it on again: unless staff switched it off (the
+    owner's own disables and automatic ones are theirs to lift, once the receiver works)."""
+    return disabled_by != DisabledBy.STAFF
+
+
 class Endpoint(models.Model):
     """A URL that receives webhooks, owned by an owner (``WEBHOOKS_OWNER_MODEL``: a user by
     default, or an organization, team or account) or, owner empty, by the site itself."""
@@ -101,6 +117,11 @@ class Endpoint(models.Model):
     rate_slot_at = models.DateTimeField(null=True, blank=True, editable=False)
     disabled_reason = models.CharField(_("disabled reason"), max_length=255, blank=True)
     disabled_at = models.DateTimeField(_("disabled at"), null=True, blank=True)
+    disabled_by = models.CharField(
+        _("disabled by"), max_length=16, choices=DisabledBy.choices, blank=True,
+        default=DisabledBy.NONE, editable=False,
+        help_text=_("Who switched it off. When staff did, its owner cannot switch it on "
+                    "again: only staff can."))
     failing_since = models.DateTimeField(_("failing since"), null=True, blank=True)
     consecutive_failures = models.PositiveIntegerField(_("consecutive failures"), default=0)
     last_success_at = models.DateTimeField(_("last success"), null=True, blank=True)
@@ -169,6 +190,11 @@ class Endpoint(models.Model):
             self.signing_secret = signing.generate_key(self.signature_scheme)
             return ["signing_secret"]
         return self.start_rotation()
+
+    @property
+    def owner_may_enable(self) -> bool:
+        """Whether its owner may switch it on again (see :func:`owner_may_enable`)."""
+        return owner_may_enable(self.disabled_by)
 
     @property
     def secret(self) -> str:

@@ -25,14 +25,23 @@ from webhooks import ids
 from webhooks.conf import webhooks_settings
 from webhooks.dispatch import enqueue
 from webhooks.events.catalog import TEST_EVENT_TYPE, get_catalog
-from webhooks.events.payloads import payload_fields, payload_parts
-from webhooks.exceptions import EndpointDisabled, InvalidReplayWindow
-from webhooks.models import WILDCARD, Delivery, Endpoint, Event
+from webhooks.events.payloads import payload_fields, payload_parts, subscriber_payload
+from webhooks.exceptions import DisabledByStaff, EndpointDisabled, InvalidReplayWindow
+from webhooks.models import (
+    WILDCARD,
+    Delivery,
+    DisabledBy,
+    Endpoint,
+    Event,
+    Subscription,
+    owner_may_enable,
+)
 from webhooks.notifications import notices
 from webhooks.outbox import EVENT_COLUMNS, insert_event
 from webhooks.owners import get_owner_model
 
-#: ``disabled_reason`` of an endpoint switched off in the admin.
+#: ``disabled_reason`` of an endpoint switched off in the admin. Its owner cannot switch it
+#: on again (``disabled_by`` staff), like any reason but :data:`DISABLED_BY_OWNER`.
 DISABLED_BY_STAFF = gettext_lazy("Disabled by staff.")
 #: ``disabled_reason`` of an endpoint switched off by its owner (the API).
 DISABLED_BY_OWNER = gettext_lazy("Disabled by its owner.")
@@ -110,20 +119,24 @@ def update_endpoint(endpoint: Endpoint, fields: Iterable[str], *, disabled_reaso
 
     Workers update the health and flow-control columns of the same row at any moment; a full
     save would write stale values over them. When ``is_active`` is among ``fields``, the
-    switch's rule applies (see :func:`endpoint_state`; ``disabled_reason`` says who switched
-    it off; any reason but :data:`DISABLED_BY_OWNER` notifies the owner, see
-    :func:`disable_endpoints`). With ``events`` or ``payload``, the subscriptions are set in
-    the same transaction (``payload`` alone keeps the subscribed types).
+    switch's rule applies (see :func:`endpoint_state`; ``disabled_reason`` says who acts:
+    :data:`DISABLED_BY_OWNER` the owner, any other reason staff; any reason but the owner's
+    notifies the owner, see :func:`disable_endpoints`). The owner cannot switch on an
+    endpoint that staff switched off: :class:`~webhooks.exceptions.DisabledByStaff`, and
+    nothing is saved. With ``events`` or ``payload``, the subscriptions are set in the same
+    transaction (``payload`` alone keeps the subscribed types).
     """
     changed = {"updated_at", *fields}
-    state: dict[str, Any] = {}
-    if "is_active" in changed:
-        state = endpoint_state(endpoint.is_active, disabled_reason)
-        for name, value in state.items():
-            setattr(endpoint, name, value)
-            changed.add(name)
     using = router.db_for_write(Endpoint)
     with transaction.atomic(using=using):
+        if "is_active" in changed and endpoint.is_active:
+            require_may_enable(endpoint, disabled_reason, using)
+        state: dict[str, Any] = {}
+        if "is_active" in changed:
+            state = endpoint_state(endpoint.is_active, disabled_reason)
+            for name, value in state.items():
+                setattr(endpoint, name, value)
+                changed.add(name)
         if state and not endpoint.is_active and is_trouble(disabled_reason):
             told = notices.disable(using, [endpoint.pk], state)
             for notice in told:
@@ -145,18 +158,43 @@ def set_subscriptions(endpoint: Endpoint, events: Iterable[str],
     endpoint.set_subscriptions(events, payload)
 
 
+def disabled_by(reason: Reason) -> DisabledBy:
+    """Who switches an endpoint off (or on) for ``reason``: its owner for
+    :data:`DISABLED_BY_OWNER`, else staff (the admin, a command, the site's own code: a
+    decision the owner cannot undo). The workers' automatic disables are
+    :attr:`~webhooks.models.DisabledBy.SYSTEM` (see :mod:`webhooks.delivery.recording`)."""
+    if reason is DISABLED_BY_OWNER or str(reason) == str(DISABLED_BY_OWNER):
+        return DisabledBy.OWNER
+    return DisabledBy.STAFF
+
+
+def require_may_enable(endpoint: Endpoint, reason: Reason, using: str | None = None) -> None:
+    """Refuse (:class:`~webhooks.exceptions.DisabledByStaff`) to let the owner (``reason`` is
+    :data:`DISABLED_BY_OWNER`) switch on ``endpoint`` when staff switched it off, as the
+    database says now (its row is locked until the transaction ends). Staff may always."""
+    if disabled_by(reason) != DisabledBy.OWNER:
+        return
+    current = (Endpoint.objects.using(using or router.db_for_write(Endpoint))
+               .select_for_update().filter(pk=endpoint.pk)
+               .values_list("disabled_by", flat=True).first())
+    if current is not None and not owner_may_enable(current):
+        raise DisabledByStaff(_("This endpoint was disabled by staff: only staff can enable "
+                                "it again."))
+
+
 def endpoint_state(active: bool, disabled_reason: Reason = "") -> dict[str, Any]:
     """The columns switching an endpoint on or off sets.
 
-    Switching on is a fresh start: why and since when it was off, its run of failures and any
-    pause (a 429, an open circuit) are forgotten. Switching off records why and when.
+    Switching on is a fresh start: why, by whom and since when it was off, its run of failures
+    and any pause (a 429, an open circuit) are forgotten. Switching off records why, by whom
+    (:func:`disabled_by`) and when.
     """
     if active:
-        return {"is_active": True, "disabled_reason": "", "disabled_at": None,
-                "failing_since": None, "consecutive_failures": 0,
+        return {"is_active": True, "disabled_reason": "", "disabled_by": DisabledBy.NONE,
+                "disabled_at": None, "failing_since": None, "consecutive_failures": 0,
                 "paused_until": None, "pause_reason": ""}
     return {"is_active": False, "disabled_reason": str(disabled_reason),
-            "disabled_at": timezone.now()}
+            "disabled_by": disabled_by(disabled_reason), "disabled_at": timezone.now()}
 
 
 def enable_endpoints(endpoints: QuerySet[Endpoint]) -> int:
@@ -167,7 +205,7 @@ def enable_endpoints(endpoints: QuerySet[Endpoint]) -> int:
 def is_trouble(reason: Reason) -> bool:
     """Whether switching an endpoint off for ``reason`` is news for its owner: any reason
     (staff's, a command's) but :data:`DISABLED_BY_OWNER`, the owner's own decision."""
-    return reason is not DISABLED_BY_OWNER and str(reason) != str(DISABLED_BY_OWNER)
+    return disabled_by(reason) != DisabledBy.OWNER
 
 
 def disable_endpoints(endpoints: QuerySet[Endpoint], reason: Reason) -> int:
@@ -175,7 +213,9 @@ def disable_endpoints(endpoints: QuerySet[Endpoint], reason: Reason) -> int:
 
     Unless ``reason`` is :data:`DISABLED_BY_OWNER`, each owner hears about it (the
     ``endpoint_disabled`` signal and its email, once the transaction commits; see
-    :mod:`webhooks.notifications.notices`).
+    :mod:`webhooks.notifications.notices`), and the disable is staff's (:func:`disabled_by`):
+    the ones of ``endpoints`` already off for another reason (their owner's, a 410) become
+    staff's too, so that their owner cannot switch them on either; they count.
     """
     state = endpoint_state(False, reason)
     if not is_trouble(reason):
@@ -188,7 +228,11 @@ def disable_endpoints(endpoints: QuerySet[Endpoint], reason: Reason) -> int:
                   .values_list("pk", flat=True))
         told = notices.disable(using, list(active), state)
         notices.send_on_commit(using, told)
-    return len(told)
+        taken_over = (endpoints.using(using).filter(is_active=False)
+                      .exclude(disabled_by=state["disabled_by"])
+                      .update(disabled_by=state["disabled_by"],
+                              disabled_reason=state["disabled_reason"]))
+    return len(told) + int(taken_over)
 
 
 def require_active(endpoint: Endpoint) -> Endpoint:
@@ -207,6 +251,17 @@ def rotate_secret(endpoint: Endpoint, grace: timedelta | None = None) -> str:
     """Give ``endpoint`` a new signing secret; the old one keeps signing for ``grace``
     (default ``SECRET_ROTATION_GRACE``, at most 7 days). Returns the new secret."""
     return endpoint.rotate_secret(grace)
+
+
+def sent_payload(delivery: Delivery) -> str:
+    """The body ``delivery`` sends its endpoint (one query): the event's payload, restricted by
+    the allowlist of the endpoint's subscription (``""`` when the payload could not be built)."""
+    event = delivery.event
+    allowlists = dict(Subscription.objects.filter(
+        endpoint_id=delivery.endpoint_id, event_type__in=[event.type, WILDCARD],
+    ).values_list("event_type", "fields"))
+    return subscriber_payload(event.payload, event.type,
+                              {name: fields or () for name, fields in allowlists.items()})
 
 
 # --- sending again ---------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db import models
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
@@ -142,6 +142,14 @@ class DeliveryAdmin(DeliveryDisplayMixin, LargeTableAdmin):
         """Whether the user may retry deliveries (change permission on deliveries)."""
         return request.user.has_perm("webhooks.change_delivery")
 
+    def retryable(self, deliveries: QuerySet[Delivery]) -> QuerySet[Delivery]:
+        """The ones of ``deliveries`` this admin's retries may touch: any delivery."""
+        return deliveries
+
+    def after_retry_url(self, object_id: str) -> str:
+        """Where the retry button leads back to: the delivery's page."""
+        return reverse("admin:webhooks_delivery_change", args=[object_id])
+
     @admin.display(description=_("delivery"), ordering="created_at")
     def delivery_id(self, obj: Delivery) -> str:
         return obj.public_id
@@ -166,23 +174,27 @@ class DeliveryAdmin(DeliveryDisplayMixin, LargeTableAdmin):
         return super().change_view(request, object_id, form_url, extra)
 
     def retry_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        """POST: make one delivery due again (the button on its page)."""
+        """POST: make one delivery due again (the button on its page); 404 for one this admin
+        may not retry (:meth:`retryable`)."""
         if request.method != "POST" or not self.has_retry_permission(request):
             raise PermissionDenied
         pk = parse_id(object_id, "dlv")
-        count = services.retry_deliveries(Delivery.objects.filter(pk=pk)) if pk else 0
-        if count:
+        deliveries = self.retryable(Delivery.objects.filter(pk=pk)) if pk else None
+        if deliveries is None or not deliveries.exists():
+            raise Http404(_("No such delivery to retry here."))
+        if services.retry_deliveries(deliveries):
             self.message_user(request, _("The delivery was queued for retry."),
                               messages.SUCCESS)
         else:
             self.message_user(request, _("The delivery is being sent right now; it was "
                                          "left alone."), messages.WARNING)
-        return HttpResponseRedirect(reverse("admin:webhooks_delivery_change", args=[object_id]))
+        return HttpResponseRedirect(self.after_retry_url(object_id))
 
     @admin.action(description=_("Retry now"), permissions=["retry"])
     def retry_now(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> None:
-        """Make the selected deliveries due again."""
-        count = services.retry_deliveries(Delivery.objects.filter(pk__in=queryset.values("pk")))
+        """Make the selected deliveries due again (those this admin may retry)."""
+        count = services.retry_deliveries(
+            self.retryable(Delivery.objects.filter(pk__in=queryset.values("pk"))))
         self.message_user(request, ngettext("Queued %d delivery for retry.",
                                             "Queued %d deliveries for retry.", count) % count,
                           messages.SUCCESS)
@@ -200,6 +212,16 @@ class FailedDeliveryAdmin(DeliveryAdmin):
     def has_retry_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("webhooks.change_delivery") or request.user.has_perm(
             "webhooks.change_faileddelivery")
+
+    def retryable(self, deliveries: QuerySet[Delivery]) -> QuerySet[Delivery]:
+        """Failed deliveries only: this page's permission is to retry what failed, not to
+        send again what succeeded or bring forward what waits (the deliveries admin can)."""
+        return deliveries.filter(status=Delivery.Status.FAILED)
+
+    def after_retry_url(self, object_id: str) -> str:
+        """Back to the failed deliveries (their permission may not cover the delivery's
+        page)."""
+        return reverse("admin:webhooks_faileddelivery_changelist")
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
                     extra_context: dict[str, Any] | None = None) -> HttpResponse:

@@ -25,8 +25,8 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
-from django.utils.safestring import SafeString
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
@@ -180,20 +180,27 @@ class EndpointAdmin(admin.ModelAdmin):
                     "median_latency", "last_success_at", "consecutive_failures",
                     "disabled_why"]
     list_display_links = ["url"]
-    list_filter = ["is_active", HealthFilter, OwnerKindFilter]
+    list_filter = ["is_active", "disabled_by", HealthFilter, OwnerKindFilter]
     list_select_related = ["owner"]
     list_defer = ENDPOINT_HEAVY
     search_fields = ["url", "description"]
-    readonly_fields = ["secret_display", "health_summary", "health_chart", "paused",
-                       "disabled_reason",
-                       "disabled_at", "failing_since", "consecutive_failures",
-                       "last_success_at", "last_failure_at", "rest_hook", "created_at",
-                       "updated_at"]
+    readonly_fields = ["secret_display", "headers_masked", "health_summary", "health_chart",
+                       "paused", "disabled_reason", "disabled_by", "disabled_at",
+                       "failing_since", "consecutive_failures", "last_success_at",
+                       "last_failure_at", "rest_hook", "created_at", "updated_at"]
     actions = ["send_test", "enable", "disable", "retry_failed", "replay_since"]
 
+    def may_reveal(self, request: HttpRequest, obj: Endpoint | None) -> bool:
+        """Whether this staff user may see the endpoint's credentials (its signing secret and
+        its custom header values): those who may change it."""
+        return self.has_change_permission(request, obj)
+
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        # Custom header values are credentials: others see the names only (on the add page
+        # there are none yet).
+        headers = "headers" if obj is None or self.may_reveal(request, obj) else "headers_masked"
         main = (None, {"fields": ["url", "description", "owner", "is_active", "events",
-                                  "payload_fields", "headers"]})
+                                  "payload_fields", headers]})
         flow = (_("Flow control"), {"fields": ["rate_limit", "max_concurrency"]})
         if obj is None:
             return [main, flow, (_("Signing"), {"fields": ["signature_scheme"]})]
@@ -202,10 +209,10 @@ class EndpointAdmin(admin.ModelAdmin):
             flow,
             (_("Signing"), {"fields": ["signature_scheme", "secret_display"]}),
             (_("Health (last 24 hours)"), {"fields": ["health_summary", "health_chart"]}),
-            (_("State"), {"fields": ["paused", "disabled_reason", "disabled_at", "failing_since",
-                                     "consecutive_failures", "last_success_at",
-                                     "last_failure_at", "rest_hook", "created_at",
-                                     "updated_at"]}),
+            (_("State"), {"fields": ["paused", "disabled_reason", "disabled_by", "disabled_at",
+                                     "failing_since", "consecutive_failures",
+                                     "last_success_at", "last_failure_at", "rest_hook",
+                                     "created_at", "updated_at"]}),
         ]
 
     # the owner: its model's admin decides how it is searched and picked, at request time
@@ -344,6 +351,15 @@ class EndpointAdmin(admin.ModelAdmin):
             '<a class="button" href="{}">{}</a> <span class="help">{}</span>',
             MASK, reveal, _("Reveal"), rotate, _("Rotate"), grace)
 
+    @admin.display(description=_("headers"))
+    def headers_masked(self, obj: Endpoint) -> SafeString:
+        """The custom headers' names, their values masked."""
+        names: list[str] = sorted(obj.headers) if isinstance(obj.headers, dict) else []
+        if not names:
+            return format_html("{}", "—")
+        return format_html_join(mark_safe("<br>"), "<code>{}: {}</code>",
+                                ((name, MASK) for name in names))
+
     @admin.display(description=_("summary"))
     def health_summary(self, obj: Endpoint) -> SafeString:
         health = health_by_endpoint([obj.pk]).get(obj.pk, Health())
@@ -354,6 +370,14 @@ class EndpointAdmin(admin.ModelAdmin):
     @admin.display(description=_("attempts per hour"))
     def health_chart(self, obj: Endpoint) -> SafeString:
         return chart_svg(hourly_buckets(obj.pk))
+
+    def changeform_view(self, request: HttpRequest, object_id: str | None = None,
+                        form_url: str = "", extra_context: dict[str, Any] | None = None,
+                        ) -> HttpResponse:
+        """The add and change pages, never stored: the form holds custom header values."""
+        response = super().changeform_view(request, object_id, form_url, extra_context)
+        response["Cache-Control"] = "no-store"
+        return response
 
     def save_model(self, request: HttpRequest, obj: Endpoint, form: Any, change: bool) -> None:
         """A change saves only what the form changed (see :func:`services.update_endpoint`);
@@ -374,7 +398,7 @@ class EndpointAdmin(admin.ModelAdmin):
         obj = self.get_object(request, object_id)
         if obj is None:
             raise PermissionDenied
-        if not self.has_change_permission(request, obj):
+        if not self.may_reveal(request, obj):
             raise PermissionDenied
         return obj
 

@@ -12,7 +12,7 @@ from rest_framework.reverse import reverse
 from webhooks import services
 from webhooks.conf import MAX_ROTATION_GRACE
 from webhooks.exceptions import InvalidReplayWindow
-from webhooks.models import WILDCARD, Delivery, DeliveryAttempt, Endpoint
+from webhooks.models import WILDCARD, Delivery, DeliveryAttempt, DisabledBy, Endpoint
 from webhooks.validators import header_errors, validate_endpoint_url
 
 from .schema import extend_schema_field
@@ -63,6 +63,13 @@ class HeadersField(serializers.Field):
         return dict(value or {})
 
 
+class DisabledByField(serializers.ChoiceField):
+    """``Endpoint.disabled_by``: null instead of ``""`` for an active endpoint."""
+
+    def to_representation(self, value: Any) -> Any:
+        return str(value) if value else None
+
+
 class EndpointSerializer(serializers.ModelSerializer):
     """An endpoint of the request's owner. The owner is never a field: the view sets it to
     the owner the request acts for."""
@@ -88,7 +95,8 @@ class EndpointSerializer(serializers.ModelSerializer):
     is_active = serializers.BooleanField(
         required=False, default=True,
         help_text=_("Turn deliveries off or on. Switching an endpoint on clears why it was "
-                    "disabled."),
+                    "disabled; an endpoint that staff disabled (disabled_by: staff) cannot be "
+                    "switched on here."),
     )
     headers = HeadersField(required=False, default=dict)
     signature_scheme = serializers.ChoiceField(
@@ -118,6 +126,11 @@ class EndpointSerializer(serializers.ModelSerializer):
     created_at = serializers.DateTimeField(read_only=True)
     disabled_reason = serializers.CharField(
         read_only=True, help_text=_("Why the endpoint was disabled (empty when active)."))
+    disabled_by = DisabledByField(
+        choices=[c for c in DisabledBy.values if c], read_only=True, allow_null=True,
+        help_text=_("Who disabled the endpoint (null when active): owner (you), system (it "
+                    "answered 410 Gone or kept failing: enable it once it works again), or "
+                    "staff (only the site's staff can enable it again)."))
     disabled_at = serializers.DateTimeField(read_only=True, allow_null=True)
     last_success_at = serializers.DateTimeField(read_only=True, allow_null=True)
     last_failure_at = serializers.DateTimeField(read_only=True, allow_null=True)
@@ -126,8 +139,8 @@ class EndpointSerializer(serializers.ModelSerializer):
         model = Endpoint
         fields = ["id", "url", "description", "events", "is_active", "headers", "rate_limit",
                   "max_concurrency", "paused_until", "pause_reason", "created_at",
-                  "payload_fields", "signature_scheme", "disabled_reason", "disabled_at",
-                  "last_success_at", "last_failure_at"]
+                  "payload_fields", "signature_scheme", "disabled_reason", "disabled_by",
+                  "disabled_at", "last_success_at", "last_failure_at"]
 
     def to_representation(self, instance: Endpoint) -> dict[str, Any]:
         data = super().to_representation(instance)
@@ -310,6 +323,13 @@ class PayloadField(serializers.Field):
 ATTEMPT_LOG_LIMIT = 10
 
 
+class SentPayloadField(PayloadField):
+    """The body a delivery sends (its subscription's payload field allowlist applied)."""
+
+    def get_attribute(self, instance: Delivery) -> str:
+        return services.sent_payload(instance)
+
+
 class DeliveryDetailSerializer(DeliverySerializer):
     """A delivery with the body it sends and its latest attempts, oldest first.
 
@@ -317,7 +337,7 @@ class DeliveryDetailSerializer(DeliverySerializer):
     :data:`ATTEMPT_LOG_LIMIT`) and ``attempt_log_count``; without them they are read here.
     """
 
-    payload = PayloadField(source="event.payload", read_only=True)
+    payload = SentPayloadField(read_only=True, source="*")
     attempt_log = serializers.SerializerMethodField(help_text=_(
         "The latest attempts (at most 10), oldest first: attempts_url lists every one."))
     attempt_log_count = serializers.SerializerMethodField(

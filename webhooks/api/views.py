@@ -80,6 +80,7 @@ def api_exception(exc: Exception) -> Exception:
         return EndpointDisabled()
     if isinstance(exc, webhooks_errors.ServiceError):
         field = ("since" if isinstance(exc, webhooks_errors.InvalidReplayWindow)
+                 else "is_active" if isinstance(exc, webhooks_errors.DisabledByStaff)
                  else api_settings.NON_FIELD_ERRORS_KEY)
         return exceptions.ValidationError({field: [exc.message]}, code=exc.code)
     if isinstance(exc, DjangoValidationError):
@@ -183,6 +184,14 @@ class EndpointViewSet(mixins.ListModelMixin, mixins.CreateModelMixin,
     def perform_create(self, serializer: BaseSerializer[Any]) -> None:
         serializer.save(owner=self.get_owner())
 
+    def finalize_response(self, request: Request, response: Any, *args: Any,
+                          **kwargs: Any) -> Any:
+        """Every answer about endpoints may carry credentials (custom header values, the
+        signing secret): none of them is ever stored by a cache or the browser."""
+        response = super().finalize_response(request, response, *args, **kwargs)
+        response["Cache-Control"] = "no-store"
+        return response
+
     @extend_schema(summary="Read the signing secret (v1) or public key (v1a)", request=None,
                    description="A v1 endpoint answers its whsec_ secret, a v1a endpoint its "
                                "whpk_ public key (its private key is never shown).",
@@ -190,7 +199,7 @@ class EndpointViewSet(mixins.ListModelMixin, mixins.CreateModelMixin,
     @action(detail=True, methods=["get"])
     def secret(self, request: Request, pk: Any = None) -> Response:
         endpoint = self.get_object()
-        return _no_store(Response(s.SecretSerializer(s.SecretSerializer.of(endpoint)).data))
+        return Response(s.SecretSerializer(s.SecretSerializer.of(endpoint)).data)
 
     @extend_schema(summary="Rotate the signing secret or key", request=s.RotateSecretSerializer,
                    responses={200: s.RotatedSecretSerializer, **_errors(400, 404)})
@@ -204,7 +213,7 @@ class EndpointViewSet(mixins.ListModelMixin, mixins.CreateModelMixin,
         services.rotate_secret(endpoint, None if grace is None else timedelta(seconds=grace))
         rotated = {**s.SecretSerializer.of(endpoint),
                    "previous_secret_expires_at": endpoint.previous_secret_expires_at}
-        return _no_store(Response(s.RotatedSecretSerializer(rotated).data))
+        return Response(s.RotatedSecretSerializer(rotated).data)
 
     @extend_schema(
         summary="Send a test event", request=None,
@@ -232,11 +241,6 @@ class EndpointViewSet(mixins.ListModelMixin, mixins.CreateModelMixin,
         retried, added = services.replay(endpoint, params.validated_data["since"])
         data = s.ReplayResultSerializer({"retried": retried, "added": added}).data
         return Response(data, status=status.HTTP_202_ACCEPTED)
-
-
-def _no_store(response: Response) -> Response:
-    response["Cache-Control"] = "no-store"
-    return response
 
 
 @extend_schema_view(

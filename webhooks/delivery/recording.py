@@ -26,7 +26,7 @@ from django.utils import timezone
 from webhooks.conf import webhooks_settings as conf
 from webhooks.delivery.claims import CIRCUIT_OPEN, THROTTLED
 from webhooks.delivery.sending import Outcome
-from webhooks.models import Delivery, DeliveryAttempt, Endpoint
+from webhooks.models import Delivery, DeliveryAttempt, DisabledBy, Endpoint
 from webhooks.notifications import notices
 from webhooks.notifications.notices import Notice
 from webhooks.signals import delivery_attempted, delivery_failed, delivery_succeeded, send
@@ -246,9 +246,11 @@ def _auto_disable(using: str, outcomes: list[Outcome], now: datetime) -> list[No
 
 def _disable(using: str, endpoint_ids: Iterable[Any], reason: str, now: datetime,
              ) -> list[Notice]:
-    """Switch off the endpoints still active (each by one worker only: the owner's notice)."""
+    """Switch off the endpoints still active (each by one worker only: the owner's notice).
+    An automatic disable: their owner may switch them on again once the receiver works."""
     told = notices.disable(using, endpoint_ids, {
-        "is_active": False, "disabled_reason": reason[:255], "disabled_at": now})
+        "is_active": False, "disabled_reason": reason[:255], "disabled_by": DisabledBy.SYSTEM,
+        "disabled_at": now})
     for notice in told:
         logger.warning("Endpoint %s disabled: %s", notice.endpoint.pk, reason)
     return told

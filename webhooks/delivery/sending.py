@@ -30,13 +30,16 @@ from django.utils import timezone
 from webhooks import http, signing, ssrf
 from webhooks.conf import webhooks_settings as conf
 from webhooks.delivery.claims import LEASE_MARGIN, OVERLOADED, RATE_LIMITED, Claim
-from webhooks.events.payloads import restrict_payload
+from webhooks.events.payloads import subscriber_payload
 from webhooks.models import WILDCARD, Delivery, DeliveryAttempt, Endpoint, Event, Subscription
 from webhooks.validators import is_sendable_header
 
 logger = logging.getLogger("webhooks")
 
 Status = Delivery.Status
+
+#: ``{endpoint id: {event type or "*": the payload fields its subscription allows}}``.
+Restrictions = dict[Any, dict[str, tuple[str, ...]]]
 
 #: Failures that say the endpoint cannot be reached at all right now: the rest of its batch
 #: is handed back instead of waiting out the same failure once per delivery.
@@ -149,7 +152,7 @@ def _sender_pool(size: int) -> ThreadPoolExecutor:
 
 
 def _send_endpoint(share: list[Delivery], claim_: Claim,
-                   restrictions: dict[tuple[Any, str], tuple[str, ...]],
+                   restrictions: Restrictions,
                    options: _Options) -> Sent:
     """Send one endpoint's deliveries in order; never raises (what was not sent is handed
     back, due at once)."""
@@ -216,15 +219,12 @@ def _bounded_pause(seconds: float, options: _Options) -> float:
     return min(max(seconds, 1.0), options.max_pause)
 
 
-def _attempt(delivery: Delivery, restrictions: dict[tuple[Any, str], tuple[str, ...]],
+def _attempt(delivery: Delivery, restrictions: Restrictions,
              options: _Options) -> tuple[Outcome, http.HttpResult]:
     """One HTTP attempt of one delivery, and what it means for the delivery."""
     endpoint, event = delivery.endpoint, delivery.event
-    allowed = restrictions.get((delivery.endpoint_id, event.type))
-    if allowed is None:
-        allowed = restrictions.get((delivery.endpoint_id, WILDCARD), ())
-    payload = restrict_payload(event.payload, allowed) if allowed else event.payload
-    body = payload.encode()
+    body = subscriber_payload(event.payload, event.type,
+                              restrictions.get(delivery.endpoint_id, {})).encode()
     timestamp = int(time.time())
     headers = build_headers(endpoint, event, body, timestamp)
     started_at = timezone.now()
@@ -280,17 +280,19 @@ def _finish(delivery: Delivery, attempt: DeliveryAttempt | None, *, succeeded: b
     return Outcome(delivery, attempt, succeeded, terminal)
 
 
-def _payload_restrictions(deliveries: list[Delivery]) -> dict[tuple[Any, str], tuple[str, ...]]:
-    """``{(endpoint id, event type or "*"): fields}`` of the batch's subscriptions, in one
+def _payload_restrictions(deliveries: list[Delivery]) -> Restrictions:
+    """``{endpoint id: {event type or "*": fields}}`` of the batch's subscriptions, in one
     query: a subscription may restrict the payload to some fields (empty: all of them)."""
     if not deliveries:
         return {}
     endpoints = {d.endpoint_id for d in deliveries}
     types = {d.event.type for d in deliveries} | {WILDCARD}
     rows = Subscription.objects.filter(endpoint_id__in=endpoints, event_type__in=types)
-    return {(endpoint_id, event_type): tuple(fields or ())
-            for endpoint_id, event_type, fields in rows.values_list(
-                "endpoint_id", "event_type", "fields")}
+    restrictions: Restrictions = defaultdict(dict)
+    for endpoint_id, event_type, fields in rows.values_list("endpoint_id", "event_type",
+                                                            "fields"):
+        restrictions[endpoint_id][event_type] = tuple(fields or ())
+    return restrictions
 
 
 def build_headers(endpoint: Endpoint, event: Event, body: bytes, timestamp: int,

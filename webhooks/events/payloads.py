@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -91,15 +91,29 @@ def build_payload(event_id: Any, event_type: str, created_at: datetime, data: An
     return f'{head},"sequence":{int(sequence)}{tail}'
 
 
-
 def restrict_payload(payload: str, fields: Iterable[str]) -> str:
-    """``payload`` with only ``fields`` of its ``data`` (when ``data`` is an object)."""
+    """``payload`` with only ``fields`` wherever a field's value appears: the members of its
+    ``data`` (when ``data`` is an object) and of its ``changes`` (old and new values of tracked
+    fields), so that a field left out of the allowlist reaches the receiver nowhere."""
     document = json.loads(payload)
-    data = document.get("data")
-    if isinstance(data, dict):
-        keep = set(fields)
-        document["data"] = {k: v for k, v in data.items() if k in keep}
+    keep = set(fields)
+    for member in ("data", "changes"):
+        value = document.get(member)
+        if isinstance(value, dict):
+            document[member] = {k: v for k, v in value.items() if k in keep}
     return json.dumps(document, separators=(",", ":"), ensure_ascii=False)
+
+
+def subscriber_payload(payload: str, event_type: str,
+                       allowlists: Mapping[str, Sequence[str]]) -> str:
+    """The body one endpoint gets for an event: ``payload`` restricted to the allowlist of the
+    endpoint's subscription to ``event_type``, or else of its subscription to every type
+    (``"*"``). ``allowlists`` maps each of the endpoint's subscribed types to its fields (empty:
+    every field)."""
+    fields = allowlists.get(event_type)
+    if fields is None:
+        fields = allowlists.get("*", ())  # models.WILDCARD (not imported: no ORM here)
+    return restrict_payload(payload, fields) if fields and payload else payload
 
 
 def payload_fields(event_type: str, catalog: Catalog | None = None) -> list[str] | None:

@@ -109,6 +109,8 @@ def context(endpoint: Endpoint, notice: Mapping[str, Any]) -> dict[str, Any]:
                           if kind == FAILING and since else None),
         # disabled: how far back a replay reaches once it is enabled again.
         "replay_days": conf.REPLAY_WINDOW // 86400 if kind == DISABLED else None,
+        # disabled: who switched it off ("staff": only staff may switch it on again).
+        "disabled_by": str(endpoint.disabled_by) if kind == DISABLED else "",
     }
 
 
