@@ -126,6 +126,10 @@ WEBHOOKS = {
             "serializer": "example_project.shop.serializers.OrderSerializer",
             # An order's events go to its organization's endpoints (and to site-wide ones).
             "owner": "organization",
+            # order.shipped: an order's own event, sent from code with
+            # webhooks.send_model_event(order, "shipped") (the admin's "Mark as shipped").
+            "actions": ["shipped"],
+            "description": {"shipped": "An order left the warehouse."},
         },
         "shop.Product": {"events": ["created", "updated"]},
     },

@@ -1,7 +1,8 @@
 """django-webhooks: outgoing, signed, retried webhooks for Django sites.
 
 The public API is small: :func:`send_event` publishes a custom event from code; model events
-are declared in the ``WEBHOOKS["MODELS"]`` setting and need no code at all.
+are declared in the ``WEBHOOKS["MODELS"]`` setting and need no code at all, except a model's
+custom actions (``order.shipped``), which :func:`send_model_event` publishes.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "send_event"]
+__all__ = ["__version__", "send_event", "send_model_event"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from django.db.models import Model
@@ -39,3 +40,27 @@ def send_event(event_type: str, data: Any, *, owner: Any = None,
     from webhooks.outbox import emit_custom_event
 
     return emit_custom_event(event_type, data, owner=owner, sequence_key=sequence_key)
+
+
+def send_model_event(instance: Model, action: str) -> Event:
+    """Publish ``<model>.<action>`` about ``instance``, a saved instance of a model in
+    ``WEBHOOKS["MODELS"]``: ``order.shipped`` for ``send_model_event(order, "shipped")``.
+
+    ``action`` is one of the custom actions the model's entry declares (``"actions":
+    ["shipped", "refunded"]``), or one of its built-in ``events`` (``"updated"`` after a
+    ``QuerySet.update()``, which fires no signal). The event is the model's like its
+    ``created``/``updated``/``deleted`` ones: ``data`` is the entry's serializer output (or the
+    thin ``{"id", "url"}``), it goes to the owner the entry's owner path leads to (and to the
+    site's endpoints), subscriptions' payload field allowlists apply, and its ``"sequence"`` is
+    the next number of the object's counter, shared with its other events. Like
+    :func:`send_event` it is written in the caller's transaction and sent once that commits.
+
+    Raises :class:`webhooks.exceptions.UnknownEventType` for an action the entry does not
+    declare, :class:`webhooks.exceptions.InvalidInstance` for an unsaved instance or a model
+    that publishes no events, :class:`webhooks.exceptions.PayloadError` when the data cannot
+    be serialized, and whatever the serializer raises (unlike the model's automatic events,
+    which are kept with an ``error`` so that a save never fails).
+    """
+    from webhooks.outbox import emit_model_event
+
+    return emit_model_event(instance, action)

@@ -202,7 +202,7 @@ def check_catalog(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMe
 
 _MODELS_HINT = ("Example: WEBHOOKS = {'MODELS': {'shop.Order': {'events': ['created', "
                 "'updated', 'deleted'], 'serializer': 'shop.api.OrderSerializer', "
-                "'owner': 'customer'}}}")
+                "'owner': 'customer', 'actions': ['shipped', 'refunded']}}}")
 
 
 def check_task_queue(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:

@@ -193,8 +193,9 @@ class WebhooksSettings:
         expected="a dict of model label to options",
         doc='`{"app_label.Model": {"events": [...], "serializer": path, "owner": path, '
             '"name": str, "description": {action: text}, "track": [fields], '
-            '"updated_when": [fields], "thin": url_template}}`; `events` ⊆ `created`, '
-            '`updated`, `deleted` (default all)')
+            '"updated_when": [fields], "thin": url_template, "actions": [words]}}`; '
+            '`events` ⊆ `created`, `updated`, `deleted` (default all); `actions`: custom '
+            'actions sent with `webhooks.send_model_event`')
     EVENTS = Setting[Mapping[str, str]](
         {}, _or_empty_dict, valid=_descriptions, expected="a dict of event type to description",
         doc='custom event types: `{"invoice.paid": "description"}`')

@@ -22,6 +22,12 @@ class InvalidOwner(WebhooksError, ValueError):
     (``WEBHOOKS_OWNER_MODEL``) nor a valid primary key of it."""
 
 
+class InvalidInstance(WebhooksError, ValueError):
+    """An instance given to :func:`webhooks.send_model_event` cannot have events: it is not
+    saved (no primary key to count its events by), or its model is not in
+    ``WEBHOOKS["MODELS"]``."""
+
+
 class PayloadError(WebhooksError, ValueError):
     """An event's payload could not be built or serialized as JSON."""
 

@@ -13,16 +13,16 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 from django.db import DEFAULT_DB_ALIAS, IntegrityError, connections, models, router, transaction
 from django.utils import timezone
 
 from webhooks import dispatch, ids
 from webhooks.cursors import kept_cursor
-from webhooks.events.catalog import get_catalog
+from webhooks.events.catalog import ACTIONS, ModelEvents, get_catalog
 from webhooks.events.payloads import payload_parts
-from webhooks.exceptions import PayloadError, UnknownEventType
+from webhooks.exceptions import InvalidInstance, PayloadError, UnknownEventType
 from webhooks.models import Event, ObjectSequence
 from webhooks.owners import owner_pk
 
@@ -54,6 +54,58 @@ def emit_custom_event(event_type: str, data: Any, *, owner: Any = None,
     owner_id = owner_pk(owner)
     return write_event(event_type, data, owner_id=owner_id, using=router.db_for_write(Event),
                        sequence_key=sequence_key)
+
+
+def emit_model_event(instance: models.Model, action: str) -> Event:
+    """Implementation of :func:`webhooks.send_model_event`."""
+    config = get_catalog().models.get(type(instance))
+    if config is None:
+        raise InvalidInstance(
+            f"{type(instance).__name__} publishes no events: add "
+            f"{instance._meta.label!r} to WEBHOOKS['MODELS'] (with 'actions' for custom ones)."
+        )
+    if not config.publishes(action):
+        key = "events" if action in ACTIONS else "actions"
+        raise UnknownEventType(
+            f"{config.event_type(action)!r} is not in the event catalog: add {action!r} to "
+            f"WEBHOOKS['MODELS'][{config.label!r}][{key!r}]."
+        )
+    if instance._state.adding or instance.pk is None:
+        raise InvalidInstance(
+            f"This {type(instance).__name__} has no primary key (it is not saved, or was "
+            f"deleted): {config.event_type(action)!r} must say which object it is about."
+        )
+    return cast(Event, write_model_event(config, action, instance,
+                                         instance._state.db or router.db_for_write(Event)))
+
+
+def write_model_event(
+    config: ModelEvents, action: str, instance: models.Model, using: str, *,
+    changes: Any = None, strict: bool = True, returning: bool = True,
+) -> Event | None:
+    """Write ``<model>.<action>`` about ``instance``: its owner (the owner path), its ``data``
+    (thin, or the serializer's output) and the next number of its object's sequence.
+
+    The one writer of model events, for the signal receivers (:mod:`webhooks.events.capture`,
+    not ``strict``: whatever the serializer does, the site's save succeeds and the event is kept
+    with its ``error``, for staff to see) and for :func:`webhooks.send_model_event`
+    (``strict``: the caller gets the serializer's exception or a :class:`PayloadError`).
+    """
+    event_type = config.event_type(action)
+    error = ""
+    data: Any = None
+    owner_id: Any = None
+    try:
+        owner_id = config.owner_id(instance)
+        data = config.data(instance)
+    except Exception as exc:  # a site's serializer may raise anything
+        if strict:
+            raise
+        logger.exception("Could not serialize %s for event %s", config.label, event_type)
+        error = f"{type(exc).__name__}: {exc}"
+    return write_event(event_type, data, owner_id=owner_id, using=using, error=error,
+                       strict=strict, changes=changes, sequence_key=config.sequence_key(instance),
+                       returning=returning)
 
 
 @overload

@@ -16,7 +16,7 @@ from webhooks import owners
 from webhooks.events import catalog, payloads
 from webhooks.events.catalog import ModelEvents, get_catalog
 from webhooks.exceptions import WebhooksConfigurationError
-from webhooks.outbox import write_event
+from webhooks.outbox import write_model_event
 
 logger = logging.getLogger("webhooks")
 
@@ -79,23 +79,10 @@ def record_model_event(
     config: ModelEvents, action: str, instance: models.Model, using: str,
     changes: Mapping[str, Any] | None = None,
 ) -> None:
-    """Serialize ``instance`` and write the event; a failure is recorded on the event itself.
-
-    Whatever the serializer does (raise, return something that is not JSON), the user's
-    save succeeds and the event is kept with its ``error`` so that staff see what went wrong.
-    """
-    event_type = config.event_type(action)
-    error = ""
-    data: Any = None
-    owner_id: Any = None
-    try:
-        owner_id = config.owner_id(instance)
-        data = config.thin_data(instance) if config.thin_url else config.serialize(instance)
-    except Exception as exc:  # a site's serializer may raise anything
-        logger.exception("Could not serialize %s for event %s", config.label, event_type)
-        error = f"{type(exc).__name__}: {exc}"
-    write_event(event_type, data, owner_id=owner_id, using=using, error=error, strict=False,
-                changes=changes, sequence_key=config.sequence_key(instance), returning=False)
+    """Write the event; a failure to serialize is recorded on the event itself, never raised
+    into the caller's save (see :func:`webhooks.outbox.write_model_event`)."""
+    write_model_event(config, action, instance, using, changes=changes, strict=False,
+                      returning=False)
 
 
 def connect() -> None:

@@ -28,11 +28,13 @@ from webhooks.owners import get_owner_model
 EVENT_TYPE_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 #: Model actions that can publish events.
 ACTIONS = ("created", "updated", "deleted")
+#: What a model's custom action looks like (``"actions": ["shipped", "refund_requested"]``).
+CUSTOM_ACTION_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 #: The event type of test deliveries sent from the admin or the API.
 TEST_EVENT_TYPE = "webhook.test"
 #: Keys a ``WEBHOOKS["MODELS"]`` entry accepts.
 MODEL_OPTIONS = frozenset({"events", "serializer", "owner", "name", "description", "track",
-                           "updated_when", "thin"})
+                           "updated_when", "thin", "actions"})
 #: Where an instance keeps its tracked fields' old values between pre_save and post_save.
 SNAPSHOT_ATTR = "_webhooks_old_values"
 _MISSING = object()
@@ -63,11 +65,17 @@ class ModelEvents:
     updated_when: frozenset[str] = field(default=frozenset())
     #: Thin events: ``data`` is only ``{"id", "url"}``, the URL made from this template.
     thin_url: str | None = None
+    #: Custom actions (``order.shipped``), sent from code with ``webhooks.send_model_event``.
+    custom_actions: tuple[str, ...] = field(default=())
     _local: threading.local = field(default_factory=threading.local, compare=False,
                                     repr=False)
 
     def event_type(self, action: str) -> str:
         return f"{self.name}.{action}"
+
+    def publishes(self, action: str) -> bool:
+        """Whether ``action`` is one of this model's declared actions (built-in or custom)."""
+        return action in self.actions or action in self.custom_actions
 
     @functools.cached_property
     def sequence_prefix(self) -> str:
@@ -130,6 +138,10 @@ class ModelEvents:
     def thin_data(self, instance: models.Model) -> dict[str, Any]:
         assert self.thin_url is not None  # noqa: S101 - only called for thin events
         return {"id": instance.pk, "url": self.thin_url.format(pk=instance.pk)}
+
+    def data(self, instance: models.Model) -> Any:
+        """The ``data`` of an event about ``instance``: thin, or the serializer's output."""
+        return self.thin_data(instance) if self.thin_url else self.serialize(instance)
 
     def serialize(self, instance: models.Model) -> Any:
         """The event's ``data`` for ``instance``.
@@ -261,6 +273,7 @@ def parse_model_entry(label: str, options: Any) -> ModelEvents:
             f"WEBHOOKS['MODELS'][{label!r}] cannot have both 'thin' and 'serializer': a thin "
             "event carries only an id and a URL."
         )
+    custom_actions = _parse_custom_actions(label, options)
     return ModelEvents(
         label=label,
         model=model,
@@ -271,7 +284,29 @@ def parse_model_entry(label: str, options: Any) -> ModelEvents:
         track=track,
         updated_when=updated_when,
         thin_url=thin,
+        custom_actions=custom_actions,
     )
+
+
+def _parse_custom_actions(label: str, options: Mapping[str, Any]) -> tuple[str, ...]:
+    """``actions``: a list of distinct lowercase words, none of them a built-in action."""
+    value = options.get("actions", [])
+    where = f"WEBHOOKS['MODELS'][{label!r}]['actions']"
+    if isinstance(value, str) or not isinstance(value, list | tuple) or not all(
+        isinstance(v, str) and CUSTOM_ACTION_RE.match(v) for v in value
+    ):
+        raise WebhooksConfigurationError(
+            f"{where} must be a list of lowercase words (letters, digits, underscores), such "
+            "as ['shipped', 'refunded']."
+        )
+    reserved = sorted(set(value) & set(ACTIONS))
+    if reserved:
+        raise WebhooksConfigurationError(
+            f"{where} names {', '.join(reserved)}: built-in actions are chosen with 'events'."
+        )
+    if len(set(value)) != len(value):
+        raise WebhooksConfigurationError(f"{where} names an action twice.")
+    return tuple(value)
 
 
 def _parse_tracking(label: str, model: type[models.Model], options: Mapping[str, Any],
@@ -351,11 +386,11 @@ def build_catalog() -> Catalog:
         model_map[entry.model] = entry
         descriptions = options.get("description") or {}
         verbose = entry.model._meta.verbose_name
-        for action in sorted(entry.actions, key=ACTIONS.index):
+        for action in (*sorted(entry.actions, key=ACTIONS.index), *entry.custom_actions):
             name = entry.event_type(action)
             description = (
                 descriptions.get(action) if isinstance(descriptions, Mapping) else None
-            ) or f"{_article(str(verbose))} {verbose} was {action}."
+            ) or f"{_article(str(verbose))} {verbose} was {action.replace('_', ' ')}."
             if name in types:
                 raise WebhooksConfigurationError(f"Event type {name!r} is declared twice.")
             types[name] = EventType(name, str(description), model=label)

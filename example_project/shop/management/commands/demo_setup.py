@@ -41,7 +41,8 @@ ORGANIZATIONS = [
     DemoOrganization("Globex Tea", "webhooks@globex.example.com", ("carol", "bob"), "globex"),
 ]
 #: What an organization's endpoint subscribes to: its orders and invoices.
-ORGANIZATION_EVENTS = ["order.created", "order.updated", "order.deleted", "invoice.paid"]
+ORGANIZATION_EVENTS = ["order.created", "order.updated", "order.deleted", "order.shipped",
+                       "invoice.paid"]
 #: The site-wide endpoint's inbox: it gets every event, whoever owns it.
 SITE_INBOX = "demo"
 
