@@ -182,3 +182,106 @@ def test_good_retention_settings_pass(webhooks: dict[str, Any]) -> None:
         assert webhooks_settings.PRUNE_INTERVAL == 60
     with override_settings(WEBHOOKS={"PRUNE_INTERVAL": 0}):
         assert webhooks_settings.PRUNE_INTERVAL is None
+
+
+# --- checks a user can act on (issue 15) --------------------------------------------------------
+
+
+@pytest.mark.parametrize("key,suggestion", [
+    ("RETRY_SHEDULE", "RETRY_SCHEDULE"),
+    ("retry_schedule", "RETRY_SCHEDULE"),
+    ("TIMEOUTS", "TIMEOUT"),
+    ("ENCRYPTION_KEY", "ENCRYPTION_KEYS"),
+])
+def test_a_misspelt_key_suggests_the_closest_valid_one(key: str, suggestion: str) -> None:
+    with override_settings(WEBHOOKS={key: 1}):
+        (message,) = check_settings()
+    assert message.id == "webhooks.E002"
+    assert message.hint.startswith(f"Did you mean {suggestion!r}?"), message.hint
+
+
+def test_the_owner_model_inside_webhooks_points_to_its_own_setting() -> None:
+    with override_settings(WEBHOOKS={"OWNER_MODEL": "accounts.Organization"}):
+        (message,) = check_settings()
+    assert message.hint.startswith("Did you mean 'WEBHOOKS_OWNER_MODEL'?")
+
+
+def test_an_unknown_key_like_no_other_lists_the_valid_ones() -> None:
+    with override_settings(WEBHOOKS={"XYZZY": 1}):
+        (message,) = check_settings()
+    assert message.hint.startswith("Valid keys: ") and "RETRY_SCHEDULE" in message.hint
+
+
+def test_the_api_urls_need_rest_framework_installed(settings: Any) -> None:
+    from webhooks.checks import check_api_urls
+
+    assert check_api_urls() == []  # tests/urls.py includes the API; DRF is installed
+    settings.INSTALLED_APPS = [a for a in settings.INSTALLED_APPS if a != "rest_framework"]
+    (message,) = check_api_urls()
+    assert message.id == "webhooks.E060"
+    assert "'rest_framework'" in message.hint
+    settings.ROOT_URLCONF = "tests.receiving_urls"  # no API there: nothing to say
+    assert check_api_urls() == []
+    settings.ROOT_URLCONF = "tests.no_such_urls"  # Django's own url checks report this one
+    assert check_api_urls() == []
+
+
+def test_the_api_urls_check_runs_with_manage_py_check(settings: Any) -> None:
+    from django.core.management.base import SystemCheckError
+
+    settings.INSTALLED_APPS = [a for a in settings.INSTALLED_APPS if a != "rest_framework"]
+    with pytest.raises(SystemCheckError, match=r"webhooks\.E060"):
+        call_command("check", "--tag", "urls")
+
+
+@pytest.mark.django_db
+def test_keys_that_cannot_decrypt_the_stored_secrets_are_a_database_check_error() -> None:
+    from django.core.management.base import SystemCheckError
+
+    from tests.factories import make_endpoint
+    from tests.helpers import override_webhooks
+    from webhooks.checks import check_stored_secrets
+    from webhooks.encryption import generate_key
+
+    assert check_stored_secrets(databases=["default"]) == []  # no endpoint yet
+    make_endpoint("https://example.com/h")
+    assert check_stored_secrets(databases=["default"]) == []
+    with override_webhooks(ENCRYPTION_KEYS=[generate_key()]):
+        (message,) = check_stored_secrets(databases=["default"])
+        assert message.id == "webhooks.E032"
+        assert "webhooks_reencrypt" in message.hint
+        # Like Django's database checks: only with `check --database` (and `migrate`).
+        assert check_stored_secrets() == []
+        call_command("check", verbosity=0)
+        with pytest.raises(SystemCheckError, match=r"webhooks\.E032"):
+            call_command("check", "--database", "default", verbosity=0)
+    with override_webhooks(ENCRYPTION_KEYS=["not-a-fernet-key"]):  # E031 says why
+        assert check_stored_secrets(databases=["default"]) == []
+
+
+@pytest.mark.parametrize("database_url,manage_py", [
+    ("sqlite:///{tmp}/fresh.sqlite3", True),  # before the first migrate: no tables
+    # A database that cannot be reached (Django's own `check --database` fails on it).
+    ("sqlite:///{tmp}/no/such/dir/db.sqlite3", False),
+])
+def test_the_stored_secrets_check_never_breaks_manage_py(
+    database_url: str, manage_py: bool, tmp_path: Any,
+) -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "DATABASE_URL": database_url.format(tmp=tmp_path),
+           "DJANGO_SETTINGS_MODULE": "tests.settings"}
+    script = ("import django; django.setup(); from webhooks.checks import check_stored_secrets; "
+              "print(check_stored_secrets(databases=['default']))")
+    done = subprocess.run([sys.executable, "-c", script], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout.strip()) == (0, "[]"), done.stderr
+    if manage_py:
+        done = subprocess.run(
+            [sys.executable, "-m", "django", "check", "--database", "default"],
+            cwd=root, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr

@@ -15,6 +15,7 @@ from django.utils import timezone
 import webhooks
 from tests.helpers import make_endpoint, make_user, override_webhooks
 from tests.testapp.models import LineItem, Note, Order, Product
+from tests.testapp.serializers import Opaque
 from webhooks.delivery.fanout import fan_out
 from webhooks.exceptions import PayloadError, UnknownEventType
 from webhooks.models import Delivery, DispatchToken, Event
@@ -333,3 +334,44 @@ def test_a_stale_dispatch_token_is_taken_over(django_capture_on_commit_callbacks
     token = DispatchToken.objects.get()
     assert (timezone.now() - token.created_at).total_seconds() < 5
     assert DispatchToken.take("default") is False  # and fresh again
+
+
+# --- errors a user can act on (issue 15) --------------------------------------------------------
+
+
+@pytest.mark.parametrize("data,where,why", [
+    ({"items": [{"price": 1}, {"price": 2}, {"price": Opaque()}]}, 'data["items"][2]["price"]',
+     "Object of type Opaque is not JSON serializable"),
+    ({"total": float("nan")}, 'data["total"]', "Out of range float values"),
+    ({"a": {("x", 1): 1}}, 'data["a"]', "keys must be str, int, float, bool or None"),
+    ({"tags": ({"é": {1, 2}},)}, 'data["tags"][0]["é"]', "Object of type set"),
+])
+def test_payload_errors_name_the_key_path(data: Any, where: str, why: str) -> None:
+    with pytest.raises(PayloadError) as caught:
+        webhooks.send_event("invoice.paid", data)
+    assert f"{where}: {why}" in str(caught.value)
+    assert caught.value.path == where
+    assert not Event.objects.exists()
+
+
+def test_a_payload_that_holds_itself_is_an_error_with_its_path() -> None:
+    loop: dict[str, Any] = {"id": 1}
+    loop["children"] = [loop]
+    with pytest.raises(PayloadError, match=r'data\["children"\]\[0\]: circular reference'):
+        webhooks.send_event("invoice.paid", loop)
+
+
+@pytest.mark.parametrize("data", [[1, 2], "paid", 42, 1.5, True, None, ("a", "b")])
+def test_send_event_data_must_be_a_json_object(data: Any) -> None:
+    with pytest.raises(PayloadError, match="must be a JSON object") as caught:
+        webhooks.send_event("invoice.paid", data)
+    assert type(data).__name__ in str(caught.value)
+    assert not Event.objects.exists()
+
+
+@override_webhooks(MODELS={"testapp.Product": {
+    "serializer": "tests.testapp.serializers.BrokenSerializer"}})
+def test_a_model_event_error_names_the_field() -> None:
+    Product.objects.create(name="A")  # must not raise
+    assert 'data["extra"]: Object of type Opaque is not JSON serializable' in (
+        Event.objects.get().error)

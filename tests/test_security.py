@@ -884,3 +884,33 @@ def test_connect_timeout_is_its_own_error_class(monkeypatch: pytest.MonkeyPatch)
     delivery, attempt = send_to("http://127.0.0.1:9/hook")
     assert attempt.error_class == "connect_timeout"
     assert delivery.status == "pending"
+
+
+def test_reencrypt_with_keys_that_cannot_read_the_secrets_explains_itself() -> None:
+    import io
+
+    from django.core.management import CommandError, call_command
+
+    from webhooks.encryption import generate_key
+
+    endpoint = make_endpoint("https://example.com/h", headers={"X-Token": "t"})
+    before = raw_columns(endpoint)
+    others = [make_endpoint(f"https://example.com/{i}") for i in range(6)]
+    with override_webhooks(ENCRYPTION_KEYS=[generate_key()]):  # the old key left out
+        with pytest.raises(CommandError, match="7 of 7 endpoints") as caught:
+            run_command("webhooks_reencrypt")
+        message = str(caught.value)
+        assert "cannot be decrypted with any key of WEBHOOKS['ENCRYPTION_KEYS']" in message
+        assert "Nothing was changed" in message and "and 2 more" in message
+        assert "derived_key(SECRET_KEY)" in message  # a development database's key
+        out = io.StringIO()
+        with pytest.raises(CommandError, match="7 of 7 endpoints"):
+            call_command("webhooks_reencrypt", "--dry-run", stdout=out)
+        assert set(out.getvalue().split()) == {str(e.pk) for e in [endpoint, *others]}
+    assert raw_columns(endpoint) == before
+    with override_webhooks(ENCRYPTION_KEYS=["not-a-fernet-key"]), \
+            pytest.raises(CommandError, match="not a Fernet key"):
+        run_command("webhooks_reencrypt")
+    with override_webhooks(ENCRYPTION_KEYS=[]), override_settings(DEBUG=False), \
+            pytest.raises(CommandError, match="ENCRYPTION_KEYS'] is empty"):
+        run_command("webhooks_reencrypt")

@@ -26,10 +26,13 @@ def send_event(event_type: str, data: Any, *, owner: Any = None,
     The event is written in the caller's database transaction (a transactional outbox): if the
     transaction rolls back, nothing is sent; once it commits, the event is delivered at least
     once to every active endpoint subscribed to ``event_type`` that belongs to ``owner`` (a user
-    instance or primary key) or to the site (endpoints without an owner). ``data`` must be
-    JSON-serializable (dates, decimals and UUIDs are converted the way Django's JSON encoder
-    does). Raises :class:`webhooks.exceptions.UnknownEventType` for a type that is not in the
-    catalog and :class:`webhooks.exceptions.PayloadError` for data that cannot be serialized.
+    instance or primary key) or to the site (endpoints without an owner). ``data`` must be a
+    dict (a JSON object: wrap a list or a single value in one, ``{"items": [...]}``) of
+    JSON-serializable values (dates, decimals and UUIDs are converted the way Django's JSON
+    encoder does). Raises :class:`webhooks.exceptions.UnknownEventType` for a type that is not
+    in the catalog and :class:`webhooks.exceptions.PayloadError` for ``data`` that is not a dict
+    or cannot be serialized; its message and ``path`` name the value to blame
+    (``data["items"][2]["price"]``).
 
     ``sequence_key`` gives the event a ``"sequence"`` number, so receivers can order it: the
     events sent with one key are numbered 1, 2, 3… in the order their transactions commit. A

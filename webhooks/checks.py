@@ -5,8 +5,9 @@ Every problem has a stable id: ``webhooks.E0xx`` for errors, ``webhooks.W0xx`` f
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from django.apps import apps
@@ -22,6 +23,8 @@ from webhooks.exceptions import WebhooksConfigurationError
 def register() -> None:
     checks.register(check_settings, "webhooks")
     checks.register(check_encryption, "webhooks")
+    checks.register(check_stored_secrets, "webhooks", checks.Tags.database)
+    checks.register(check_api_urls, "webhooks", checks.Tags.urls)
     checks.register(check_deploy, "webhooks", deploy=True)
     checks.register(check_catalog, "webhooks")
     checks.register(check_task_queue, "webhooks")
@@ -40,8 +43,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
         if key not in SETTINGS:
             errors.append(checks.Error(
                 f"WEBHOOKS has an unknown key {key!r}.", id="webhooks.E002",
-                hint=f"Valid keys: {', '.join(sorted(SETTINGS))}.",
-            ))
+                hint=_unknown_key_hint(key)))
     bad = set()
     for key, setting in SETTINGS.items():
         if key in raw and not setting.valid(raw[key]):
@@ -92,6 +94,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             "MAX_RESPONSE_BYTES are read, so that is all that is stored.", id="webhooks.W002",
         ))
     return errors
+
+
+def _unknown_key_hint(key: object) -> str:
+    """The closest valid key to a misspelt one (any case), then every valid key."""
+    valid = f"Valid keys: {', '.join(sorted(SETTINGS))}."
+    if str(key).upper() in ("OWNER_MODEL", owners.SETTING):
+        return f"Did you mean {owners.SETTING!r}? It is a setting of its own, next to WEBHOOKS."
+    close = difflib.get_close_matches(str(key).upper(), SETTINGS, n=1, cutoff=0.75)
+    return f"Did you mean {close[0]!r}? {valid}" if close else valid
 
 
 def check_owner_model(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
@@ -282,3 +293,107 @@ def check_deploy(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMes
             hint="Set WEBHOOKS['REQUIRE_HTTPS'] = True so payloads and signatures are never "
                  "sent in the clear.")]
     return []
+
+
+def check_stored_secrets(app_configs: Any = None, databases: Iterable[str] | None = None,
+                         **kwargs: Any) -> list[checks.CheckMessage]:
+    """E032: ``ENCRYPTION_KEYS`` cannot decrypt the signing secret of a stored endpoint.
+
+    A database check, like Django's own: it runs with ``check --database <alias>`` and before
+    ``migrate``, never with a plain ``check`` or ``runserver`` (which must work without a
+    database). It reads the secret of one endpoint row, the oldest (the likeliest to be on a
+    key dropped too early); a database that cannot be reached, or has no endpoint table yet,
+    is left to ``migrate``.
+    """
+    if not databases:
+        return []
+    from webhooks.encryption import UNREADABLE_ADVICE, key_index
+    from webhooks.models import Endpoint
+
+    errors: list[checks.CheckMessage] = []
+    for alias in databases:
+        token = _one_stored_secret(alias)
+        if token is None:
+            continue
+        try:
+            readable = key_index(token) is not None
+        except WebhooksConfigurationError:
+            return []  # the keys themselves are wrong: webhooks.E030/E031 say how
+        if not readable:
+            errors.append(checks.Error(
+                f"WEBHOOKS['ENCRYPTION_KEYS'] cannot decrypt the endpoint secrets stored in the "
+                f"{alias!r} database: none of its keys is the one they were encrypted with.",
+                id="webhooks.E032", obj=Endpoint,
+                hint=f"Deliveries to those endpoints and their admin pages fail. "
+                     f"{UNREADABLE_ADVICE} `manage.py webhooks_reencrypt --dry-run` lists "
+                     "them."))
+    return errors
+
+
+def _one_stored_secret(alias: str) -> str | None:
+    """The encrypted signing secret of the oldest endpoint in ``alias``, as stored; ``None``
+    when there is none, no endpoint table, or the database cannot be reached."""
+    from django.db import DatabaseError, connections, models, router, transaction
+    from django.db.models.expressions import ExpressionWrapper
+
+    from webhooks.models import Endpoint
+
+    if not router.allow_migrate_model(alias, Endpoint):
+        return None
+    connection = connections[alias]
+    stored = ExpressionWrapper(models.F("signing_secret"), output_field=models.TextField())
+    try:
+        with transaction.atomic(using=alias):  # a failed query must not spoil an outer one
+            if Endpoint._meta.db_table not in connection.introspection.table_names():
+                return None
+            rows = list(Endpoint.objects.using(alias).exclude(signing_secret="")
+                        .order_by("pk").values_list(stored, flat=True)[:1])
+    except DatabaseError:
+        return None
+    return rows[0] if rows else None
+
+
+def check_api_urls(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """E060: ``ROOT_URLCONF`` serves the REST API (``webhooks.api.urls``) but
+    ``rest_framework`` is not in ``INSTALLED_APPS``.
+
+    Nothing is loaded when DRF is installed (the common case); otherwise the URLconf Django's
+    own url checks load anyway is walked once. A URLconf that cannot be loaded is theirs to
+    report.
+    """
+    if apps.is_installed("rest_framework") or not getattr(settings, "ROOT_URLCONF", None):
+        return []
+    from django.urls import get_resolver
+
+    try:
+        served = _serves_api(get_resolver().url_patterns)
+    except Exception:  # a broken URLconf is reported by Django's own url checks
+        return []
+    if not served:
+        return []
+    return [checks.Error(
+        "The REST API's urls (webhooks.api.urls) are included in ROOT_URLCONF but "
+        "'rest_framework' is not in INSTALLED_APPS: the browsable API's pages fail "
+        "(TemplateDoesNotExist).", id="webhooks.E060",
+        hint="Add 'rest_framework' to INSTALLED_APPS, or remove "
+             "path(..., include('webhooks.api.urls')) if you do not serve the API.")]
+
+
+def _serves_api(patterns: Iterable[Any]) -> bool:
+    """Whether a URL pattern among ``patterns`` (and the URLconfs they include) routes to a
+    view of :mod:`webhooks.api`."""
+    from django.urls import URLResolver
+
+    stack = list(patterns)
+    while stack:
+        pattern = stack.pop()
+        if isinstance(pattern, URLResolver):
+            if getattr(pattern.urlconf_module, "__name__", None) == "webhooks.api.urls":
+                return True
+            stack.extend(pattern.url_patterns)
+            continue
+        callback = pattern.callback
+        view = getattr(callback, "cls", None) or getattr(callback, "view_class", callback)
+        if (getattr(view, "__module__", None) or "").startswith("webhooks.api."):
+            return True
+    return False

@@ -23,6 +23,16 @@ from webhooks.conf import webhooks_settings as conf
 from webhooks.exceptions import WebhooksConfigurationError
 
 _CACHE_LIMIT = 4096
+#: What to do about stored values no key decrypts (check ``webhooks.E032``,
+#: ``webhooks_reencrypt``).
+UNREADABLE_ADVICE = (
+    "Add the key they were encrypted with to WEBHOOKS['ENCRYPTION_KEYS'], after the new one "
+    "(the first key encrypts, every key decrypts; a development database's key is "
+    "webhooks.encryption.derived_key(SECRET_KEY)), then run `manage.py webhooks_reencrypt`; once "
+    "it has finished, that key can be removed. If that key is lost, so are those secrets: "
+    "delete those endpoints (`Endpoint.objects.filter(pk__in=[...]).only('pk').delete()` in "
+    "`manage.py shell`) and create them again, with new secrets for their receivers."
+)
 _plaintexts: dict[str, str] = {}
 
 
@@ -84,11 +94,26 @@ def decrypt(token: str) -> str:
 
 def uses_newest_key(token: str) -> bool:
     """Whether ``token`` was encrypted with the first (newest) key."""
-    try:
-        Fernet(configured_keys()[0].encode("ascii")).decrypt(token.encode("ascii"))
-    except InvalidToken:
-        return False
-    return True
+    return key_index(token) == 0
+
+
+def key_index(token: str) -> int | None:
+    """The position in ``ENCRYPTION_KEYS`` of the key that decrypts ``token``, or ``None`` when
+    none does (it was encrypted with a key that is not in the list). Nothing is cached: this
+    answers for the keys configured now.
+
+    Raises :class:`WebhooksConfigurationError` when the keys themselves are wrong (empty with
+    ``DEBUG`` off, or not Fernet keys).
+    """
+    keys = configured_keys()
+    _fernet(keys)  # every key valid, or a clear error
+    for index, key in enumerate(keys):
+        try:
+            Fernet(key.encode("ascii")).decrypt(token.encode("ascii"))
+        except (InvalidToken, UnicodeError):
+            continue
+        return index
+    return None
 
 
 class EncryptedTextField(models.TextField):

@@ -29,7 +29,14 @@ class InvalidInstance(WebhooksError, ValueError):
 
 
 class PayloadError(WebhooksError, ValueError):
-    """An event's payload could not be built or serialized as JSON."""
+    """An event's payload could not be built or serialized as JSON.
+
+    ``path`` says where, when one value is to blame: ``data["items"][2]["price"]``.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class ServiceError(WebhooksError):

@@ -43,6 +43,11 @@ def emit_custom_event(event_type: str, data: Any, *, owner: Any = None,
             f"{event_type!r} is not in the event catalog: declare it in WEBHOOKS['EVENTS'] "
             "or WEBHOOKS['MODELS']."
         )
+    if not isinstance(data, dict):
+        raise PayloadError(
+            f"data must be a JSON object (a dict), not {type(data).__name__}: wrap it in one, "
+            'such as {"items": [...]}, so that receivers can rely on the same shape and fields '
+            "can be added later.")
     if isinstance(sequence_key, models.Model):
         if sequence_key.pk is None:
             raise ValueError("sequence_key is an unsaved model instance: it has no primary key "

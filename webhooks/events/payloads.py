@@ -59,7 +59,7 @@ def payload_parts(event_id: Any, event_type: str, created_at: datetime, data: An
         if changes is not None:
             tail += f',"changes":{encode(changes)}'
     except (TypeError, ValueError, OverflowError, RecursionError) as exc:
-        raise PayloadError(f"the payload is not JSON-serializable: {exc}") from exc
+        raise unserializable_error(exc, data=data, changes=changes) from exc
     tail += "}"
     limit = payload_limit()
     length = len(head) + len(tail) + (SEQUENCE_ALLOWANCE if sequenced else 0)
@@ -138,3 +138,52 @@ def payload_fields(event_type: str, catalog: Catalog | None = None) -> list[str]
                     return None
     example = webhooks_settings.EVENT_EXAMPLES.get(event_type)
     return sorted(example) if isinstance(example, dict) else None
+
+
+#: What encoding a value can raise when it is not JSON.
+_ENCODING_ERRORS = (TypeError, ValueError, OverflowError, RecursionError)
+#: How deep :func:`find_unserializable` looks (the encoder itself stops near 1000 levels).
+_MAX_DEPTH = 200
+
+
+def unserializable_error(exc: BaseException, **parts: Any) -> PayloadError:
+    """The :class:`PayloadError` for ``exc``, raised while encoding ``parts`` (``data``,
+    ``changes``), naming the first value to blame: ``data["items"][2]["price"]: Object of type
+    Money is not JSON serializable``. Only called once encoding has failed."""
+    for name, value in parts.items():
+        found = find_unserializable(value, name)
+        if found is not None:
+            path, reason = found
+            return PayloadError(f"the payload is not JSON-serializable: {path}: {reason}",
+                                path=path)
+    return PayloadError(f"the payload is not JSON-serializable: {exc}")
+
+
+def find_unserializable(value: Any, path: str, depth: int = 0,
+                        parents: frozenset[int] = frozenset()) -> tuple[str, str] | None:
+    """The path (``data["items"][2]``) of the first value in ``value`` that the payload
+    encoder refuses, and why; ``None`` when it encodes. Objects and arrays are walked the way
+    the encoder walks them (dicts and lists and tuples); anything else is encoded whole."""
+    if isinstance(value, dict | list | tuple):
+        if id(value) in parents:
+            return path, "circular reference"
+        if depth >= _MAX_DEPTH:
+            return None
+        inner = parents | {id(value)}
+        items = (value.items() if isinstance(value, dict) else enumerate(value))
+        for key, item in items:
+            if isinstance(value, dict):
+                try:
+                    _ENCODER.encode({key: None})
+                except _ENCODING_ERRORS as exc:
+                    return path, str(exc)
+            step = json.dumps(key, ensure_ascii=False) if isinstance(key, str) else repr(key)
+            found = find_unserializable(item, f"{path}[{step}]", depth + 1, inner)
+            if found is not None:
+                return found
+        return None
+    try:
+        _ENCODER.encode(value)
+    except _ENCODING_ERRORS as exc:
+        return path, str(exc)
+    return None

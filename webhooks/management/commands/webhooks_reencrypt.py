@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection, transaction
 
-from webhooks.encryption import uses_newest_key
+from webhooks.encryption import UNREADABLE_ADVICE, key_index
+from webhooks.exceptions import WebhooksConfigurationError
 from webhooks.models import Endpoint
 
 ENCRYPTED_COLUMNS = ("signing_secret", "previous_secret", "headers")
@@ -22,7 +23,8 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--dry-run", action="store_true",
-                            help="Only count the endpoints that are not on the newest key.")
+                            help="Only count the endpoints that are not on the newest key (and "
+                                 "list those no key can decrypt).")
         parser.add_argument("--batch-size", type=int, default=500,
                             help="Endpoints re-encrypted per transaction (default 500).")
 
@@ -33,9 +35,19 @@ class Command(BaseCommand):
         with connection.cursor() as cursor:
             cursor.execute(f"SELECT {columns} FROM {table}")  # noqa: S608 - quoted names
             rows = cursor.fetchall()
-        stale = [row[0] for row in rows
-                 if any(value and not uses_newest_key(value) for value in row[1:])]
+        to_pk = Endpoint._meta.pk.to_python
+        try:
+            keys = {to_pk(row[0]): {key_index(value) for value in row[1:] if value}
+                    for row in rows}
+        except WebhooksConfigurationError as exc:
+            raise CommandError(f"{exc} Nothing was changed.") from None
         total = len(rows)
+        unreadable = [pk for pk, found in keys.items() if None in found]
+        if unreadable:
+            if dry_run:  # every one of them, for the shell: one id a line
+                self.stdout.write("\n".join(str(pk) for pk in unreadable))
+            raise CommandError(unreadable_message(unreadable, total))
+        stale = [pk for pk, found in keys.items() if found - {0}]
         if dry_run:
             self.stdout.write(f"{len(stale)} of {total} endpoints are not on the newest key.")
             return
@@ -50,3 +62,15 @@ class Command(BaseCommand):
             self.stdout.write(f"  {done}/{len(stale)} re-encrypted")
         self.stdout.write(self.style.SUCCESS(
             f"Re-encrypted {done} endpoints; {total - done} were already on the newest key."))
+
+
+def unreadable_message(unreadable: list[Any], total: int, shown: int = 5) -> str:
+    """What to do about endpoints that no key of ``ENCRYPTION_KEYS`` can decrypt."""
+    ids = ", ".join(str(pk) for pk in unreadable[:shown])
+    more = (f" and {len(unreadable) - shown} more: --dry-run lists them all"
+            if len(unreadable) > shown else "")
+    return (
+        f"{len(unreadable)} of {total} endpoints hold secrets or headers that cannot be "
+        f"decrypted with any key of WEBHOOKS['ENCRYPTION_KEYS'] ({ids}{more}). Nothing was "
+        f"changed. {UNREADABLE_ADVICE}"
+    )
