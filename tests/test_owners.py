@@ -153,9 +153,9 @@ def test_the_dotted_and_the_double_underscore_paths_are_the_same() -> None:
 
 
 @pytest.mark.parametrize(("label", "check_id"), [
-    ("nope.Model", "webhooks.E040"),
-    ("testapp", "webhooks.E040"),
-    ("testapp.Missing", "webhooks.E040"),
+    ("nope.Model", "webhooks.E070"),
+    ("testapp", "webhooks.E070"),
+    ("testapp.Missing", "webhooks.E070"),
 ])
 def test_an_owner_model_that_does_not_exist_is_a_check_error(label: str, check_id: str) -> None:
     with override_settings(WEBHOOKS_OWNER_MODEL=label):
@@ -168,13 +168,13 @@ def test_the_owner_model_checks_pass_as_configured() -> None:
 
 def test_api_owner_that_cannot_be_imported_is_a_check_error() -> None:
     with override_webhooks(API_OWNER="tests.nowhere.owner"):
-        assert [m.id for m in check_owner_model()] == ["webhooks.E042"]
+        assert [m.id for m in check_owner_model()] == ["webhooks.E072"]
 
 
 def test_other_owners_without_an_api_owner_get_a_warning() -> None:
     with override_settings(WEBHOOKS_OWNER_MODEL="testapp.Organization"), \
             override_webhooks(API_OWNER=None):
-        assert [m.id for m in check_owner_model()] == ["webhooks.W040"]
+        assert [m.id for m in check_owner_model()] == ["webhooks.W070"]
 
 
 def test_a_model_without_a_usable_primary_key_is_refused() -> None:
@@ -183,7 +183,7 @@ def test_a_model_without_a_usable_primary_key_is_refused() -> None:
     from webhooks.checks import owner_model_problems
 
     assert owner_model_problems(Note) == []
-    assert [m.id for m in owner_model_problems(AbstractUser)] == ["webhooks.E041"]
+    assert [m.id for m in owner_model_problems(AbstractUser)] == ["webhooks.E071"]
 
 
 def test_the_owner_keys_are_read_on_this_database() -> None:

@@ -106,29 +106,29 @@ def _unknown_key_hint(key: object) -> str:
 
 
 def check_owner_model(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    """E040 ``WEBHOOKS_OWNER_MODEL`` names no installed model; E041 its primary key cannot be
-    stored on our rows; E042 ``API_OWNER`` cannot be imported; W040 owners are not users and
+    """E070 ``WEBHOOKS_OWNER_MODEL`` names no installed model; E071 its primary key cannot be
+    stored on our rows; E072 ``API_OWNER`` cannot be imported; W070 owners are not users and
     ``API_OWNER`` is not set (the REST API then answers 403 to everyone)."""
     label = owners.owner_model_label()
     hint = ("Set WEBHOOKS_OWNER_MODEL = 'app_label.ModelName' (a model of an installed app) "
             "before the first migrate, or leave it out to use the user model.")
     if not isinstance(label, str) or label.count(".") != 1:
         return [checks.Error(f"{owners.SETTING} = {label!r} is not of the form "
-                             "'app_label.ModelName'.", id="webhooks.E040", hint=hint)]
+                             "'app_label.ModelName'.", id="webhooks.E070", hint=hint)]
     try:
         model = owners.get_owner_model()
     except WebhooksConfigurationError as exc:
-        return [checks.Error(str(exc), id="webhooks.E040", hint=hint)]
+        return [checks.Error(str(exc), id="webhooks.E070", hint=hint)]
     errors = owner_model_problems(model)
     path = _configured("API_OWNER")
     if path is not None:
-        errors += function_problems("API_OWNER", path, "webhooks.E042",
+        errors += function_problems("API_OWNER", path, "webhooks.E072",
                                     "Give the dotted path of a function(request).")
     elif apps.is_installed("rest_framework") and not owners.owner_is_user_model() and (
             not _bad("API_OWNER")):
         errors.append(checks.Warning(
             f"Owners are {label} ({owners.SETTING}) but WEBHOOKS['API_OWNER'] is not set: the "
-            "REST API answers 403 to every request.", id="webhooks.W040",
+            "REST API answers 403 to every request.", id="webhooks.W070",
             hint="Set WEBHOOKS['API_OWNER'] to a function(request) that returns the "
                  f"{model.__name__} the request acts for, or None."))
     return errors
@@ -173,13 +173,13 @@ def check_notifications(app_configs: Any = None, **kwargs: Any) -> list[checks.C
 
 
 def owner_model_problems(model: Any) -> list[checks.CheckMessage]:
-    """E041: ``model`` cannot own rows: abstract, a proxy, or no single-column primary key."""
+    """E071: ``model`` cannot own rows: abstract, a proxy, or no single-column primary key."""
     pk = model._meta.pk
     if model._meta.abstract or model._meta.proxy or pk is None or (
             pk.get_internal_type() == "CompositePrimaryKey"):
         return [checks.Error(
             f"{owners.SETTING} = {model._meta.label!r}: endpoints and events need a concrete "
-            "model with a single-column primary key.", id="webhooks.E041", obj=model,
+            "model with a single-column primary key.", id="webhooks.E071", obj=model,
             hint="Name the concrete model (not a proxy or abstract one); composite primary "
                  "keys are not supported.")]
     return []

@@ -353,8 +353,8 @@ class WebhooksSettings:
         expected="None or the dotted path of a function request -> owner or None",
         doc="who the REST API acts for: `callable(request)` returning an instance of the owner "
             "model (`WEBHOOKS_OWNER_MODEL`) or `None` (a 403); `None` here: the authenticated "
-            "user, when owners are users (`webhooks.E042` when it cannot be imported, "
-            "`webhooks.W040` when owners are not users and it is not set)")
+            "user, when owners are users (`webhooks.E072` when it cannot be imported, "
+            "`webhooks.W070` when owners are not users and it is not set)")
     API_PERMISSION_CLASSES = Setting(
         ["rest_framework.permissions.IsAuthenticated"], _or_empty_list, valid=str_list,
         expected="a list of dotted paths of DRF permission classes",
@@ -366,7 +366,7 @@ class WebhooksSettings:
             "theirs from their serializer)")
     METRICS = Setting(
         False, bool, valid=is_bool, expected="True or False",
-        doc="serve Prometheus metrics (needs the `metrics` extra; `webhooks.E040` when it is "
+        doc="serve Prometheus metrics (needs the `metrics` extra; `webhooks.E070` when it is "
             "missing)")
 
     # --- owners' notifications ---

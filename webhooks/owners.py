@@ -36,7 +36,7 @@ def owner_model_label() -> str:
 
 def get_owner_model() -> type[models.Model]:
     """The owner model class; :class:`WebhooksConfigurationError` when the setting names no
-    installed model (the system check ``webhooks.E040`` says the same at startup)."""
+    installed model (the system check ``webhooks.E070`` says the same at startup)."""
     label = owner_model_label()
     try:
         return apps.get_model(label, require_ready=False)
@@ -81,7 +81,7 @@ def owner_pk(owner: Any) -> Any:
 
 def _checked_key(model: type[models.Model], value: Any) -> Any:
     pk = model._meta.pk
-    assert pk is not None  # noqa: S101 - every concrete model has one (checked by E041)
+    assert pk is not None  # noqa: S101 - every concrete model has one (checked by E071)
     target = pk.target_field if pk.is_relation else pk  # type: ignore[attr-defined]  # a one-to-one key
     kind = target.get_internal_type()
     label = model._meta.label
