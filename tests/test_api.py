@@ -247,7 +247,7 @@ def test_create_read_update_delete(alice: Any) -> None:
                          "headers", "rate_limit", "max_concurrency", "paused_until",
                          "pause_reason", "created_at", "disabled_reason", "disabled_by",
                          "disabled_at", "last_success_at", "last_failure_at",
-                         "signature_scheme"}
+                         "signature_scheme", "body_format"}
     assert body["payload_fields"] == {}
     assert uuid.UUID(body["id"]).version == 7  # not sequential, not guessable
     assert body["events"] == ["invoice.paid", "order.created"]

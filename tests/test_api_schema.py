@@ -98,6 +98,10 @@ def test_the_schema_is_exact_where_it_matters() -> None:
     scheme = endpoint["properties"]["signature_scheme"]
     assert components[scheme["allOf"][0]["$ref"].split("/")[-1]]["enum"] == ["v1", "v1a"]
     assert "signature_scheme" not in endpoint.get("required", [])
+    body_format = endpoint["properties"]["body_format"]
+    assert components[body_format["allOf"][0]["$ref"].split("/")[-1]]["enum"] == [
+        "standard", "cloudevents"]
+    assert "body_format" not in endpoint.get("required", [])
     deliveries = schema["paths"]["/api/webhooks/deliveries/"]["get"]
     assert {p["name"] for p in deliveries["parameters"]} == {
         "endpoint", "status", "event_type", "event", "created_after", "created_before",

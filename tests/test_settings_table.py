@@ -74,7 +74,10 @@ def test_the_committed_reference_matches_the_table() -> None:
 #: Settings added since the table was introduced (each with its release's changelog entry).
 ADDED = {"API_OWNER": None, "NOTIFY_BY_EMAIL": True, "NOTIFY_FAILING_AFTER": 3600,
          "OWNER_EMAILS": None, "SITE_EMAILS": None, "NOTIFY_LINK": None,
-         "MAX_RESPONSE_HEADER_BYTES": 16 * 1024, "MAX_RESPONSE_HEADERS": 100}
+         "MAX_RESPONSE_HEADER_BYTES": 16 * 1024, "MAX_RESPONSE_HEADERS": 100,
+         # Issue 17: the payload encoder, CloudEvents, and the webhook-endpoint header.
+         "JSON_ENCODER": "django.core.serializers.json.DjangoJSONEncoder",
+         "CLOUDEVENTS_SOURCE": None, "CLOUDEVENTS_TYPE_PREFIX": "", "ENDPOINT_HEADER": False}
 
 
 def test_every_former_key_is_in_the_table_with_the_same_default() -> None:

@@ -30,6 +30,7 @@ def register() -> None:
     checks.register(check_task_queue, "webhooks")
     checks.register(check_owner_model, "webhooks")
     checks.register(check_notifications, "webhooks")
+    checks.register(check_json_encoder, "webhooks")
 
 
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
@@ -170,6 +171,27 @@ def check_notifications(app_configs: Any = None, **kwargs: Any) -> list[checks.C
     return function_problems("OWNER_EMAILS", path, "webhooks.E050",
                              "Give the dotted path of a function(owner) that returns a list of "
                              "email addresses.")
+
+
+def check_json_encoder(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """E061: ``JSON_ENCODER`` cannot be imported, is not a ``json.JSONEncoder`` subclass, or
+    cannot be built the way payloads build it."""
+    path = _configured("JSON_ENCODER")
+    if path is None:
+        return []
+    from webhooks.events.payloads import encoder_class, encoder_options
+
+    hint = ("Give the dotted path of a json.JSONEncoder subclass, such as "
+            "'django.core.serializers.json.DjangoJSONEncoder' (the default), whose default() "
+            "handles your types.")
+    try:
+        encoder_class(path)(**encoder_options())
+    except WebhooksConfigurationError as exc:
+        return [checks.Error(str(exc), id="webhooks.E061", hint=hint)]
+    except Exception as exc:  # its __init__ refuses the options every payload is built with
+        return [checks.Error(f"WEBHOOKS['JSON_ENCODER'] = {path!r} cannot be built: {exc}",
+                             id="webhooks.E061", hint=hint)]
+    return []
 
 
 def owner_model_problems(model: Any) -> list[checks.CheckMessage]:

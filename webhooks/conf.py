@@ -81,6 +81,18 @@ def str_list(value: Any) -> bool:
 days = none_or(positive)
 
 
+def uri_reference(value: Any) -> bool:
+    """A non-empty string without white space or control characters (what a URI reference
+    can hold, loosely)."""
+    return isinstance(value, str) and bool(value) and all(
+        c.isprintable() and not c.isspace() for c in value)
+
+
+def type_prefix(value: Any) -> bool:
+    """A string, possibly empty, without white space or control characters."""
+    return value == "" or uri_reference(value)
+
+
 def _descriptions(value: Any) -> bool:
     return isinstance(value, Mapping) and all(isinstance(d, str) for d in value.values())
 
@@ -199,6 +211,30 @@ class WebhooksSettings:
     EVENTS = Setting[Mapping[str, str]](
         {}, _or_empty_dict, valid=_descriptions, expected="a dict of event type to description",
         doc='custom event types: `{"invoice.paid": "description"}`')
+
+    JSON_ENCODER = Setting(
+        "django.core.serializers.json.DjangoJSONEncoder", str, valid=non_empty_str,
+        expected="the dotted path of a json.JSONEncoder subclass",
+        doc="the encoder of every payload (once per event), for types such as money; Django's "
+            "encodes dates, decimals and UUIDs as strings (`webhooks.E061` when it cannot be "
+            "imported or is not a `json.JSONEncoder`)")
+
+    # --- on the wire ---
+    CLOUDEVENTS_SOURCE = Setting(
+        None, _optional_str, valid=none_or(uri_reference),
+        expected="None or a URI reference such as 'https://shop.example.com'",
+        doc="`source` of the CloudEvents that endpoints with the `cloudevents` body format "
+            "get; `None`: `https://<domain>` of the current site (`django.contrib.sites` with "
+            "`SITE_ID`), else `/webhooks`")
+    CLOUDEVENTS_TYPE_PREFIX = Setting(
+        "", str, valid=type_prefix, expected="a string without spaces, such as 'com.example.'",
+        doc="prefix of the CloudEvents `type`, e.g. `com.example.shop.` (the specification "
+            "recommends a reverse-DNS name) for `com.example.shop.order.created`; empty: the "
+            "event type as is")
+    ENDPOINT_HEADER = Setting(
+        False, bool, valid=is_bool, expected="True or False",
+        doc="send a `webhook-endpoint` header naming the endpoint (its id) with every "
+            "delivery, so a receiver with several subscriptions can tell them apart")
 
     # --- retries and deadlines ---
     RETRY_SCHEDULE = Setting[Sequence[float]](

@@ -53,11 +53,19 @@ def owner_may_enable(disabled_by: str) -> bool:
     return disabled_by != DisabledBy.STAFF
 
 
+class BodyFormat(models.TextChoices):
+    """``Endpoint.body_format``: how an endpoint's deliveries shape the event's body."""
+
+    STANDARD = "standard", _("Standard Webhooks JSON")
+    CLOUDEVENTS = "cloudevents", _("CloudEvents 1.0 (structured JSON)")
+
+
 class Endpoint(models.Model):
     """A URL that receives webhooks, owned by an owner (``WEBHOOKS_OWNER_MODEL``: a user by
     default, or an organization, team or account) or, owner empty, by the site itself."""
 
     Scheme = SignatureScheme
+    Format = BodyFormat
 
     id = models.UUIDField(primary_key=True, default=ids.uuid7, editable=False)
     owner = models.ForeignKey(
@@ -79,6 +87,14 @@ class Endpoint(models.Model):
         help_text=_("v1: HMAC-SHA256 with a shared whsec_ secret. v1a: ed25519; receivers "
                     "verify with a whpk_ public key, which cannot sign. Changing it rotates "
                     "the key (the old one keeps signing for the grace period)."),
+    )
+    body_format = models.CharField(
+        _("body format"), max_length=16, choices=BodyFormat.choices,
+        default=BodyFormat.STANDARD,
+        help_text=_("standard: the event as Standard Webhooks JSON (Content-Type "
+                    "application/json). cloudevents: the same event as a CloudEvents 1.0 "
+                    "structured-mode event (application/cloudevents+json). Both are signed "
+                    "alike."),
     )
     # Secrets and custom headers (which often hold tokens) are encrypted at rest. The signing
     # key is a whsec_ secret (v1) or a whsk_ ed25519 private key (v1a); its prefix says which.

@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from django.core.serializers.json import DjangoJSONEncoder
 from django.test.utils import TestContextDecorator
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -68,7 +67,7 @@ class CapturedEvent:
         return [endpoint.pk for endpoint in self.endpoints]
 
     def describe(self) -> str:
-        data = json.dumps(self.data, cls=DjangoJSONEncoder, ensure_ascii=False)
+        data = json.dumps(self.data, ensure_ascii=False)  # as read back from the payload
         if len(data) > 200:
             data = data[:197] + "..."
         owner = "site-wide" if self.owner_id is None else f"owner={self.owner_id!r}"
@@ -240,9 +239,17 @@ def _pk(value: Any) -> Any:
     return getattr(value, "pk", value)
 
 
+def _encode(value: Any) -> str:
+    """``value`` encoded as payloads encode it (``WEBHOOKS["JSON_ENCODER"]``)."""
+    from webhooks.events.payloads import json_encoder  # imports the catalog: not at import
+
+    return json_encoder().encode(value)
+
+
 def _as_json(value: Any) -> Any:
-    """``value`` as it reads back from a payload (decimals, dates, UUIDs become strings)."""
-    return json.loads(json.dumps(value, cls=DjangoJSONEncoder))
+    """``value`` as it reads back from a payload (with Django's encoder, decimals, dates and
+    UUIDs become strings; a site's ``JSON_ENCODER`` may encode more types)."""
+    return json.loads(_encode(value))
 
 
 def _contains(actual: Any, expected: Any) -> bool:

@@ -98,10 +98,16 @@ class EndpointForm(forms.ModelForm):
         widget=forms.RadioSelect, help_text=Endpoint._meta.get_field("signature_scheme").help_text,
     )
 
+    # Not required either: a form posted without it keeps the endpoint's format.
+    body_format = forms.ChoiceField(
+        label=_("Body format"), choices=Endpoint.Format.choices, required=False,
+        widget=forms.RadioSelect, help_text=Endpoint._meta.get_field("body_format").help_text,
+    )
+
     class Meta:
         model = Endpoint
         fields = ["url", "description", "owner", "is_active", "events", "payload_fields",
-                  "headers", "rate_limit", "max_concurrency", "signature_scheme"]
+                  "body_format", "headers", "rate_limit", "max_concurrency", "signature_scheme"]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -123,6 +129,9 @@ class EndpointForm(forms.ModelForm):
 
     def clean_signature_scheme(self) -> str:
         return str(self.cleaned_data.get("signature_scheme") or self.instance.signature_scheme)
+
+    def clean_body_format(self) -> str:
+        return str(self.cleaned_data.get("body_format") or self.instance.body_format)
 
     def clean_events(self) -> list[str]:
         chosen: list[str] = self.cleaned_data["events"]
@@ -200,7 +209,7 @@ class EndpointAdmin(admin.ModelAdmin):
         # there are none yet).
         headers = "headers" if obj is None or self.may_reveal(request, obj) else "headers_masked"
         main = (None, {"fields": ["url", "description", "owner", "is_active", "events",
-                                  "payload_fields", headers]})
+                                  "payload_fields", "body_format", headers]})
         flow = (_("Flow control"), {"fields": ["rate_limit", "max_concurrency"]})
         if obj is None:
             return [main, flow, (_("Signing"), {"fields": ["signature_scheme"]})]

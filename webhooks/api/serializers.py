@@ -106,6 +106,13 @@ class EndpointSerializer(serializers.ModelSerializer):
                     "secret/ shows). Changing it rotates the key: the old one keeps signing "
                     "for the grace period. Left out of an update: unchanged."),
     )
+    body_format = serializers.ChoiceField(
+        choices=Endpoint.Format.choices, required=False,
+        help_text=_('The body of deliveries: "standard" (Standard Webhooks JSON, the default) '
+                    'or "cloudevents" (the same event as a CloudEvents 1.0 structured-mode '
+                    "event, Content-Type application/cloudevents+json). Both are signed with "
+                    "the webhook-* headers. Left out of an update: unchanged."),
+    )
     rate_limit = serializers.IntegerField(
         min_value=1, max_value=MAX_RATE_LIMIT, allow_null=True, required=False, default=None,
         help_text=_("Most deliveries per second to this endpoint; null: no limit."),
@@ -139,8 +146,8 @@ class EndpointSerializer(serializers.ModelSerializer):
         model = Endpoint
         fields = ["id", "url", "description", "events", "is_active", "headers", "rate_limit",
                   "max_concurrency", "paused_until", "pause_reason", "created_at",
-                  "payload_fields", "signature_scheme", "disabled_reason", "disabled_by",
-                  "disabled_at", "last_success_at", "last_failure_at"]
+                  "payload_fields", "signature_scheme", "body_format", "disabled_reason",
+                  "disabled_by", "disabled_at", "last_success_at", "last_failure_at"]
 
     def to_representation(self, instance: Endpoint) -> dict[str, Any]:
         data = super().to_representation(instance)

@@ -7,7 +7,8 @@ reached, throttles us (429, or 502 and 504, which Standard Webhooks reads as "sl
 fails ``CIRCUIT_BREAKER_THRESHOLD`` times in a row. What a share produces (:class:`Sent`:
 outcomes, hand-backs, 410s, throttling pauses) is built off the main thread and written by
 ``recording``; nothing here touches the database but one read of the batch's subscriptions
-(payload restrictions), on the main thread.
+(payload restrictions) and, for a batch with CloudEvents endpoints, the current site (cached by
+Django), both on the main thread. The bodies come from :mod:`webhooks.delivery.bodies`.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ from django.utils import timezone
 
 from webhooks import http, signing, ssrf
 from webhooks.conf import webhooks_settings as conf
+from webhooks.delivery.bodies import Bodies, content_type
 from webhooks.delivery.claims import LEASE_MARGIN, OVERLOADED, RATE_LIMITED, Claim
-from webhooks.events.payloads import subscriber_payload
+from webhooks.events.payloads import subscriber_fields
 from webhooks.models import WILDCARD, Delivery, DeliveryAttempt, Endpoint, Event, Subscription
 from webhooks.validators import is_sendable_header
 
@@ -93,7 +95,7 @@ class Share:
 def start_sending(claim_: Claim) -> list[Share]:
     """Start sending a claim: one share per endpoint, each on a sending thread."""
     restrictions = _payload_restrictions(claim_.deliveries)
-    options = _Options.current()
+    options = _Options.current({d.endpoint.body_format for d in claim_.deliveries})
     groups: dict[Any, list[Delivery]] = defaultdict(list)
     for delivery in claim_.deliveries:
         groups[delivery.endpoint_id].append(delivery)
@@ -116,9 +118,14 @@ class _Options:
     #: The first retry delay: how long a throttling answer that names no time pauses.
     first_delay: float
     client: dict[str, Any]
+    #: The batch's bodies, each built once whatever the number of endpoints it goes to.
+    bodies: Bodies
+    #: Send the ``webhook-endpoint`` header (``ENDPOINT_HEADER``).
+    endpoint_header: bool
 
     @classmethod
-    def current(cls) -> _Options:
+    def current(cls, formats: set[str]) -> _Options:
+        """The settings now, for a batch whose endpoints use the body ``formats``."""
         return cls(
             timeout=conf.TIMEOUT, connect_timeout=conf.CONNECT_TIMEOUT,
             max_bytes=conf.MAX_RESPONSE_BYTES, stored_bytes=conf.STORED_RESPONSE_BYTES,
@@ -132,6 +139,8 @@ class _Options:
                 "require_https": conf.REQUIRE_HTTPS,
                 "ca_bundle": conf.CA_BUNDLE,
             },
+            bodies=Bodies.for_formats(formats),
+            endpoint_header=conf.ENDPOINT_HEADER,
         )
 
 
@@ -172,7 +181,12 @@ def _send_endpoint(share: list[Delivery], claim_: Claim,
                 break  # no time left in the lease for a full attempt
             if wait > 0:
                 time.sleep(wait)  # this endpoint's rate limit: wait for the delivery's slot
-            outcome, result = _attempt(delivery, restrictions, options)
+            body = _body(delivery, restrictions, options)
+            if body is None:
+                sent.outcomes.append(_finish(delivery, None, succeeded=False, terminal=True))
+                done += 1
+                continue
+            outcome, result = _attempt(delivery, body, options)
             sent.outcomes.append(outcome)
             done += 1
             if outcome.succeeded:
@@ -219,14 +233,26 @@ def _bounded_pause(seconds: float, options: _Options) -> float:
     return min(max(seconds, 1.0), options.max_pause)
 
 
-def _attempt(delivery: Delivery, restrictions: Restrictions,
-             options: _Options) -> tuple[Outcome, http.HttpResult]:
-    """One HTTP attempt of one delivery, and what it means for the delivery."""
+def _body(delivery: Delivery, restrictions: Restrictions, options: _Options) -> bytes | None:
+    """What ``delivery`` sends: its event's body in its endpoint's format, narrowed to its
+    subscription's fields. ``None`` (and ``last_error`` set) when the stored payload cannot
+    be read: the delivery fails for good instead of being handed back forever."""
+    event = delivery.event
+    allowed = subscriber_fields(event.type, restrictions.get(delivery.endpoint_id, {}))
+    try:
+        return options.bodies.get(event, delivery.endpoint.body_format, allowed)
+    except (ValueError, KeyError) as exc:
+        delivery.last_error = f"payload_error: the stored payload cannot be sent: {exc!r}"[:255]
+        return None
+
+
+def _attempt(delivery: Delivery, body: bytes, options: _Options,
+             ) -> tuple[Outcome, http.HttpResult]:
+    """One HTTP attempt of one delivery (``body``), and what it means for the delivery."""
     endpoint, event = delivery.endpoint, delivery.event
-    body = subscriber_payload(event.payload, event.type,
-                              restrictions.get(delivery.endpoint_id, {})).encode()
     timestamp = int(time.time())
-    headers = build_headers(endpoint, event, body, timestamp)
+    headers = build_headers(endpoint, event, body, timestamp,
+                            endpoint_header=options.endpoint_header)
     started_at = timezone.now()
     result = http.post(endpoint.url, body, headers, timeout=options.timeout,
                        connect_timeout=options.connect_timeout,
@@ -295,9 +321,15 @@ def _payload_restrictions(deliveries: list[Delivery]) -> Restrictions:
     return restrictions
 
 
-def build_headers(endpoint: Endpoint, event: Event, body: bytes, timestamp: int,
-                  ) -> dict[str, str]:
-    """Our headers (signed for every valid secret) plus the endpoint's own, which never win."""
+def build_headers(endpoint: Endpoint, event: Event, body: bytes, timestamp: int, *,
+                  endpoint_header: bool = False) -> dict[str, str]:
+    """Our headers (signed for every valid secret) plus the endpoint's own, which never win.
+
+    ``Content-Type`` is the media type of the endpoint's body format; ``endpoint_header``
+    adds ``webhook-endpoint``: the endpoint's id, so that a receiver with several
+    subscriptions can tell them apart (a header, so the body stays the same for every
+    endpoint of an event).
+    """
     headers: dict[str, str] = {}
     custom: dict[str, Any] = endpoint.headers if isinstance(endpoint.headers, dict) else {}
     for name, value in custom.items():
@@ -306,7 +338,7 @@ def build_headers(endpoint: Endpoint, event: Event, body: bytes, timestamp: int,
             headers[name] = value
     msg_id = event.public_id
     headers.update({
-        "Content-Type": "application/json",
+        "Content-Type": content_type(endpoint.body_format),
         "User-Agent": http.USER_AGENT,
         "Accept-Encoding": "identity",
         "webhook-id": msg_id,
@@ -315,6 +347,8 @@ def build_headers(endpoint: Endpoint, event: Event, body: bytes, timestamp: int,
             endpoint.signing_secrets(), msg_id, timestamp, body
         ),
     })
+    if endpoint_header:
+        headers["webhook-endpoint"] = str(endpoint.pk)
     return headers
 
 

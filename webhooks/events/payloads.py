@@ -12,12 +12,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from django.core.serializers.json import DjangoJSONEncoder
+from django.utils.module_loading import import_string
 
 from webhooks import ids
 from webhooks.conf import webhooks_settings
 from webhooks.events.catalog import TEST_EVENT_TYPE, Catalog, get_catalog
-from webhooks.exceptions import PayloadError
+from webhooks.exceptions import PayloadError, WebhooksConfigurationError
 
 
 @functools.cache
@@ -27,13 +27,38 @@ def payload_limit() -> int:
 
 
 def clear_caches(**kwargs: Any) -> None:
-    """``setting_changed`` receiver: read ``MAX_PAYLOAD_BYTES`` again."""
+    """``setting_changed`` receiver: read ``MAX_PAYLOAD_BYTES`` and ``JSON_ENCODER`` again."""
     if kwargs.get("setting") in (None, "WEBHOOKS"):
         payload_limit.cache_clear()
+        json_encoder.cache_clear()
 
 
-#: One encoder for every payload: ``json.dumps(cls=...)`` would build a new one per call.
-_ENCODER = DjangoJSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+def encoder_class(path: str) -> type[json.JSONEncoder]:
+    """The ``json.JSONEncoder`` subclass named by ``path`` (a ``JSON_ENCODER`` value); raises
+    :class:`WebhooksConfigurationError` when it cannot be imported or is not one."""
+    try:
+        cls = import_string(path)
+    except ImportError as exc:
+        raise WebhooksConfigurationError(
+            f"WEBHOOKS['JSON_ENCODER'] = {path!r} cannot be imported: {exc}") from exc
+    if not (isinstance(cls, type) and issubclass(cls, json.JSONEncoder)):
+        raise WebhooksConfigurationError(
+            f"WEBHOOKS['JSON_ENCODER'] = {path!r} is not a json.JSONEncoder subclass.")
+    return cls
+
+
+def encoder_options() -> dict[str, Any]:
+    """How the payload encoder is built: compact, UTF-8 as is, no ``NaN`` (not JSON)."""
+    return {"separators": (",", ":"), "ensure_ascii": False, "allow_nan": False}
+
+
+@functools.cache
+def json_encoder() -> json.JSONEncoder:
+    """The one encoder of every payload (``JSON_ENCODER``), built once per settings change:
+    ``json.dumps(cls=...)`` would build a new one per call."""
+    return encoder_class(webhooks_settings.JSON_ENCODER)(**encoder_options())
+
+
 #: What the member ``"sequence": n`` adds to a body at most (20 digits hold any 64-bit value).
 SEQUENCE_ALLOWANCE = len(',"sequence":') + 20
 
@@ -50,7 +75,7 @@ def payload_parts(event_id: Any, event_type: str, created_at: datetime, data: An
     :class:`PayloadError` like :func:`build_payload`.
     """
     timestamp = created_at.astimezone(UTC).isoformat(timespec="milliseconds")
-    encode = _ENCODER.encode
+    encode = json_encoder().encode
     try:
         # Member by member: each part is plain JSON, and the id and timestamp need no escaping.
         head = (f'{{"id":"evt_{ids.encode(event_id)}","type":{encode(event_type)},'
@@ -110,10 +135,19 @@ def subscriber_payload(payload: str, event_type: str,
     endpoint's subscription to ``event_type``, or else of its subscription to every type
     (``"*"``). ``allowlists`` maps each of the endpoint's subscribed types to its fields (empty:
     every field)."""
+    fields = subscriber_fields(event_type, allowlists)
+    return restrict_payload(payload, fields) if fields and payload else payload
+
+
+def subscriber_fields(event_type: str, allowlists: Mapping[str, Sequence[str]],
+                      ) -> tuple[str, ...]:
+    """The allowlist that applies to an endpoint's deliveries of ``event_type``: its
+    subscription's to the type, else its subscription's to every type (``"*"``); empty:
+    every field."""
     fields = allowlists.get(event_type)
     if fields is None:
         fields = allowlists.get("*", ())  # models.WILDCARD (not imported: no ORM here)
-    return restrict_payload(payload, fields) if fields and payload else payload
+    return tuple(fields)
 
 
 def payload_fields(event_type: str, catalog: Catalog | None = None) -> list[str] | None:
@@ -174,7 +208,7 @@ def find_unserializable(value: Any, path: str, depth: int = 0,
         for key, item in items:
             if isinstance(value, dict):
                 try:
-                    _ENCODER.encode({key: None})
+                    json_encoder().encode({key: None})
                 except _ENCODING_ERRORS as exc:
                     return path, str(exc)
             step = json.dumps(key, ensure_ascii=False) if isinstance(key, str) else repr(key)
@@ -183,7 +217,7 @@ def find_unserializable(value: Any, path: str, depth: int = 0,
                 return found
         return None
     try:
-        _ENCODER.encode(value)
+        json_encoder().encode(value)
     except _ENCODING_ERRORS as exc:
         return path, str(exc)
     return None
