@@ -47,6 +47,10 @@ Restrictions = dict[Any, dict[str, tuple[str, ...]]]
 #: is handed back instead of waiting out the same failure once per delivery.
 UNREACHABLE = frozenset({"connect_timeout", "read_timeout", "timeout", "connection_refused",
                          "connection_reset", "connection_error", "dns_error", "tls_error"})
+#: The least lateness a rate-limited delivery is forgiven, in seconds (see
+#: :func:`late_slot_tolerance`): at 10/s and more, half a slot would be finer than a busy
+#: machine's thread scheduling.
+LATE_SLOT_MIN = 0.05
 #: Answers that mean "slow down" without saying for how long (Standard Webhooks reads 502 Bad
 #: Gateway and 504 Gateway Timeout as throttling, like a 429 without ``Retry-After``).
 OVERLOAD_STATUSES = frozenset({502, 504})
@@ -175,10 +179,15 @@ def _send_endpoint(share: list[Delivery], claim_: Claim,
                 sent.outcomes.append(_finish(delivery, None, succeeded=False, terminal=True))
                 done += 1
                 continue
-            wait = claim_.not_before.get(delivery.pk, 0.0) - time.time()
+            slot = claim_.not_before.get(delivery.pk)
+            wait = (slot or 0.0) - time.time()
             if claim_.deadline - time.monotonic() - max(wait, 0.0) \
                     < options.timeout + LEASE_MARGIN:
                 break  # no time left in the lease for a full attempt
+            if slot is not None and -wait > late_slot_tolerance(delivery.endpoint.rate_limit):
+                # Its slot has passed (a busy machine, a slow answer before it): sent now, it
+                # would crowd the slots other workers took since. It goes back for a new one.
+                break
             if wait > 0:
                 time.sleep(wait)  # this endpoint's rate limit: wait for the delivery's slot
             body = _body(delivery, restrictions, options)
@@ -210,6 +219,13 @@ def _send_endpoint(share: list[Delivery], claim_: Claim,
     again = sent.throttled_until or timezone.now()
     sent.handed_back = [(d.pk, again) for d in share[done:]]
     return sent
+
+
+def late_slot_tolerance(rate_limit: int | None) -> float:
+    """How late a rate-limited delivery may still go out on its slot, in seconds: half a slot,
+    and at least ``LATE_SLOT_MIN``. A later one is handed back for a new slot, so that no second
+    holds more than ``rate_limit`` sends (give or take one) across every worker."""
+    return max(0.5 / rate_limit, LATE_SLOT_MIN) if rate_limit else LATE_SLOT_MIN
 
 
 def _throttle_pause(retry_after: str | None, options: _Options) -> float:
