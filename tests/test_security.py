@@ -189,6 +189,24 @@ def test_the_same_urls_deliver_with_the_allowlist(receiver: Receiver, template: 
     assert (delivery.status, attempt.status_code) == ("succeeded", 200)
 
 
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8001/hook", "http://localhost:8001/hook"])
+def test_a_refused_loopback_url_tells_a_developer_about_the_allowlist(url: str) -> None:
+    """With DEBUG on, the refusal names ALLOWED_NETWORKS; with it off, users learn nothing of
+    the site's settings. The quickstart's development allowlist then accepts the URL."""
+    def refusal() -> str:
+        with override_webhooks(**NO_ALLOWLIST), pytest.raises(ValidationError) as info:
+            validate_endpoint_url(url)
+        return " ".join(info.value.messages)
+
+    with override_settings(DEBUG=True):
+        message = refusal()
+        assert "private, loopback or reserved" in message
+        assert "WEBHOOKS['ALLOWED_NETWORKS']" in message and "never in production" in message
+        with override_webhooks(ALLOWED_NETWORKS=["127.0.0.0/8"]):
+            validate_endpoint_url(url)
+    assert "ALLOWED_NETWORKS" not in refusal()
+
+
 @pytest.mark.skipif(not ipv6_loopback_available(), reason="no IPv6 loopback here")
 @pytest.mark.parametrize("host", ["[::1]", "v6loopback.example.com"])
 def test_ipv6_loopback_is_refused_and_allowlisted(host: str) -> None:
@@ -861,6 +879,11 @@ def test_encryption_checks() -> None:
             assert [m.id for m in check_encryption()] == ["webhooks.W030"]
     with override_webhooks(ENCRYPTION_KEYS=["not-a-key"]):
         assert [m.id for m in check_encryption()] == ["webhooks.E031"]
+    # The quickstart's os.environ.get("WEBHOOKS_ENCRYPTION_KEY", "") with the variable unset.
+    with override_webhooks(ENCRYPTION_KEYS=[""]):
+        [error] = check_encryption()
+        assert error.id == "webhooks.E031" and "environment variable" in error.msg
+        assert "generate_key()" in error.hint
 
 
 def test_deploy_check_recommends_https() -> None:

@@ -264,9 +264,10 @@ def check_task_queue(app_configs: Any = None, **kwargs: Any) -> list[checks.Chec
         ))
     floor = max(longest, timeout if timeout is not None and is_number(timeout) else 0)
     if retry is not None and is_number(retry) and retry <= floor:
+        limit = (f"Q_CLUSTER['timeout'] ({timeout}s)" if floor > longest
+                 else f"the time a webhooks task can run ({longest:g}s)")
         errors.append(checks.Error(
-            f"Q_CLUSTER['retry'] ({retry}s) is not greater than the time a webhooks task can "
-            f"run ({longest:g}s).", id="webhooks.E022",
+            f"Q_CLUSTER['retry'] ({retry}s) is not greater than {limit}.", id="webhooks.E022",
             hint="django-q2 hands a task to a second worker after 'retry' seconds; set it "
                  "above both Q_CLUSTER['timeout'] and TASK_TIME_LIMIT + CLAIM_TTL.",
         ))
@@ -296,6 +297,11 @@ def check_encryption(app_configs: Any = None, **kwargs: Any) -> list[checks.Chec
             id="webhooks.E030", hint=hint)]
     errors: list[checks.CheckMessage] = []
     for index, key in enumerate(keys):
+        if not key.strip():
+            errors.append(checks.Error(
+                f"WEBHOOKS['ENCRYPTION_KEYS'][{index}] is empty: is the environment variable "
+                "meant to hold it set?", id="webhooks.E031", hint=hint))
+            continue
         try:
             Fernet(key.encode("ascii"))
         except (ValueError, TypeError, UnicodeError):

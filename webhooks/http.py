@@ -360,7 +360,9 @@ class _GuardedConnectionMixin:
         """The error of a name the guard refuses: the one of a name that does not resolve
         (whoever configured the URL learns nothing of internal names); the log says why."""
         logger.warning("Refused to send to %s: it resolves to an address webhooks may not be "
-                       "sent to (recorded as dns_error).", self.host)
+                       "sent to (recorded as dns_error). In development, "
+                       "WEBHOOKS['ALLOWED_NETWORKS'] lets deliveries reach a private network.",
+                       self.host)
         return urllib3.exceptions.NameResolutionError(
             self.host, self, socket.gaierror("no address webhooks may be sent to"),  # type: ignore[arg-type]
         )

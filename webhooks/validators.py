@@ -11,6 +11,7 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
@@ -68,9 +69,7 @@ def validate_endpoint_url(value: str, *, resolve: bool = False) -> None:
         raise ValidationError(_("The URL has no host."), code="no_host")
     if not resolve and ssrf.is_name(host):
         return
-    blocked = ValidationError(
-        _("This URL points to a private, loopback or reserved network address. Webhooks "
-          "can only be sent to public addresses."), code="blocked_destination")
+    blocked = ValidationError(blocked_message(), code="blocked_destination")
     networks = ssrf.parse_networks(conf.ALLOWED_NETWORKS)
     try:
         ssrf.resolve(host, port or (443 if scheme == "https" else 80), networks)
@@ -82,6 +81,23 @@ def validate_endpoint_url(value: str, *, resolve: bool = False) -> None:
         if ssrf.is_local_name(host) and not ssrf.is_allowed(ssrf.parse_address("127.0.0.1"),
                                                            networks):
             raise blocked from None
+
+
+def blocked_message() -> str:
+    """The message of a refused address; with ``DEBUG`` on, how to allow one in development.
+
+    The hint names the setting, never the address: a developer trying a receiver on their own
+    machine learns that ``ALLOWED_NETWORKS`` exists, while a production site (``DEBUG`` off)
+    tells its users nothing about its configuration.
+    """
+    message = str(_("This URL points to a private, loopback or reserved network address. "
+                    "Webhooks can only be sent to public addresses."))
+    if settings.DEBUG:
+        message += " " + str(_(
+            "For a receiver on this machine during development, add its network to "
+            "WEBHOOKS['ALLOWED_NETWORKS'] in your settings (\"127.0.0.0/8\" for loopback); "
+            "never in production."))
+    return message
 
 
 def header_errors(headers: Any) -> list[str]:
