@@ -67,8 +67,8 @@ if _db["ENGINE"].endswith("sqlite3"):
 if os.environ.get("WEBHOOKS_TEST_DB_NAME"):
     # A qcluster subprocess started by a test: talk straight to the test database.
     _db["NAME"] = os.environ["WEBHOOKS_TEST_DB_NAME"]
-    # Fault tests run some clusters with persistent, health-checked connections (the README's
-    # production advice) to show they survive a database restart too.
+    # Fault tests run some clusters with persistent, health-checked connections
+    # (docs/production.md's advice) to show they survive a database restart too.
     _db["CONN_MAX_AGE"] = int(os.environ.get("WEBHOOKS_TEST_CONN_MAX_AGE", "0"))
     _db["CONN_HEALTH_CHECKS"] = os.environ.get("WEBHOOKS_TEST_CONN_HEALTH_CHECKS") == "1"
 

@@ -320,7 +320,7 @@ def test_workers_recover_from_a_database_restart_without_help(
             for path in paths:
                 make_endpoint(receiver.url(path), "ping.sent")
             # One cluster reconnecting for every task (CONN_MAX_AGE = 0, Django's default),
-            # one keeping its connections (the README's advice: CONN_MAX_AGE with
+            # one keeping its connections (docs/production.md's advice: CONN_MAX_AGE with
             # CONN_HEALTH_CHECKS).
             with Cluster() as plain, Cluster(WEBHOOKS_TEST_CONN_MAX_AGE="60",
                                              WEBHOOKS_TEST_CONN_HEALTH_CHECKS="1") as kept:

@@ -402,7 +402,7 @@ class WebhooksSettings:
             "theirs from their serializer)")
     METRICS = Setting(
         False, bool, valid=is_bool, expected="True or False",
-        doc="serve Prometheus metrics (needs the `metrics` extra; `webhooks.E070` when it is "
+        doc="serve Prometheus metrics (needs the `metrics` extra; `webhooks.E040` when it is "
             "missing)")
 
     # --- owners' notifications ---
