@@ -114,7 +114,7 @@ say "Demo ready in $((SECONDS - started))s"
 since="$("$PY" -c 'from datetime import UTC, datetime; print(datetime.now(UTC).isoformat())')"
 started=$SECONDS
 say "Running the walkthrough of $DOC ($(grep -c '^expect_status ' "$WORK/steps.sh") checked statuses)"
-WORK="$WORK" timeout 240 bash "$WORK/walkthrough.sh" > "$WORK/walkthrough.out" || {
+WORK="$WORK" timeout 120 bash "$WORK/walkthrough.sh" > "$WORK/walkthrough.out" || {
     status=$?
     cat "$WORK/walkthrough.out"
     die "the walkthrough failed (exit $status; see above)"
