@@ -23,10 +23,7 @@ fi
 say() { _say "$@"; }
 die() { _die "$@"; }
 
-ensure_venv demo
-case "${DATABASE_URL:-}" in
-    postgres*|pgsql*) ensure_venv postgres ;;  # psycopg, for a PostgreSQL DATABASE_URL
-esac
+ensure_venv demo  # its PostgreSQL driver too, for a postgres:// DATABASE_URL
 
 export DJANGO_SETTINGS_MODULE=example_project.settings
 export PYTHONUNBUFFERED=1

@@ -49,17 +49,17 @@ def seed(n: int) -> dict[str, str]:
     return {
         "index": reverse("admin:index"),
         "endpoints": reverse("admin:webhooks_endpoint_changelist"),
-        "endpoint": reverse("admin:webhooks_endpoint_change", args=[endpoints[0].pk]),
+        "endpoint": reverse("admin:webhooks_endpoint_change", args=[endpoints[0].public_id]),
         "endpoint_add": reverse("admin:webhooks_endpoint_add"),
         "events": reverse("admin:webhooks_event_changelist"),
-        "event": reverse("admin:webhooks_event_change", args=[events[0].pk]),
+        "event": reverse("admin:webhooks_event_change", args=[events[0].public_id]),
         "deliveries": reverse("admin:webhooks_delivery_changelist"),
         "deliveries_filtered": reverse("admin:webhooks_delivery_changelist")
-        + f"?status=failed&event_type=invoice.paid&endpoint={endpoints[0].pk}",
-        "delivery": reverse("admin:webhooks_delivery_change", args=[deliveries[0].pk]),
+        + f"?status=failed&event_type=invoice.paid&endpoint={endpoints[0].public_id}",
+        "delivery": reverse("admin:webhooks_delivery_change", args=[deliveries[0].public_id]),
         "failed": reverse("admin:webhooks_faileddelivery_changelist"),
         "attempts": reverse("admin:webhooks_deliveryattempt_changelist"),
-        "attempt": reverse("admin:webhooks_deliveryattempt_change", args=[attempt.pk]),
+        "attempt": reverse("admin:webhooks_deliveryattempt_change", args=[attempt.public_id]),
     }
 
 
@@ -127,7 +127,9 @@ def test_delivery_filters(admin_client: Client) -> None:
 
     assert listed("") == {d1.public_id, d2.public_id}
     assert listed("?status=failed") == {d1.public_id}
-    assert listed(f"?endpoint={b.pk}") == {d2.public_id}
+    assert listed(f"?endpoint={b.public_id}") == {d2.public_id}
+    assert listed(f"?endpoint={b.pk}") == {d2.public_id}  # the bare UUID works too
+    assert listed(f"?q={b.public_id}") == {d2.public_id}
     assert listed("?event_type=ping.sent") == {d2.public_id}
     today = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
     html = admin_client.get(url, {"created_at__gte": str(today),
@@ -217,6 +219,8 @@ def test_attempt_list_filters_and_search(admin_client: Client) -> None:
     assert listed("?outcome=error") == {bad.public_id}
     assert listed("?outcome=http") == set()
     assert listed(f"?q={bad.public_id}") == {bad.public_id}
+    assert listed(f"?q={good.attempt_log.get().public_id}") == {good.public_id}
+    assert listed("?q=att_nonsense") == set()
     assert listed(f"?endpoint={endpoint.pk}") == {good.public_id, bad.public_id}
 
 
@@ -612,6 +616,44 @@ def test_the_failed_deliveries_route_retries_only_failed_deliveries(enqueued: li
     Delivery.objects.filter(pk=failed.pk).update(status=Status.FAILED)
     response = client.post(reverse("admin:webhooks_faileddelivery_retry", args=[failed.pk]))
     assert response["Location"] == reverse("admin:webhooks_faileddelivery_changelist")
+
+
+def test_admin_pages_are_reached_and_linked_by_public_id(admin_client: Client) -> None:
+    """One id per object: the admin shows, links and searches the public id (what the API
+    answers and the logs and commands use); the bare UUID still reaches every page."""
+    endpoint = make_endpoint("https://example.com/one-id")
+    delivery = make_delivery(endpoint, status=Status.FAILED)
+    make_attempts(delivery, 1, status_code=500)
+    attempt = delivery.attempt_log.get()
+    for obj in (endpoint, delivery, delivery.event, attempt):
+        name = obj._meta.model_name
+        assert isinstance(obj, (Endpoint, Delivery, Event, DeliveryAttempt))
+        for key in (obj.public_id, str(obj.pk)):
+            page = admin_client.get(reverse(f"admin:webhooks_{name}_change", args=[key]))
+            assert page.status_code == 200, (name, key)
+            assert obj.public_id in page.content.decode()
+        changelist = admin_client.get(reverse(f"admin:webhooks_{name}_changelist"))
+        html = changelist.content.decode()
+        assert reverse(f"admin:webhooks_{name}_change", args=[obj.public_id]) in html
+        assert f"/{obj.pk}/" not in html  # no page is linked by its UUID
+        # Another kind of object's id is no page (Django's "does not exist" redirect).
+        other = delivery if obj is not delivery else endpoint
+        missing = admin_client.get(reverse(f"admin:webhooks_{name}_change",
+                                           args=[other.public_id]))
+        assert missing.status_code == 302
+    page = admin_client.get(reverse("admin:webhooks_delivery_change", args=[delivery.public_id]))
+    html = page.content.decode()
+    assert reverse("admin:webhooks_endpoint_change", args=[endpoint.public_id]) in html
+    assert reverse("admin:webhooks_deliveryattempt_change", args=[attempt.public_id]) in html
+    retry = admin_client.post(reverse("admin:webhooks_delivery_retry",
+                                      args=[delivery.public_id]), follow=True)
+    assert messages_of(retry) == ["The delivery was queued for retry."]
+    endpoints = reverse("admin:webhooks_endpoint_changelist")
+    for key in (endpoint.public_id, str(endpoint.pk)):
+        found = admin_client.get(endpoints, {"q": key}).content.decode()
+        assert reverse("admin:webhooks_endpoint_change", args=[endpoint.public_id]) in found
+    nothing = admin_client.get(endpoints, {"q": delivery.public_id}).content.decode()
+    assert reverse("admin:webhooks_endpoint_change", args=[endpoint.public_id]) not in nothing
 
 
 def test_public_ids_in_lists_are_ours() -> None:

@@ -3,6 +3,7 @@ query counts."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -98,13 +99,15 @@ ROUTES_ON_OBJECTS = [
 ]
 
 
+@pytest.mark.parametrize("form", ["public", "uuid"])
 @pytest.mark.parametrize(("method", "path", "body"), ROUTES_ON_OBJECTS,
                          ids=[f"{m} {p} {b}" for m, p, b in ROUTES_ON_OBJECTS])
 def test_another_users_object_is_a_404(alice: Any, bob: Any, method: str, path: str,
-                                       body: Any) -> None:
+                                       body: Any, form: str) -> None:
     endpoint, delivery = _bobs_objects(bob)
     make_endpoint("https://example.com/alice", owner=alice)  # alice has objects of her own
-    values = {"endpoint": endpoint.pk, "delivery": delivery.pk,
+    values = {"endpoint": endpoint.public_id if form == "public" else endpoint.pk,
+              "delivery": delivery.public_id if form == "public" else delivery.pk,
               "since": (timezone.now() - timedelta(hours=1)).isoformat()}
     if isinstance(body, dict):
         body = {k: v.format(**values) if isinstance(v, str) else v for k, v in body.items()}
@@ -143,9 +146,9 @@ def test_lists_show_only_the_users_own_objects(alice: Any, bob: Any) -> None:
     client = client_for(alice)
 
     endpoints = client.get(API + "/endpoints/").json()["results"]
-    assert [e["id"] for e in endpoints] == [str(mine.pk)]
+    assert [e["id"] for e in endpoints] == [mine.public_id]
     deliveries = client.get(API + "/deliveries/").json()["results"]
-    assert [d["id"] for d in deliveries] == [str(my_delivery.pk)]
+    assert [d["id"] for d in deliveries] == [my_delivery.public_id]
 
 
 @pytest.mark.parametrize("param", ["endpoint", "event"])
@@ -174,7 +177,7 @@ def test_the_owner_is_never_writable(alice: Any, bob: Any) -> None:
     client = client_for(alice)
     created = client.post(API + "/endpoints/", new_endpoint_body(owner=bob.pk), format="json")
     assert created.status_code == 201
-    endpoint = Endpoint.objects.get(pk=created.json()["id"])
+    endpoint = Endpoint.objects.get(pk=Endpoint.parse_id(created.json()["id"]))
     assert endpoint.owner == alice
     assert "owner" not in created.json()
     client.patch(API + f"/endpoints/{endpoint.pk}/", {"owner": bob.pk}, format="json")
@@ -249,7 +252,8 @@ def test_create_read_update_delete(alice: Any) -> None:
                          "disabled_at", "last_success_at", "last_failure_at",
                          "signature_scheme", "body_format"}
     assert body["payload_fields"] == {}
-    assert uuid.UUID(body["id"]).version == 7  # not sequential, not guessable
+    assert re.fullmatch(r"ep_[0-9A-Z]{26}", body["id"])
+    assert Endpoint.parse_id(body["id"]).version == 7  # not sequential, not guessable
     assert body["events"] == ["invoice.paid", "order.created"]
     assert body["headers"] == {"Authorization": "Bearer t0k3n"}
     assert (body["rate_limit"], body["is_active"], body["description"]) == (5, True, "orders")
@@ -402,7 +406,7 @@ def test_test_event_reaches_the_receiver_signed(alice: Any, receiver: Receiver,
     (request,) = receiver.received()
     body = Webhook(endpoint.secret).verify(request.body, request.headers)
     assert body["type"] == "webhook.test"
-    assert body["data"]["endpoint_id"] == str(endpoint.pk)
+    assert body["data"]["endpoint_id"] == endpoint.public_id
     delivery = client_for(alice).get(API + f"/deliveries/{response.json()['id']}/").json()
     assert delivery["status"] == "succeeded"
     assert [a["status_code"] for a in delivery["attempt_log"]] == [200]
@@ -561,15 +565,18 @@ def test_delivery_filters(alice: Any) -> None:
         assert response.status_code == 200, response.content
         return {d["id"] for d in response.json()["results"]}
 
-    assert ids() == {str(paid.pk), str(ping.pk), str(old.pk)}
-    assert ids(endpoint=two.pk) == {str(ping.pk), str(old.pk)}
-    assert ids(status="failed") == {str(paid.pk)}
-    assert ids(event_type="invoice.paid") == {str(paid.pk), str(old.pk)}
-    assert ids(event=ping.event.public_id) == {str(ping.pk)}
+    paid_id, ping_id, old_id = paid.public_id, ping.public_id, old.public_id
+    assert ids() == {paid_id, ping_id, old_id}
+    assert ids(endpoint=two.public_id) == {ping_id, old_id}
+    assert ids(endpoint=two.pk) == {ping_id, old_id}  # the bare UUID is accepted too
+    assert ids(status="failed") == {paid_id}
+    assert ids(event_type="invoice.paid") == {paid_id, old_id}
+    assert ids(event=ping.event.public_id) == {ping_id}
+    assert ids(event=ping.event.pk) == {ping_id}
     day_ago = (timezone.now() - timedelta(days=1)).isoformat()
-    assert ids(created_after=day_ago) == {str(paid.pk), str(ping.pk)}
-    assert ids(created_before=day_ago) == {str(old.pk)}
-    assert ids(endpoint=two.pk, event_type="invoice.paid", status="pending") == {str(old.pk)}
+    assert ids(created_after=day_ago) == {paid_id, ping_id}
+    assert ids(created_before=day_ago) == {old_id}
+    assert ids(endpoint=two.public_id, event_type="invoice.paid", status="pending") == {old_id}
 
 
 def test_delivery_detail_has_the_body_and_the_attempts(alice: Any) -> None:
@@ -578,7 +585,7 @@ def test_delivery_detail_has_the_body_and_the_attempts(alice: Any) -> None:
                              response_body="boom")
     Delivery.objects.filter(pk=delivery.pk).update(attempts=3, last_status_code=500)
     body = client_for(alice).get(API + f"/deliveries/{delivery.pk}/").json()
-    assert body["id"] == str(delivery.pk) and body["endpoint"] == str(endpoint.pk)
+    assert body["id"] == delivery.public_id and body["endpoint"] == endpoint.public_id
     assert body["event"]["id"] == delivery.event.public_id
     assert body["payload"]["data"] == {"n": 1}
     assert body["payload"]["id"] == delivery.event.public_id
@@ -599,7 +606,8 @@ def test_delivery_detail_shows_the_latest_attempts_and_links_to_all(alice: Any) 
     assert ATTEMPT_LOG_LIMIT == 10
     assert [a["number"] for a in body["attempt_log"]] == list(range(16, 26))
     assert body["attempt_log_count"] == 25
-    assert body["attempts_url"] == f"http://testserver{API}/deliveries/{delivery.pk}/attempts/"
+    assert body["attempts_url"] == (
+        f"http://testserver{API}/deliveries/{delivery.public_id}/attempts/")
     numbers: list[int] = []
     url: str | None = body["attempts_url"] + "?page_size=10"
     while url:
@@ -611,6 +619,70 @@ def test_delivery_detail_shows_the_latest_attempts_and_links_to_all(alice: Any) 
     body = client.get(API + f"/deliveries/{few.pk}/").json()
     assert [a["number"] for a in body["attempt_log"]] == [1, 2]
     assert body["attempt_log_count"] == 2
+
+
+# --- one id per object: the public id (ep_…, dlv_…, att_…, evt_…), the bare UUID accepted ----
+
+
+def test_every_object_is_answered_by_its_public_id_and_reached_by_either_form(
+        alice: Any) -> None:
+    endpoint = make_endpoint("https://example.com/h", "invoice.paid", owner=alice)
+    delivery = make_delivery(endpoint, attempts=1, status="failed")
+    attempt = delivery.attempt_log.get()
+    client = client_for(alice)
+    for key in (endpoint.public_id, str(endpoint.pk), str(endpoint.pk).replace("-", ""),
+                endpoint.public_id.lower()):
+        response = client.get(API + f"/endpoints/{key}/")
+        assert response.status_code == 200, key
+        assert response.json()["id"] == endpoint.public_id
+    for key in (delivery.public_id, str(delivery.pk)):
+        body = client.get(API + f"/deliveries/{key}/").json()
+        assert (body["id"], body["endpoint"], body["event"]["id"]) == (
+            delivery.public_id, endpoint.public_id, delivery.event.public_id)
+        assert [a["id"] for a in body["attempt_log"]] == [attempt.public_id]
+        attempts = client.get(API + f"/deliveries/{key}/attempts/").json()
+        assert [a["id"] for a in attempts["results"]] == [attempt.public_id]
+    assert re.fullmatch(r"att_[0-9A-Z]{26}", attempt.public_id)
+    retried = client.post(API + f"/deliveries/{delivery.public_id}/retry/")
+    assert (retried.status_code, retried.json()["id"]) == (202, delivery.public_id)
+    test = client.post(API + f"/endpoints/{endpoint.public_id}/test/")
+    assert test.status_code == 202
+    assert test.json()["id"].startswith("dlv_") and test.json()["endpoint"] == endpoint.public_id
+    assert client.get(API + "/deliveries/", {"event": test.json()["event"]["id"]}).json()[
+        "results"][0]["id"] == test.json()["id"]
+
+
+@pytest.mark.parametrize("key", [
+    "dlv_{delivery}",  # another kind of object's id
+    "evt_{event}",
+    "ep_0000",  # too short
+    "ep_ZZZZZZZZZZZZZZZZZZZZZZZZZZ",  # beyond 128 bits
+    "ep_{endpoint}x",
+    "not-an-id",
+])
+def test_ids_of_the_wrong_kind_or_shape_are_a_404(alice: Any, key: str) -> None:
+    endpoint = make_endpoint("https://example.com/h", owner=alice)
+    delivery = make_delivery(endpoint)
+    tails = {name: obj.public_id.partition("_")[2] for name, obj in (
+        ("endpoint", endpoint), ("delivery", delivery), ("event", delivery.event))}
+    response = client_for(alice).get(API + f"/endpoints/{key.format(**tails)}/")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "No Endpoint matches the given query."}
+
+
+def test_zapier_unsubscribe_takes_either_form_of_the_id(alice: Any) -> None:
+    client = client_for(alice)
+    for form in ("public", "uuid"):
+        created = client.post(API + "/zapier/hooks/", {
+            "target_url": f"https://hooks.example.com/{form}", "event": "invoice.paid"},
+                              format="json").json()
+        assert created["id"].startswith("ep_")
+        key = created["id"] if form == "public" else str(Endpoint.parse_id(created["id"]))
+        response = client.post(API + "/zapier/hooks/unsubscribe/", {"id": key}, format="json")
+        assert response.status_code == 204
+    assert not Endpoint.objects.exists()
+    response = client.post(API + "/zapier/hooks/unsubscribe/", {"id": "dlv_x"}, format="json")
+    assert response.status_code == 400 and "id" in response.json()
 
 
 def test_delivery_attempts_of_another_owner_are_a_404(alice: Any, bob: Any) -> None:
@@ -632,7 +704,7 @@ def test_deliveries_are_paginated_newest_first(alice: Any) -> None:
         assert len(page["results"]) <= 2
         seen += [d["id"] for d in page["results"]]
         url = page["next"]
-    assert seen == [str(d.pk) for d in reversed(made)]
+    assert seen == [d.public_id for d in reversed(made)]
 
 
 def test_list_queries_do_not_grow_with_rows(alice: Any) -> None:
@@ -730,7 +802,7 @@ def test_zapier_subscribe_and_unsubscribe(alice: Any, name: str) -> None:
     body = response.json()
     assert body == {"id": body["id"], "target_url": "https://hooks.example.com/zap/123",
                     "event": "order.created"}
-    endpoint = Endpoint.objects.get(pk=body["id"])
+    endpoint = Endpoint.objects.get(pk=Endpoint.parse_id(body["id"]))
     assert (endpoint.owner, endpoint.event_types, endpoint.is_active) == (
         alice, ["order.created"], True)
 
@@ -783,8 +855,9 @@ def test_zapier_gone_removes_the_hook_and_frees_its_place(alice: Any,
             hook = client.post(API + "/zapier/hooks/", {
                 "target_url": receiver.url("/zap"), "event": "invoice.paid"}, format="json")
             assert (plain.status_code, hook.status_code) == (201, 201)
-            assert Endpoint.objects.get(pk=hook.json()["id"]).rest_hook is True
-            assert Endpoint.objects.get(pk=plain.json()["id"]).rest_hook is False
+            hook_pk, plain_pk = (Endpoint.parse_id(r.json()["id"]) for r in (hook, plain))
+            assert Endpoint.objects.get(pk=hook_pk).rest_hook is True
+            assert Endpoint.objects.get(pk=plain_pk).rest_hook is False
             third = new_endpoint_body(url="https://example.com/third")
             assert client.post(API + "/endpoints/", third, format="json").status_code == 400
 
@@ -794,8 +867,8 @@ def test_zapier_gone_removes_the_hook_and_frees_its_place(alice: Any,
 
             assert len(receiver.received("/zap")) == 1
             assert len(receiver.received("/plain")) == 1
-            assert not Endpoint.objects.filter(pk=hook.json()["id"]).exists()
-            assert not Delivery.objects.filter(endpoint_id=hook.json()["id"]).exists()
+            assert not Endpoint.objects.filter(pk=hook_pk).exists()
+            assert not Delivery.objects.filter(endpoint_id=hook_pk).exists()
             assert Endpoint.objects.filter(owner=alice).count() == 1
             listed = client.get(API + "/endpoints/").json()["results"]
             assert [e["id"] for e in listed] == [plain.json()["id"]]
@@ -804,7 +877,7 @@ def test_zapier_gone_removes_the_hook_and_frees_its_place(alice: Any,
             assert client.post(API + "/endpoints/", third, format="json").status_code == 201
     finally:
         endpoint_disabled.disconnect(dispatch_uid="t-zapier-disabled")
-    kept = Endpoint.objects.get(pk=plain.json()["id"])
+    kept = Endpoint.objects.get(pk=plain_pk)
     assert kept.is_active is False
     assert "410" in kept.disabled_reason
     assert disabled == [kept.pk]  # the removed hook is no trouble to tell anyone about

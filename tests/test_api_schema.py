@@ -31,6 +31,7 @@ import webhooks
 from tests.factories import make_owner, organizations_own
 from tests.helpers import make_endpoint
 from tests.urls import api
+from webhooks import ids
 from webhooks.models import Delivery, Endpoint
 
 pytestmark = pytest.mark.django_db
@@ -102,10 +103,23 @@ def test_the_schema_is_exact_where_it_matters() -> None:
     assert components[body_format["allOf"][0]["$ref"].split("/")[-1]]["enum"] == [
         "standard", "cloudevents"]
     assert "body_format" not in endpoint.get("required", [])
+    # One id per object: the public id, a string of a known shape (no longer a uuid).
+    delivery = components["Delivery"]["properties"]
+    attempt = components["DeliveryAttempt"]["properties"]
+    for prop, prefix in ((endpoint["properties"]["id"], "ep"), (delivery["id"], "dlv"),
+                         (delivery["endpoint"], "ep"), (attempt["id"], "att"),
+                         (components["ZapierSubscription"]["properties"]["id"], "ep")):
+        assert prop["type"] == "string" and "format" not in prop
+        assert prop["pattern"] == ids.pattern(prefix)
+        assert prop.get("readOnly") is True
     deliveries = schema["paths"]["/api/webhooks/deliveries/"]["get"]
     assert {p["name"] for p in deliveries["parameters"]} == {
         "endpoint", "status", "event_type", "event", "created_after", "created_before",
         "cursor", "page_size"}
+    by_name = {p["name"]: p for p in deliveries["parameters"]}
+    assert by_name["endpoint"]["schema"]["type"] == "string"
+    assert "format" not in by_name["endpoint"]["schema"]
+    assert "ep_" in by_name["endpoint"]["description"]
     replay = schema["paths"]["/api/webhooks/endpoints/{id}/replay/"]["post"]
     assert set(replay["responses"]) == {"202", "400", "401", "403", "404", "406", "409",
                                         "429"}
@@ -177,7 +191,7 @@ def test_the_api_keeps_its_schema(api_schema: Any, enqueued: list[Any], method: 
             mine = model.objects.filter(**{f"endpoint__{owner}" if model is Delivery
                                            else owner: "fuzzer"}).first()
             if mine is not None:
-                case.path_parameters["id"] = str(mine.pk)
+                case.path_parameters["id"] = mine.public_id
         response = case.call_and_validate(headers=AUTH, checks=CHECKS)
         statuses.append(response.status_code)
 

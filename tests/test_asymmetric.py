@@ -345,8 +345,8 @@ def test_the_api_sets_the_scheme_and_shows_the_public_key_never_the_private_one(
                                                "signature_scheme": "v1a"}, format="json")
     assert created.status_code == 201, created.json()
     assert created.json()["signature_scheme"] == "v1a"
-    endpoint = Endpoint.objects.get(pk=created.json()["id"])
-    secret = client.get(API + f"/endpoints/{endpoint.pk}/secret/")
+    endpoint = Endpoint.objects.get(pk=Endpoint.parse_id(created.json()["id"]))
+    secret = client.get(API + f"/endpoints/{endpoint.public_id}/secret/")
     assert secret.status_code == 200
     assert secret.json() == {"public_key": endpoint.public_key}
     assert secret["Cache-Control"] == "no-store"

@@ -11,7 +11,7 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 
 import webhooks
-from tests.factories import make_endpoint
+from tests.factories import make_delivery, make_endpoint
 from tests.helpers import run_command
 from tests.receiver import Receiver, Reply
 from webhooks.delivery.fanout import fan_out
@@ -43,13 +43,14 @@ def test_deliver_drains_in_the_foreground(receiver: Receiver, enqueued: list[Any
 @pytest.mark.django_db(transaction=True)
 def test_send_test_waits_for_the_outcome(receiver: Receiver) -> None:
     endpoint = make_endpoint(receiver.url())
-    out = run_command("webhooks_send_test", str(endpoint.pk), "--wait", "5")
+    out = run_command("webhooks_send_test", endpoint.public_id, "--wait", "5")
     assert "Queued test event evt_" in out and "HTTP 200" in out
     receiver.script("/hook", Reply(503))
     with pytest.raises(CommandError, match="http_status"):
-        run_command("webhooks_send_test", str(endpoint.pk), "--wait", "5")
-    with pytest.raises(CommandError, match="No endpoint"):
-        run_command("webhooks_send_test", "not-an-id")
+        run_command("webhooks_send_test", str(endpoint.pk), "--wait", "5")  # its UUID works too
+    for wrong in ("not-an-id", make_delivery(endpoint).public_id, "ep_" + "Z" * 26):
+        with pytest.raises(CommandError, match=r"No endpoint with id .* \(ids look like ep_"):
+            run_command("webhooks_send_test", wrong)
 
 
 def test_stats_reports_health_and_the_oldest_due_delivery(receiver: Receiver) -> None:
@@ -63,7 +64,7 @@ def test_stats_reports_health_and_the_oldest_due_delivery(receiver: Receiver) ->
         next_attempt_at=timezone.now() - timedelta(seconds=90))
     data = json.loads(run_command("webhooks_stats", "--json"))
     (row,) = data["endpoints"]
-    assert row["endpoint"] == str(endpoint.pk)
+    assert row["endpoint"] == endpoint.public_id
     assert (row["attempts"], row["success_rate"], row["pending"]) == (2, 0.5, 1)
     assert row["median_latency_ms"] is not None
     assert 89 <= data["summary"]["oldest_due_seconds"] < 120
@@ -79,7 +80,7 @@ def test_replay_by_status_type_and_range(receiver: Receiver) -> None:
     fan_out()
     drain()  # the first gets 410: endpoint disabled, both deliveries failed
     assert Delivery.objects.filter(status="failed").count() == 2
-    out = run_command("webhooks_replay", "--endpoint", str(endpoint.pk), "--since", "1h",
+    out = run_command("webhooks_replay", "--endpoint", endpoint.public_id, "--since", "1h",
               "--event-type", "ping.sent", "--dry-run")
     assert "1 deliveries would be sent again" in out
     out = run_command("webhooks_replay", "--endpoint", str(endpoint.pk), "--since", "1h")

@@ -429,7 +429,7 @@ def test_test_events_go_to_one_endpoint_only(receiver: Receiver) -> None:
     assert request.path == "/one"
     body = Webhook(endpoint.secret).verify(request.body, request.headers)
     assert body["type"] == "webhook.test"
-    assert body["data"]["endpoint_id"] == str(endpoint.pk)
+    assert body["data"]["endpoint_id"] == endpoint.public_id
     delivery.refresh_from_db()
     assert delivery.status == "succeeded"
     assert delivery.event.owner_id == user.pk
@@ -600,7 +600,7 @@ def test_every_attempt_is_logged_with_its_fields_and_signalled(
     assert [r.levelname for r in records] == ["WARNING", "INFO"]
     first = records[0]
     assert first.webhook_event_id == event.public_id
-    assert first.webhook_endpoint_id == str(endpoint.pk)
+    assert first.webhook_endpoint_id == endpoint.public_id
     assert (first.webhook_attempt, first.webhook_status_code) == (1, 500)
     assert first.webhook_duration_ms is not None
     assert event.public_id in first.getMessage()

@@ -370,7 +370,7 @@ def test_the_api_sets_a_concurrency_limit_and_shows_a_pause(receiver: Receiver) 
                        format="json")
     assert bad.status_code == 400 and "max_concurrency" in bad.json()
     # Pause state is the engine's: a client cannot write it.
-    Endpoint.objects.filter(pk=body["id"]).update(
+    Endpoint.objects.filter(pk=Endpoint.parse_id(body["id"])).update(
         paused_until=timezone.now() + timedelta(minutes=5), pause_reason="circuit_open")
     client.patch(f"/api/webhooks/endpoints/{body['id']}/",
                  {"pause_reason": "", "paused_until": None}, format="json")

@@ -162,13 +162,13 @@ def test_a_410_disables_the_endpoint_and_emails_its_owner_once(
     assert "Order sync" in message.body
     assert "The endpoint answered 410 Gone." in message.body
     assert "Disabled at:" in message.body
-    assert f"https://shop.example/account/webhooks/{endpoint.pk}" in message.body
+    assert f"https://shop.example/account/webhooks/{endpoint.public_id}" in message.body
     for secret in ("s3cret", endpoint.secret):
         assert secret not in message.body and secret not in message.subject
     ((html, content_type),) = message.alternatives
     assert content_type == "text/html"
     assert "Order sync" in html and "s3cret" not in html
-    assert f'href="https://shop.example/account/webhooks/{endpoint.pk}"' in html
+    assert f'href="https://shop.example/account/webhooks/{endpoint.public_id}"' in html
 
     # Nothing more happens to a disabled endpoint: nothing more is sent.
     publish(owner=owner)
@@ -502,7 +502,7 @@ def test_a_broken_mail_server_is_logged_and_deliveries_go_on(
     (record,) = [r for r in caplog.records if "Could not email" in r.getMessage()]
     assert record.levelno == logging.ERROR
     expected = "SMTPRecipientsRefused" if server == "refusing" else "ConnectionRefusedError"
-    assert f"Could not email the disabled notice of endpoint {gone.pk}: {expected}" in (
+    assert f"Could not email the disabled notice of endpoint {gone.public_id}: {expected}" in (
         record.getMessage())
     logged = caplog.text
     for secret in ("s3cret", gone.secret, fine.secret):

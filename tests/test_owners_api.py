@@ -69,8 +69,9 @@ class World:
 
     def a_identifiers(self) -> list[str]:
         """What must never appear in an answer to someone outside A."""
-        return [str(self.endpoint.pk), str(self.delivery.pk), self.delivery.event.public_id,
-                self.endpoint.secret, A_URL, "acme"]
+        return [self.endpoint.public_id, self.delivery.public_id, self.delivery.event.public_id,
+                str(self.endpoint.pk), str(self.delivery.pk), self.endpoint.secret, A_URL,
+                "acme"]
 
 
 def user_with_key(username: str, pk: int) -> Any:
@@ -112,19 +113,19 @@ def listed_ids(response: Any) -> set[str]:
 
 
 def lists_endpoint(w: World, response: Any) -> None:
-    assert listed_ids(response) == {str(w.endpoint.pk)}
+    assert listed_ids(response) == {w.endpoint.public_id}
 
 
 def lists_delivery(w: World, response: Any) -> None:
-    assert listed_ids(response) == {str(w.delivery.pk)}
+    assert listed_ids(response) == {w.delivery.public_id}
 
 
 def created_for_a(w: World, response: Any) -> None:
-    assert Endpoint.objects.get(pk=response.json()["id"]).owner == w.a
+    assert Endpoint.objects.get(pk=Endpoint.parse_id(response.json()["id"])).owner == w.a
 
 
 def reads_endpoint(w: World, response: Any) -> None:
-    assert response.json()["id"] == str(w.endpoint.pk)
+    assert response.json()["id"] == w.endpoint.public_id
 
 
 def replaced(w: World, response: Any) -> None:
@@ -153,7 +154,7 @@ def rotated(w: World, response: Any) -> None:
 
 
 def sent_test(w: World, response: Any) -> None:
-    test = Delivery.objects.get(pk=response.json()["id"])
+    test = Delivery.objects.get(pk=Delivery.parse_id(response.json()["id"]))
     assert (test.endpoint_id, test.event.type, test.event.owner_id) == (
         w.endpoint.pk, "webhook.test", w.a.pk)
 
@@ -171,7 +172,7 @@ def replayed(w: World, response: Any) -> None:
 
 
 def reads_delivery(w: World, response: Any) -> None:
-    assert response.json()["id"] == str(w.delivery.pk)
+    assert response.json()["id"] == w.delivery.public_id
 
 
 def lists_attempts(w: World, response: Any) -> None:
@@ -364,7 +365,7 @@ def test_the_organization_header_chooses_among_the_users_memberships(world: Worl
     assert endpoint_urls() == [A_URL]  # no header: the first organization
     created = client_for(consultant, world.b.pk).post(
         API + "/endpoints/", {"url": NEW_URL, "events": ["*"]}, format="json")
-    assert Endpoint.objects.get(pk=created.json()["id"]).owner == world.b
+    assert Endpoint.objects.get(pk=Endpoint.parse_id(created.json()["id"])).owner == world.b
 
 
 def test_the_organization_header_cannot_pick_an_organization_of_others(world: World) -> None:

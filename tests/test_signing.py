@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import base64
+import re
 import time
+import uuid
 
 import pytest
 from standardwebhooks import Webhook
@@ -95,3 +97,20 @@ def test_ids_are_time_ordered_uuid7_and_round_trip() -> None:
     for bad in ("dlv_" + public[4:], "evt_short", "evt_" + "U" * 26, "evt_" + "Z" * 26):
         with pytest.raises(ValueError):
             ids.from_public("evt", bad)
+
+
+def test_ids_parse_either_form_and_match_their_pattern() -> None:
+    """Every object's one public id, and the bare UUID accepted wherever an id is read."""
+    for _ in range(200):
+        value = ids.uuid7()
+        for prefix in (ids.EVENT, ids.DELIVERY, ids.ENDPOINT, ids.ATTEMPT):
+            public = ids.to_public(prefix, value)
+            assert re.fullmatch(ids.pattern(prefix), public)
+            for text in (public, public.lower(), f" {public} ", str(value), value.hex):
+                assert ids.parse(prefix, text) == value
+    biggest = ids.to_public("ep", uuid.UUID(int=2**128 - 1))
+    assert re.fullmatch(ids.pattern("ep"), biggest) and biggest.startswith("ep_7")
+    value = ids.uuid7()
+    for wrong in (ids.to_public("dlv", value), "ep_", "ep_" + "Z" * 26, "ep_x", "", "nope",
+                  "ep_" + ids.encode(value) + "0", str(value)[:-1]):
+        assert ids.parse("ep", wrong) is None, wrong

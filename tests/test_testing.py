@@ -250,7 +250,7 @@ def test_assertion_messages_show_what_was_captured() -> None:
     assert "Expected at least one 'order.created' webhook with data_contains=" in message
     assert "found 0" in message
     assert "order.created evt_" in message and f"owner={alice.pk!r}" in message
-    assert str(endpoint.pk) in message and '"total":"3.00"' not in message
+    assert endpoint.public_id in message and '"total":"3.00"' not in message
     assert '"total": "3.00"' in message
 
     with pytest.raises(AssertionError, match=r"exactly 2 'order.created'.*found 1"):

@@ -430,7 +430,8 @@ class WebhooksSettings:
         None, _optional_str, valid=none_or(non_empty_str),
         expected="None or a URL, where {endpoint_id} stands for the endpoint's id",
         doc="the page where the owner manages the endpoint, in the emails: a URL in which "
-            "`{endpoint_id}` is replaced (`None`: the emails name no link)")
+            "`{endpoint_id}` is replaced by the endpoint's id, `ep_…` (`None`: the emails name "
+            "no link)")
 
     # --- retention ---
     RETENTION = Setting(

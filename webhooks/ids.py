@@ -1,10 +1,20 @@
-"""Identifiers that are unique, time-ordered and not guessable: UUIDv7 and their short form."""
+"""Identifiers that are unique, time-ordered and not guessable: UUIDv7 and their public form.
+
+Every object has one public id, ``<prefix>_<26 characters>`` (``evt_01J…``, ``dlv_01J…``,
+``ep_01J…``, ``att_01J…``): the API answers it as ``id``, the admin shows and links it, the logs
+and the management commands use it. It is the row's UUID primary key in Crockford base32, so it
+costs no column and no lookup. Wherever an id is read, :func:`parse` also accepts the bare UUID
+(the form the REST API used to answer).
+"""
 
 from __future__ import annotations
 
 import os
 import time
 import uuid
+
+#: The prefixes of the public ids: events, deliveries, endpoints, delivery attempts.
+EVENT, DELIVERY, ENDPOINT, ATTEMPT = "evt", "dlv", "ep", "att"
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _DECODE = {c: i for i, c in enumerate(_CROCKFORD)}
@@ -61,3 +71,21 @@ def from_public(prefix: str, text: str) -> uuid.UUID:
     if not sep or head != prefix:
         raise ValueError(f"expected an id starting with {prefix}_")
     return decode(tail)
+
+
+def parse(prefix: str, text: str) -> uuid.UUID | None:
+    """The UUID that ``text`` names: a ``prefix_…`` public id, or the UUID itself (hex, with
+    or without hyphens); ``None`` for anything else (another prefix included)."""
+    text = text.strip()
+    try:
+        if "_" in text:
+            return from_public(prefix, text)
+        return uuid.UUID(text)
+    except ValueError:
+        return None
+
+
+def pattern(prefix: str) -> str:
+    """A regular expression that :func:`to_public` output with ``prefix`` matches (the first
+    character is ``0``-``7``: 26 characters of 5 bits hold 128 bits and 2 zero bits)."""
+    return f"^{prefix}_[0-7][0-9A-HJKMNP-TV-Z]{{25}}$"

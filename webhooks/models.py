@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connections, models, transaction
@@ -60,14 +61,38 @@ class BodyFormat(models.TextChoices):
     CLOUDEVENTS = "cloudevents", _("CloudEvents 1.0 (structured JSON)")
 
 
-class Endpoint(models.Model):
+class PublicIdModel(models.Model):
+    """A model keyed by a UUIDv7, with one public id: ``<id_prefix>_<26 characters>``
+    (:mod:`webhooks.ids`), what the API, the admin, the logs and the commands show."""
+
+    id = models.UUIDField(primary_key=True, default=ids.uuid7, editable=False)
+
+    #: The prefix of :attr:`public_id` (``evt``, ``dlv``, ``ep``, ``att``).
+    id_prefix: ClassVar[str]
+
+    class Meta:
+        abstract = True
+
+    @property
+    def public_id(self) -> str:
+        """This object's id as everything outside the database shows it."""
+        return ids.to_public(self.id_prefix, self.id)
+
+    @classmethod
+    def parse_id(cls, text: str) -> uuid.UUID | None:
+        """The primary key that ``text`` names: the public id or the bare UUID (``None`` for
+        anything else, another kind of object's id included)."""
+        return ids.parse(cls.id_prefix, text)
+
+
+class Endpoint(PublicIdModel):
     """A URL that receives webhooks, owned by an owner (``WEBHOOKS_OWNER_MODEL``: a user by
     default, or an organization, team or account) or, owner empty, by the site itself."""
 
     Scheme = SignatureScheme
     Format = BodyFormat
+    id_prefix = ids.ENDPOINT
 
-    id = models.UUIDField(primary_key=True, default=ids.uuid7, editable=False)
     owner = models.ForeignKey(
         owner_model_label(),
         verbose_name=_("owner"),
@@ -328,14 +353,16 @@ class Subscription(models.Model):
         return self.event_type
 
 
-class Event(models.Model):
+class Event(PublicIdModel):
     """Something that happened, written in the same transaction as the change (the outbox).
 
     ``payload`` holds the exact JSON body every delivery sends, built once when the event is
-    recorded. ``error`` is set instead when the payload could not be built.
+    recorded. ``error`` is set instead when the payload could not be built. Its public id
+    (``evt_…``) is the ``webhook-id`` receivers see.
     """
 
-    id = models.UUIDField(primary_key=True, default=ids.uuid7, editable=False)
+    id_prefix = ids.EVENT
+
     type = models.CharField(_("type"), max_length=100)
     owner = models.ForeignKey(
         owner_model_label(),
@@ -376,11 +403,6 @@ class Event(models.Model):
         return f"{self.type} {self.public_id}"
 
     @property
-    def public_id(self) -> str:
-        """The id receivers see (``webhook-id`` header and ``id`` in the body): ``evt_…``."""
-        return ids.to_public("evt", self.id)
-
-    @property
     def data(self) -> Any:
         """The ``data`` member of the payload, decoded (``None`` when the payload failed)."""
         if not self.payload:
@@ -394,7 +416,7 @@ class DeliveryStatus(models.TextChoices):
     FAILED = "failed", _("Failed")
 
 
-class Delivery(models.Model):
+class Delivery(PublicIdModel):
     """One event to one endpoint: the unit of retries and of the at-least-once guarantee.
 
     A worker claims a due delivery by moving ``next_attempt_at`` to the end of its lease and
@@ -403,8 +425,8 @@ class Delivery(models.Model):
     """
 
     Status = DeliveryStatus
+    id_prefix = ids.DELIVERY
 
-    id = models.UUIDField(primary_key=True, default=ids.uuid7, editable=False)
     event = models.ForeignKey(
         Event, on_delete=models.CASCADE, related_name="deliveries", verbose_name=_("event")
     )
@@ -455,15 +477,12 @@ class Delivery(models.Model):
     def __str__(self) -> str:
         return self.public_id
 
-    @property
-    def public_id(self) -> str:
-        return ids.to_public("dlv", self.id)
 
-
-class DeliveryAttempt(models.Model):
+class DeliveryAttempt(PublicIdModel):
     """One HTTP request of a delivery and what came back (or why nothing did)."""
 
-    id = models.UUIDField(primary_key=True, default=ids.uuid7, editable=False)
+    id_prefix = ids.ATTEMPT
+
     delivery = models.ForeignKey(
         Delivery, on_delete=models.CASCADE, related_name="attempt_log",
         verbose_name=_("delivery"),

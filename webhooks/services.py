@@ -280,7 +280,7 @@ def send_test_event(endpoint: Endpoint) -> Delivery:
     using = router.db_for_write(Delivery)
     with transaction.atomic(using=using):
         event_id = ids.uuid7()
-        data = {"endpoint_id": str(endpoint.pk), "message": "This is a test webhook."}
+        data = {"endpoint_id": endpoint.public_id, "message": "This is a test webhook."}
         parts = payload_parts(event_id, TEST_EVENT_TYPE, now, data)
         _inserted, payload = insert_event(connections[using], event_id, TEST_EVENT_TYPE,
                                           endpoint.owner_id, now, parts, "", None,

@@ -71,7 +71,7 @@ class CapturedEvent:
         if len(data) > 200:
             data = data[:197] + "..."
         owner = "site-wide" if self.owner_id is None else f"owner={self.owner_id!r}"
-        targets = ", ".join(str(e.pk) for e in self.endpoints) or "no endpoint"
+        targets = ", ".join(e.public_id for e in self.endpoints) or "no endpoint"
         error = f" error={self.error!r}" if self.error else ""
         return f"{self.type} {self.id} ({owner}) -> [{targets}] data={data}{error}"
 

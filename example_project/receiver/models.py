@@ -7,9 +7,14 @@ from django.utils import timezone
 
 
 class Inbox(models.Model):
+    """Where webhooks are received: ``/receiver/<slug>/``. They are verified with ``secret``
+    and with the keys of every endpoint that posts there (see ``views.verification_keys``)."""
+
     slug = models.SlugField(unique=True, help_text="Webhooks are received at /receiver/<slug>/.")
     secret = models.CharField(
-        max_length=255, help_text="The sender's whsec_… signing secret for this URL."
+        max_length=255, blank=True,
+        help_text="A whsec_… secret to verify with, besides the keys of the endpoints that post "
+                  "to this URL (optional).",
     )
 
     class Meta:

@@ -4,11 +4,11 @@ configuration, read-only admins and small display helpers."""
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any
 
 from django import forms
 from django.contrib import admin
+from django.contrib.admin.utils import quote
 from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
 from django.db import connections, models
@@ -18,10 +18,11 @@ from django.urls import reverse
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
+from django.utils.translation import gettext_lazy as _
 
-from webhooks import ids
 from webhooks.events.catalog import TEST_EVENT_TYPE, get_catalog
 from webhooks.exceptions import WebhooksConfigurationError
+from webhooks.models import PublicIdModel
 
 #: Columns of an endpoint never needed by a list of events, deliveries or attempts (and
 #: expensive: they are decrypted on load).
@@ -69,12 +70,37 @@ def estimate_rows(queryset: QuerySet[Any]) -> int | None:
 
 
 class LeanChangeList(ChangeList):
-    """A changelist that leaves out columns its model admin names in ``list_defer``."""
+    """A changelist that leaves out columns its model admin names in ``list_defer``, and
+    links each row by its public id."""
 
     def get_queryset(self, request: HttpRequest, exclude_parameters: Any = None) -> QuerySet:
         queryset = super().get_queryset(request, exclude_parameters)
         defer = getattr(self.model_admin, "list_defer", ())
         return queryset.defer(*defer) if defer else queryset
+
+    def url_for_result(self, result: models.Model) -> str:
+        return change_url(result)
+
+
+class PublicIdAdminMixin:
+    """The pages of a :class:`~webhooks.models.PublicIdModel` are reached by its public id
+    (``dlv_…``; what the admin links to) or by its bare UUID."""
+
+    model: type[PublicIdModel]
+
+    @admin.display(description=_("id"))
+    def public_id(self, obj: PublicIdModel) -> str:
+        """The object's id: what the API answers, the logs show and the commands take."""
+        return obj.public_id
+
+    def get_object(self, request: HttpRequest, object_id: str,
+                   from_field: str | None = None) -> Any:
+        if from_field in (None, "id"):
+            pk = self.model.parse_id(object_id)
+            if pk is None:
+                return None
+            object_id = str(pk)
+        return super().get_object(request, object_id, from_field)  # type: ignore[misc]
 
 
 class CappedInlineFormSet(forms.BaseInlineFormSet):
@@ -99,7 +125,7 @@ class ReadOnlyAdminMixin:
         return False
 
 
-class LargeTableAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class LargeTableAdmin(PublicIdAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     """A read-only admin for a table that grows without bound (events, deliveries, attempts).
 
     Its list never counts the whole table (:class:`CappedCountPaginator`, no full result
@@ -132,17 +158,6 @@ def with_lean_endpoint(queryset: QuerySet, *related: str) -> QuerySet:
     return queryset.select_related(*related, "endpoint").defer(*RELATED_ENDPOINT_HEAVY)
 
 
-def parse_id(term: str, prefix: str) -> uuid.UUID | None:
-    """A UUID from ``prefix_…`` (our public ids) or a plain UUID; ``None`` for anything else."""
-    term = term.strip()
-    try:
-        if term.startswith(f"{prefix}_"):
-            return ids.from_public(prefix, term)
-        return uuid.UUID(term)
-    except ValueError:
-        return None
-
-
 def catalog_types() -> list[tuple[str, str]]:
     """``(name, description)`` of every catalog type, or just the test type when the
     ``WEBHOOKS`` setting is broken (the system checks report that)."""
@@ -152,11 +167,17 @@ def catalog_types() -> list[tuple[str, str]]:
         return [(TEST_EVENT_TYPE, "")]
 
 
+def change_url(obj: models.Model, view: str = "change") -> str:
+    """The URL of ``obj``'s admin page (or of another ``view`` of it, such as ``secret``): by
+    its public id when it has one."""
+    opts = obj._meta
+    key = obj.public_id if isinstance(obj, PublicIdModel) else quote(obj.pk)
+    return reverse(f"admin:{opts.app_label}_{opts.model_name}_{view}", args=[key])
+
+
 def admin_link(obj: models.Model, text: Any) -> SafeString:
     """A link to ``obj``'s admin page."""
-    opts = obj._meta
-    url = reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk])
-    return format_html('<a href="{}">{}</a>', url, text)
+    return format_html('<a href="{}">{}</a>', change_url(obj), text)
 
 
 def pretty_json(value: Any, limit: int | None = None) -> SafeString:

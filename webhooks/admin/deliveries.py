@@ -30,7 +30,6 @@ from .base import (
     admin_link,
     capped_text,
     catalog_types,
-    parse_id,
     pretty_json,
     status_badge,
     with_lean_endpoint,
@@ -105,8 +104,8 @@ class DeliveryAdmin(DeliveryDisplayMixin, LargeTableAdmin):
     list_select_related = ["event", "endpoint"]
     list_defer = ("event__payload", *RELATED_ENDPOINT_HEAVY)
     search_fields = ["endpoint__url"]
-    search_help_text = _("A delivery id (dlv_…), an event id (evt_…), an event type or a "
-                         "part of an endpoint URL.")
+    search_help_text = _("A delivery id (dlv_…), an event id (evt_…), an endpoint id (ep_…), "
+                         "an event type or a part of an endpoint URL.")
     readonly_fields = (
         "delivery_id", "event_link", "endpoint_link", "status_label", "attempts",
         "next_attempt_at", "last_attempt_at", "last_status_code", "last_error",
@@ -120,11 +119,13 @@ class DeliveryAdmin(DeliveryDisplayMixin, LargeTableAdmin):
         return with_lean_endpoint(super().get_queryset(request), "event")
 
     def search(self, queryset: QuerySet, term: str) -> QuerySet:
-        if term.startswith("evt_"):
-            event_id = parse_id(term, "evt")
-            return queryset.filter(event_id=event_id) if event_id else queryset.none()
-        pk = parse_id(term, "dlv")
-        if pk is not None:
+        prefix = term.partition("_")[0] if "_" in term else None
+        if prefix in (ids.EVENT, ids.ENDPOINT):
+            pk = ids.parse(prefix, term)
+            column = "event_id" if prefix == ids.EVENT else "endpoint_id"
+            return queryset.filter(**{column: pk}) if pk else queryset.none()
+        pk = Delivery.parse_id(term)
+        if pk is not None:  # dlv_…, or a bare UUID: of a delivery or of its event
             return queryset.filter(models.Q(pk=pk) | models.Q(event_id=pk))
         if term in dict(catalog_types()):
             return queryset.filter(event__type=term)
@@ -178,7 +179,7 @@ class DeliveryAdmin(DeliveryDisplayMixin, LargeTableAdmin):
         may not retry (:meth:`retryable`)."""
         if request.method != "POST" or not self.has_retry_permission(request):
             raise PermissionDenied
-        pk = parse_id(object_id, "dlv")
+        pk = Delivery.parse_id(object_id)
         deliveries = self.retryable(Delivery.objects.filter(pk=pk)) if pk else None
         if deliveries is None or not deliveries.exists():
             raise Http404(_("No such delivery to retry here."))
@@ -240,9 +241,9 @@ class DeliveryAttemptAdmin(AttemptDisplayMixin, LargeTableAdmin):
     list_defer = (*RELATED_ENDPOINT_HEAVY, "response_body", "response_headers",
                   "request_headers")
     search_fields = ["delivery__id"]
-    search_help_text = _("A delivery id (dlv_…) or an attempt id.")
+    search_help_text = _("A delivery id (dlv_…) or an attempt id (att_…).")
     readonly_fields = (
-        "delivery_link", "endpoint_url", "number", "created_at", "url", "status_code",
+        "public_id", "delivery_link", "endpoint_url", "number", "created_at", "url", "status_code",
         "duration_ms", "error_class", "error", "request_headers_pretty",
         "response_headers_pretty", "response_body_pretty",
     )
@@ -252,9 +253,13 @@ class DeliveryAttemptAdmin(AttemptDisplayMixin, LargeTableAdmin):
         return with_lean_endpoint(super().get_queryset(request))
 
     def search(self, queryset: QuerySet, term: str) -> QuerySet:
-        pk = parse_id(term, "dlv")
+        if term.startswith(f"{ids.ATTEMPT}_"):
+            pk = DeliveryAttempt.parse_id(term)
+            return queryset.filter(pk=pk) if pk else queryset.none()
+        pk = Delivery.parse_id(term)
         if pk is None:
             return queryset.none()
+        # dlv_…, or a bare UUID: of a delivery or of an attempt
         return queryset.filter(models.Q(delivery_id=pk) | models.Q(pk=pk))
 
     @admin.display(description=_("attempt"))
@@ -263,8 +268,9 @@ class DeliveryAttemptAdmin(AttemptDisplayMixin, LargeTableAdmin):
 
     @admin.display(description=_("delivery"))
     def delivery_link(self, obj: DeliveryAttempt) -> SafeString:
-        url = reverse("admin:webhooks_delivery_change", args=[obj.delivery_id])
-        return format_html('<a href="{}">{}</a>', url, ids.to_public("dlv", obj.delivery_id))
+        public_id = ids.to_public(ids.DELIVERY, obj.delivery_id)
+        url = reverse("admin:webhooks_delivery_change", args=[public_id])
+        return format_html('<a href="{}">{}</a>', url, public_id)
 
     @admin.display(description=_("endpoint"))
     def endpoint_url(self, obj: DeliveryAttempt) -> str:

@@ -36,7 +36,7 @@ from webhooks.exceptions import InvalidReplayWindow, WebhooksConfigurationError
 from webhooks.models import WILDCARD, Delivery, Endpoint
 from webhooks.owners import get_owner_model, owner_is_user_model
 
-from .base import ENDPOINT_HEAVY, LeanChangeList
+from .base import ENDPOINT_HEAVY, LeanChangeList, PublicIdAdminMixin, change_url
 from .filters import HealthFilter, OwnerKindFilter
 from .health import (
     Health,
@@ -181,7 +181,7 @@ class ReplayForm(forms.Form):
             raise forms.ValidationError(exc.message, code=exc.code) from None
 
 
-class EndpointAdmin(admin.ModelAdmin):
+class EndpointAdmin(PublicIdAdminMixin, admin.ModelAdmin):
     """Endpoints, with their health, signing secret and actions."""
 
     form = EndpointForm
@@ -193,10 +193,13 @@ class EndpointAdmin(admin.ModelAdmin):
     list_select_related = ["owner"]
     list_defer = ENDPOINT_HEAVY
     search_fields = ["url", "description"]
-    readonly_fields = ["secret_display", "headers_masked", "health_summary", "health_chart",
-                       "paused", "disabled_reason", "disabled_by", "disabled_at",
-                       "failing_since", "consecutive_failures", "last_success_at",
-                       "last_failure_at", "rest_hook", "created_at", "updated_at"]
+    search_help_text = _("A part of the URL or description, the owner, or an endpoint id "
+                         "(ep_…).")
+    readonly_fields = ["public_id", "secret_display", "headers_masked", "health_summary",
+                       "health_chart", "paused", "disabled_reason", "disabled_by",
+                       "disabled_at", "failing_since", "consecutive_failures",
+                       "last_success_at", "last_failure_at", "rest_hook", "created_at",
+                       "updated_at"]
     actions = ["send_test", "enable", "disable", "retry_failed", "replay_since"]
 
     def may_reveal(self, request: HttpRequest, obj: Endpoint | None) -> bool:
@@ -218,7 +221,8 @@ class EndpointAdmin(admin.ModelAdmin):
             flow,
             (_("Signing"), {"fields": ["signature_scheme", "secret_display"]}),
             (_("Health (last 24 hours)"), {"fields": ["health_summary", "health_chart"]}),
-            (_("State"), {"fields": ["paused", "disabled_reason", "disabled_by", "disabled_at",
+            (_("State"), {"fields": ["public_id", "paused", "disabled_reason", "disabled_by",
+                                     "disabled_at",
                                      "failing_since", "consecutive_failures",
                                      "last_success_at", "last_failure_at", "rest_hook",
                                      "created_at", "updated_at"]}),
@@ -273,6 +277,15 @@ class EndpointAdmin(admin.ModelAdmin):
 
     def get_search_fields(self, request: HttpRequest) -> list[str]:
         return [*self.search_fields, *self.owner_search_fields(request)]
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet,
+                           search_term: str) -> tuple[QuerySet, bool]:
+        """An endpoint id (``ep_…`` or the bare UUID) finds that endpoint; anything else is
+        searched in the search fields."""
+        pk = Endpoint.parse_id(search_term)
+        if pk is not None:
+            return queryset.filter(pk=pk), False
+        return super().get_search_results(request, queryset, search_term)
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return EndpointChangeList
@@ -339,8 +352,7 @@ class EndpointAdmin(admin.ModelAdmin):
         in clear (it is not secret; its private key is never shown). *Rotate* for both."""
         if not obj.pk:
             return format_html("{}", "—")
-        info = self.opts.app_label, self.opts.model_name
-        rotate = reverse("admin:{}_{}_rotate_secret".format(*info), args=[obj.pk])
+        rotate = change_url(obj, "rotate_secret")
         grace = ""
         expires = obj.previous_secret_expires_at
         if obj.previous_secret and expires and expires > timezone.now():
@@ -354,7 +366,7 @@ class EndpointAdmin(admin.ModelAdmin):
                 _("Public key:"), public_key, rotate, _("Rotate"),
                 _("Receivers verify the v1a signatures with it; the private key is never "
                   "shown."), grace)
-        reveal = reverse("admin:{}_{}_secret".format(*info), args=[obj.pk])
+        reveal = change_url(obj, "secret")
         return format_html(
             '<code>whsec_{}</code> <a class="button" href="{}">{}</a> '
             '<a class="button" href="{}">{}</a> <span class="help">{}</span>',
@@ -372,7 +384,8 @@ class EndpointAdmin(admin.ModelAdmin):
     @admin.display(description=_("summary"))
     def health_summary(self, obj: Endpoint) -> SafeString:
         health = health_by_endpoint([obj.pk]).get(obj.pk, Health())
-        deliveries = reverse("admin:webhooks_delivery_changelist") + f"?endpoint={obj.pk}"
+        deliveries = (reverse("admin:webhooks_delivery_changelist")
+                      + f"?endpoint={obj.public_id}")
         return format_html('{} · <a href="{}">{}</a>', summary_html(health), deliveries,
                            _("See its deliveries"))
 
@@ -418,8 +431,7 @@ class EndpointAdmin(admin.ModelAdmin):
             self.message_user(request, _("This endpoint signs with ed25519 (v1a): its private "
                                          "key is never shown. Receivers verify with the "
                                          "public key shown here."), messages.INFO)
-            return HttpResponseRedirect(
-                reverse("admin:webhooks_endpoint_change", args=[endpoint.pk]))
+            return HttpResponseRedirect(change_url(endpoint))
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts, "original": endpoint, "title": _("Signing secret"),
@@ -446,8 +458,7 @@ class EndpointAdmin(admin.ModelAdmin):
             else:
                 message = _("The secret was rotated.")
             self.message_user(request, message, messages.SUCCESS)
-            return HttpResponseRedirect(
-                reverse("admin:webhooks_endpoint_change", args=[endpoint.pk]))
+            return HttpResponseRedirect(change_url(endpoint))
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts, "original": endpoint, "title": _("Rotate the signing secret"),

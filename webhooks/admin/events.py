@@ -18,7 +18,6 @@ from .base import (
     LargeTableAdmin,
     ReadOnlyAdminMixin,
     admin_link,
-    parse_id,
     pretty_json,
     with_lean_endpoint,
 )
@@ -56,21 +55,17 @@ class EventAdmin(LargeTableAdmin):
     search_fields = ["type"]
     search_help_text = _("An event id (evt_…), or an event type or its beginning.")
     readonly_fields = (
-        "public_id", "id", "type", "owner", "created_at", "dispatched_at",
+        "public_id", "type", "owner", "created_at", "dispatched_at",
         "payload_pretty", "error",
     )
     fields = readonly_fields
     inlines = [DeliveryInline]
 
     def search(self, queryset: QuerySet, term: str) -> QuerySet:
-        pk = parse_id(term, "evt")
+        pk = Event.parse_id(term)
         if pk is not None:
             return queryset.filter(pk=pk)
         return queryset.filter(type__startswith=term.lower())
-
-    @admin.display(description=_("id"))
-    def public_id(self, obj: Event) -> str:
-        return obj.public_id
 
     @admin.display(description=_("payload error"), boolean=True)
     def failed(self, obj: Event) -> bool:

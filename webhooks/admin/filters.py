@@ -10,9 +10,10 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 
+from webhooks import ids
 from webhooks.models import Endpoint
 
-from .base import catalog_types, parse_id
+from .base import catalog_types
 
 
 class EventTypeFilter(admin.SimpleListFilter):
@@ -44,17 +45,25 @@ class EndpointFilter(admin.SimpleListFilter):
     shown = 30
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        chosen = parse_id(self.value() or "", "ep")
+        chosen = Endpoint.parse_id(self.value() or "")
         rows = Endpoint.objects.order_by("url").values_list("pk", "url")
         if chosen is not None:
             rows = rows.filter(pk=chosen) | rows.filter(pk__in=rows.values("pk")[: self.shown])
-            return [(str(pk), url) for pk, url in rows]
-        return [(str(pk), url) for pk, url in rows[: self.shown]]
+        else:
+            rows = rows[: self.shown]
+        return [(ids.to_public(ids.ENDPOINT, pk), url) for pk, url in rows]
+
+    def value(self) -> str | None:
+        """The chosen endpoint's public id, also when the URL gave its bare UUID (so that the
+        choice shows as selected)."""
+        value = super().value()
+        pk = Endpoint.parse_id(value) if value else None
+        return ids.to_public(ids.ENDPOINT, pk) if pk else value
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         if not self.value():
             return queryset
-        chosen = parse_id(self.value() or "", "ep")
+        chosen = Endpoint.parse_id(self.value() or "")
         return queryset.filter(endpoint_id=chosen) if chosen else queryset.none()
 
 

@@ -14,6 +14,7 @@ from django.db.models import UUIDField as UUIDModelField
 from rest_framework import fields as f
 from rest_framework import relations, serializers
 
+from webhooks import ids
 from webhooks.conf import webhooks_settings
 from webhooks.events.catalog import TEST_EVENT_TYPE, Catalog, EventType
 from webhooks.events.payloads import build_payload
@@ -45,7 +46,8 @@ def example_data(event_type: EventType, catalog: Catalog) -> Any:
     if event_type.name in configured:
         return configured[event_type.name]
     if event_type.name == TEST_EVENT_TYPE:
-        return {"endpoint_id": str(EXAMPLE_EVENT_ID), "message": "This is a test webhook."}
+        return {"endpoint_id": ids.to_public(ids.ENDPOINT, EXAMPLE_EVENT_ID),
+                "message": "This is a test webhook."}
     if event_type.model:
         for config in catalog.models.values():
             if config.label == event_type.model:

@@ -11,31 +11,27 @@ from rest_framework.filters import BaseFilterBackend
 from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 
-from webhooks import ids
-from webhooks.models import Delivery
+from webhooks.models import Delivery, Endpoint, Event
+
+from .serializers import IdInputField
 
 
 class DeliveryFilterSerializer(serializers.Serializer):
     """Query parameters of ``deliveries/``; a bad value is a 400 naming the parameter."""
 
-    endpoint = serializers.UUIDField(required=False, help_text=_(
-        "Deliveries to this endpoint (an id of yours; any other id matches nothing)."))
+    endpoint = IdInputField(Endpoint, required=False, help_text=_(
+        "Deliveries to this endpoint: its ep_… id (or its bare UUID). An endpoint that is not "
+        "yours matches nothing."))
     status = serializers.ChoiceField(choices=Delivery.Status.choices, required=False)
     event_type = serializers.CharField(max_length=100, required=False,
                                        help_text=_("Deliveries of events of this type."))
-    event = serializers.CharField(max_length=40, required=False,
-                                  help_text=_("Deliveries of this event (its evt_… id)."))
+    event = IdInputField(Event, required=False, help_text=_(
+        "Deliveries of this event: its evt_… id, the webhook-id receivers see (or its bare "
+        "UUID)."))
     created_after = serializers.DateTimeField(required=False, help_text=_(
         "Deliveries created at or after this time (ISO 8601)."))
     created_before = serializers.DateTimeField(required=False, help_text=_(
         "Deliveries created before this time (ISO 8601)."))
-
-    def validate_event(self, value: str) -> Any:
-        try:
-            return ids.from_public("evt", value)
-        except ValueError:
-            raise serializers.ValidationError(_("Enter an event id such as evt_01HV…."),
-                                              code="invalid") from None
 
 
 class DeliveryFilter(BaseFilterBackend):

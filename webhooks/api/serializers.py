@@ -5,14 +5,23 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from django.core.validators import RegexValidator
 from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 from rest_framework.reverse import reverse
 
-from webhooks import services
+from webhooks import ids, services
 from webhooks.conf import MAX_ROTATION_GRACE
 from webhooks.exceptions import InvalidReplayWindow
-from webhooks.models import WILDCARD, Delivery, DeliveryAttempt, DisabledBy, Endpoint
+from webhooks.models import (
+    WILDCARD,
+    Delivery,
+    DeliveryAttempt,
+    DisabledBy,
+    Endpoint,
+    Event,
+    PublicIdModel,
+)
 from webhooks.validators import header_errors, validate_endpoint_url
 
 from .schema import extend_schema_field
@@ -28,6 +37,44 @@ def subscribable_types(wildcard: bool = True) -> list[str]:
     sorted, and ``"*"``."""
     names = sorted(services.subscribable_types())
     return [WILDCARD, *names] if wildcard else names
+
+
+class PublicIdField(serializers.CharField):
+    """An object's public id (``ep_…``, ``dlv_…``, ``att_…``, ``evt_…``), read-only; its
+    source is the object's primary key (``pk`` by default, or a foreign key such as
+    ``endpoint_id``). The schema says string, with the id's pattern (the validator is for it:
+    read-only fields validate nothing)."""
+
+    def __init__(self, model: type[PublicIdModel], **kwargs: Any) -> None:
+        self.prefix = model.id_prefix
+        kwargs.setdefault("source", "pk")
+        kwargs["read_only"] = True
+        kwargs["validators"] = [RegexValidator(ids.pattern(self.prefix))]
+        super().__init__(**kwargs)
+
+    def to_representation(self, value: Any) -> str:
+        return ids.to_public(self.prefix, value)
+
+
+class IdInputField(serializers.CharField):
+    """An id in a request: the public id (``ep_…``) or the bare UUID, given as the UUID it
+    names; anything else is invalid."""
+
+    default_error_messages = {"invalid": _("Enter an id such as {example}.")}
+
+    def __init__(self, model: type[PublicIdModel], **kwargs: Any) -> None:
+        self.model = model
+        kwargs.setdefault("max_length", 64)
+        super().__init__(**kwargs)
+
+    def run_validation(self, data: Any = serializers.empty) -> Any:
+        text = super().run_validation(data)
+        if text in (None, ""):
+            return text
+        pk = self.model.parse_id(text)
+        if pk is None:
+            self.fail("invalid", example=f"{self.model.id_prefix}_01HV…")
+        return pk
 
 
 class EventTypeField(serializers.ChoiceField):
@@ -74,7 +121,7 @@ class EndpointSerializer(serializers.ModelSerializer):
     """An endpoint of the request's owner. The owner is never a field: the view sets it to
     the owner the request acts for."""
 
-    id = serializers.UUIDField(read_only=True)
+    id = PublicIdField(Endpoint, help_text=_("The endpoint's id: ep_…"))
     url = serializers.URLField(
         max_length=2048, validators=[validate_endpoint_url],
         help_text=_("Where deliveries are POSTed: a public http(s) URL."),
@@ -252,8 +299,7 @@ class ReplayResultSerializer(serializers.Serializer):
 
 
 class DeliveryEventSerializer(serializers.Serializer):
-    id = serializers.CharField(source="public_id", read_only=True,
-                               help_text=_("The webhook-id receivers see: evt_…"))
+    id = PublicIdField(Event, help_text=_("The webhook-id receivers see: evt_…"))
     type = serializers.CharField(read_only=True)
     created_at = serializers.DateTimeField(read_only=True)
 
@@ -261,8 +307,9 @@ class DeliveryEventSerializer(serializers.Serializer):
 class DeliverySerializer(serializers.ModelSerializer):
     """One event to one endpoint, and where its delivery stands."""
 
-    id = serializers.UUIDField(read_only=True)
-    endpoint = serializers.UUIDField(source="endpoint_id", read_only=True)
+    id = PublicIdField(Delivery, help_text=_("The delivery's id: dlv_…"))
+    endpoint = PublicIdField(Endpoint, source="endpoint_id",
+                             help_text=_("The endpoint's id: ep_…"))
     event = DeliveryEventSerializer(read_only=True)
     status = serializers.ChoiceField(choices=Delivery.Status.choices, read_only=True)
     attempts = serializers.IntegerField(read_only=True)
@@ -281,7 +328,7 @@ class DeliverySerializer(serializers.ModelSerializer):
 class DeliveryAttemptSerializer(serializers.ModelSerializer):
     """One HTTP request of a delivery and what came back."""
 
-    id = serializers.UUIDField(read_only=True)
+    id = PublicIdField(DeliveryAttempt, help_text=_("The attempt's id: att_…"))
     number = serializers.IntegerField(read_only=True)
     created_at = serializers.DateTimeField(read_only=True)
     url = serializers.CharField(read_only=True)
@@ -371,7 +418,7 @@ class DeliveryDetailSerializer(DeliverySerializer):
         request = self.context.get("request")
         match = getattr(request, "resolver_match", None)
         namespace = match.namespace if match is not None and match.namespace else "webhooks-api"
-        return reverse(f"{namespace}:delivery-attempts", args=[obj.pk], request=request)
+        return reverse(f"{namespace}:delivery-attempts", args=[obj.public_id], request=request)
 
 
 class EventTypeSerializer(serializers.Serializer):
@@ -408,7 +455,8 @@ class ZapierSubscribeSerializer(serializers.Serializer):
 
 
 class ZapierSubscriptionSerializer(serializers.Serializer):
-    id = serializers.UUIDField(read_only=True, help_text=_("Keep it to unsubscribe."))
+    id = PublicIdField(Endpoint, help_text=_("Keep it to unsubscribe: ep_…, the id of the "
+                                             "endpoint the subscription is."))
     target_url = serializers.CharField(source="url", read_only=True)
     event = serializers.SerializerMethodField()
 
@@ -422,7 +470,8 @@ class ZapierSampleSerializer(serializers.Serializer):
 
 
 class ZapierUnsubscribeSerializer(serializers.Serializer):
-    id = serializers.UUIDField(required=False, help_text=_("The id subscribe returned."))
+    id = IdInputField(Endpoint, required=False, help_text=_(
+        "The id subscribe returned (ep_…; the bare UUID is accepted too)."))
     target_url = serializers.CharField(max_length=2048, required=False)
     hookUrl = serializers.CharField(max_length=2048, required=False)
 

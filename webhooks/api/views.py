@@ -13,6 +13,7 @@ from django.db.models import Count, OuterRef, Prefetch, QuerySet, Subquery
 from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.generics import get_object_or_404
 from rest_framework.pagination import BasePagination
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
@@ -118,7 +119,7 @@ class WebhooksAPIView(viewsets.GenericViewSet):
 
     pagination_class: type[BasePagination] | None = WebhooksPagination
     schema = view_schema()
-    # Any id reaches the view, which answers a JSON 404 for one that is not a UUID of yours.
+    # Any id reaches the view, which answers a JSON 404 for one that is not an id of yours.
     lookup_value_regex = "[^/]+"
 
     def get_permissions(self) -> list[BasePermission]:
@@ -144,6 +145,15 @@ class WebhooksAPIView(viewsets.GenericViewSet):
         if self._owner is None:
             raise NoOwner
         return self._owner
+
+    def get_object(self) -> Any:
+        """The object of the URL's id, its public id (``ep_…``, ``dlv_…``) or its bare UUID,
+        among the request's owner's: any other id is a 404, the same as an unknown one."""
+        queryset = self.filter_queryset(self.get_queryset())
+        pk = queryset.model.parse_id(str(self.kwargs[self.lookup_url_kwarg or self.lookup_field]))
+        obj = get_object_or_404(queryset if pk else queryset.none(), pk=pk)
+        self.check_object_permissions(self.request, obj)
+        return obj
 
     def endpoints(self) -> QuerySet[Endpoint]:
         """The request's owner's endpoints, and only theirs (staff included)."""

@@ -23,6 +23,7 @@ from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from webhooks import ids
 from webhooks.conf import webhooks_settings as conf
 from webhooks.delivery.claims import CIRCUIT_OPEN, THROTTLED
 from webhooks.delivery.sending import Outcome
@@ -104,7 +105,7 @@ def _update_pauses(using: str, outcomes: list[Outcome],
             continue
         endpoints.filter(pk=endpoint_id).update(paused_until=until, pause_reason=CIRCUIT_OPEN)
         logger.warning("Endpoint %s failed %s+ times in a row: paused until %s",
-                       endpoint_id, threshold, until.isoformat())
+                       ids.to_public(ids.ENDPOINT, endpoint_id), threshold, until.isoformat())
 
 
 def insert_attempts(using: str, attempts: Sequence[DeliveryAttempt]) -> None:
@@ -224,7 +225,7 @@ def _gone(using: str, endpoint_ids: Iterable[Any], now: datetime) -> list[Notice
         Endpoint.objects.using(using).filter(pk__in=removed).delete()
         for pk in sorted(removed):
             logger.warning("Endpoint %s (a REST Hook) answered 410 Gone: unsubscribed and "
-                           "deleted", pk)
+                           "deleted", ids.to_public(ids.ENDPOINT, pk))
     return _disable(using, [pk for pk in endpoint_ids if pk not in removed],
                     "The endpoint answered 410 Gone.", now)
 
@@ -252,7 +253,7 @@ def _disable(using: str, endpoint_ids: Iterable[Any], reason: str, now: datetime
         "is_active": False, "disabled_reason": reason[:255], "disabled_by": DisabledBy.SYSTEM,
         "disabled_at": now})
     for notice in told:
-        logger.warning("Endpoint %s disabled: %s", notice.endpoint.pk, reason)
+        logger.warning("Endpoint %s disabled: %s", notice.endpoint.public_id, reason)
     return told
 
 
@@ -301,7 +302,7 @@ def _log(outcome: Outcome) -> None:
         "webhook_event_id": delivery.event.public_id,
         "webhook_event_type": delivery.event.type,
         "webhook_delivery_id": delivery.public_id,
-        "webhook_endpoint_id": str(delivery.endpoint_id),
+        "webhook_endpoint_id": ids.to_public(ids.ENDPOINT, delivery.endpoint_id),
         "webhook_attempt": attempt.number if attempt else None,
         "webhook_status": state,
         "webhook_status_code": attempt.status_code if attempt else None,

@@ -28,7 +28,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from webhooks import http, signing, ssrf
+from webhooks import http, ids, signing, ssrf
 from webhooks.conf import webhooks_settings as conf
 from webhooks.delivery.bodies import Bodies, content_type
 from webhooks.delivery.claims import LEASE_MARGIN, OVERLOADED, RATE_LIMITED, Claim
@@ -215,7 +215,8 @@ def _send_endpoint(share: list[Delivery], claim_: Claim,
                     options.breaker is not None and failures_in_a_row >= options.breaker):
                 break
     except Exception:  # a bug must not lose the batch: what was not sent goes back
-        logger.exception("Sending to endpoint %s failed", share[0].endpoint_id)
+        logger.exception("Sending to endpoint %s failed",
+                         ids.to_public(ids.ENDPOINT, share[0].endpoint_id))
     again = sent.throttled_until or timezone.now()
     sent.handed_back = [(d.pk, again) for d in share[done:]]
     return sent

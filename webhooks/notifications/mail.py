@@ -21,6 +21,7 @@ from django.core.mail import EmailMultiAlternatives
 from django.template.loader import render_to_string
 from django.utils.module_loading import import_string
 
+from webhooks import ids
 from webhooks.conf import webhooks_settings as conf
 from webhooks.models import Endpoint
 from webhooks.notifications.notices import DISABLED, FAILING
@@ -94,7 +95,7 @@ def context(endpoint: Endpoint, notice: Mapping[str, Any]) -> dict[str, Any]:
     link = conf.NOTIFY_LINK
     return {
         "kind": kind,
-        "endpoint_id": str(endpoint.pk),
+        "endpoint_id": endpoint.public_id,
         "url": display_url(endpoint.url),
         "description": endpoint.description,
         "owner": endpoint.owner,
@@ -103,7 +104,7 @@ def context(endpoint: Endpoint, notice: Mapping[str, Any]) -> dict[str, Any]:
         "at": _when(notice.get("at")),
         "since": since,
         "previous": notice.get("previous") or "",
-        "link": link.replace("{endpoint_id}", str(endpoint.pk)) if link else "",
+        "link": link.replace("{endpoint_id}", endpoint.public_id) if link else "",
         # failing: when it is switched off if nothing changes (DISABLE_AFTER).
         "disabled_from": (since + timedelta(seconds=conf.DISABLE_AFTER)
                           if kind == FAILING and since else None),
@@ -131,7 +132,10 @@ def send_notice(notice: Mapping[str, Any]) -> bool:
     send it to, the endpoint is gone, or sending failed (logged). Never raises."""
     kind, endpoint_id = notice.get("kind"), str(notice.get("endpoint_id"))
     try:
-        endpoint = Endpoint.objects.filter(pk=endpoint_id).select_related("owner").first()
+        # The public id (a notice queued before it was used: the bare UUID), logged as ep_….
+        pk = Endpoint.parse_id(endpoint_id)
+        endpoint_id = ids.to_public(ids.ENDPOINT, pk) if pk else endpoint_id
+        endpoint = Endpoint.objects.filter(pk=pk).select_related("owner").first() if pk else None
         if endpoint is None:
             logger.info("Endpoint %s is gone: its %s notice is not emailed.", endpoint_id, kind)
             return False

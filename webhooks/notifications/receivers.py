@@ -56,7 +56,7 @@ def queue_email(kind: str, endpoint: Endpoint, *, reason: str = "",
         return
     at = endpoint.notified_at or endpoint.disabled_at
     dispatch.enqueue("notify", {
-        "endpoint_id": str(endpoint.pk),
+        "endpoint_id": endpoint.public_id,
         "kind": kind,
         "at": at.isoformat() if at else None,
         "since": since.isoformat() if since else None,

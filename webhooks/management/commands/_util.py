@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
-from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -30,11 +29,13 @@ def parse_when(value: str) -> datetime:
 
 
 def get_endpoint(endpoint_id: str) -> Endpoint:
-    """The endpoint with this id, or a :class:`CommandError` that says there is none."""
-    try:
-        return Endpoint.objects.get(pk=endpoint_id)
-    except (Endpoint.DoesNotExist, ValidationError, ValueError):
-        raise CommandError(f"No endpoint with id {endpoint_id!r}.") from None
+    """The endpoint with this id (``ep_…``, or its bare UUID), or a :class:`CommandError` that
+    says there is none."""
+    pk = Endpoint.parse_id(endpoint_id)
+    endpoint = Endpoint.objects.filter(pk=pk).first() if pk else None
+    if endpoint is None:
+        raise CommandError(f"No endpoint with id {endpoint_id!r} (ids look like ep_01HV…).")
+    return endpoint
 
 
 def progress(done: int, total: int, width: int = 30) -> str:

@@ -19,7 +19,8 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--endpoint", required=True, help="The endpoint's id.")
+        parser.add_argument("--endpoint", required=True,
+                            help="The endpoint's id: ep_… (its UUID works too).")
         parser.add_argument("--since", required=True,
                             help="Start of the range: 2h, 7d or an ISO date-time.")
         parser.add_argument("--until", help="End of the range (default: now).")

@@ -19,7 +19,7 @@ class Command(BaseCommand):
             "--wait prints the outcome.")
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("endpoint", help="The endpoint's id.")
+        parser.add_argument("endpoint", help="The endpoint's id: ep_… (its UUID works too).")
         parser.add_argument("--wait", type=float, default=0, metavar="SECONDS",
                             help="Wait up to SECONDS for the attempt and print its outcome.")
         parser.add_argument("--dry-run", action="store_true",

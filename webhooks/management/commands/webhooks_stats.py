@@ -45,7 +45,7 @@ class Command(BaseCommand):
             pending = backlog.get(endpoint.pk, {"pending": 0, "oldest_due": None})
             oldest = pending["oldest_due"]
             rows.append({
-                "endpoint": str(endpoint.pk),
+                "endpoint": endpoint.public_id,
                 "url": endpoint.url,
                 "active": endpoint.is_active,
                 "attempts": window["total"],
@@ -66,13 +66,13 @@ class Command(BaseCommand):
         if json:
             self.stdout.write(_dumps({"endpoints": rows, "summary": summary}))
             return
-        self.stdout.write(f"{'endpoint':<38} {'ok %':>6} {'p50 ms':>7} {'tries':>6} "
+        self.stdout.write(f"{'endpoint':<31} {'ok %':>6} {'p50 ms':>7} {'tries':>6} "
                           f"{'pending':>7} {'oldest due':>10}  url")
         for row in rows:
             rate = "-" if row["success_rate"] is None else f"{row['success_rate'] * 100:.1f}"
             p50 = "-" if row["median_latency_ms"] is None else f"{row['median_latency_ms']:.0f}"
             flag = "" if row["active"] else f"  [disabled: {row['disabled_reason']}]"
-            self.stdout.write(f"{row['endpoint']:<38} {rate:>6} {p50:>7} {row['attempts']:>6} "
+            self.stdout.write(f"{row['endpoint']:<31} {rate:>6} {p50:>7} {row['attempts']:>6} "
                               f"{row['pending']:>7} {row['oldest_due_seconds']:>9.0f}s  "
                               f"{row['url']}{flag}")
         self.stdout.write(f"due now: {summary['due']}; oldest due delivery: "

@@ -6,7 +6,8 @@ demo, where users owned them, keeps foreign keys to the user table and a shop wi
 organizations, and ``migrate`` cannot change that. The demo database is disposable, so
 ``scripts/demo.sh`` runs this command before ``migrate``: it finds such a database and drops it
 (SQLite: the file; PostgreSQL: the tables of the site's models), and ``migrate`` builds it again.
-A database of the current layout, or an empty one, is left alone.
+A database of the current layout, or an empty one, is left alone. A PostgreSQL database that
+does not exist yet (``DATABASE_URL=postgres://…/demo`` on a fresh server) is created.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, OperationalError, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.migrations.recorder import MigrationRecorder
 
@@ -53,6 +54,8 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, dry_run: bool, **options: Any) -> None:
         connection = connections[DEFAULT_DB_ALIAS]
+        if self.create_if_missing(connection, dry_run):
+            return  # a new database: nothing stale in it
         reason = stale_reason(connection)
         if reason is None:
             self.stdout.write("The demo database is current (or new).")
@@ -73,6 +76,26 @@ class Command(BaseCommand):
                 f"Cannot drop a {connection.vendor} database here: drop and create "
                 f"{connection.settings_dict['NAME']} yourself, then run the demo again.")
         self.stdout.write("Dropped; migrate creates it again.")
+
+    def create_if_missing(self, connection: BaseDatabaseWrapper, dry_run: bool) -> bool:
+        """Create the PostgreSQL database ``DATABASE_URL`` names when the server has none of
+        that name (SQLite makes its file by itself); whether it was missing."""
+        if connection.vendor != "postgresql":
+            return False
+        try:
+            connection.ensure_connection()
+            return False
+        except OperationalError as exc:
+            if "does not exist" not in str(exc):
+                raise CommandError(f"Cannot connect to PostgreSQL: {exc}") from None
+        name = str(connection.settings_dict["NAME"])
+        self.stdout.write(f"The PostgreSQL database {name!r} does not exist: creating it.")
+        if dry_run:
+            return True
+        # Through the server's maintenance database, as Django's test runner creates its own.
+        with connection._nodb_cursor() as cursor:
+            cursor.execute(f"CREATE DATABASE {connection.ops.quote_name(name)}")
+        return True
 
     def drop_sqlite_file(self, connection: BaseDatabaseWrapper) -> None:
         name = str(connection.settings_dict["NAME"])

@@ -119,8 +119,8 @@ class Command(BaseCommand):
 
     def create_endpoint(self, owner: Organization | None, url: str, inbox_slug: str,
                         event_types: list[str]) -> Endpoint:
-        """The demo endpoint of ``owner`` (``None``: site-wide) and the receiver inbox that
-        verifies its signatures."""
+        """The demo endpoint of ``owner`` (``None``: site-wide) and the receiver inbox it posts
+        to (which verifies its signatures with its key, looked up by its URL)."""
         endpoint = demo_endpoint(owner)
         if endpoint is None:
             endpoint = Endpoint.objects.create(
@@ -133,12 +133,7 @@ class Command(BaseCommand):
             self.stdout.write(f"Endpoint moved to {url}.")
         for event_type in event_types:
             Subscription.objects.get_or_create(endpoint=endpoint, event_type=event_type)
-        # The receiver must know the secret the endpoint signs with (as a third party would
-        # copy it from the site's API or admin).
-        inbox, created = Inbox.objects.get_or_create(
-            slug=inbox_slug, defaults={"secret": endpoint.secret}
-        )
-        if not created and inbox.secret != endpoint.secret:
-            inbox.secret = endpoint.secret
-            inbox.save(update_fields=["secret"])
+        # The receiver verifies with the key of every endpoint that posts to the inbox's URL
+        # (as a third party would copy it from the site's API or admin): nothing to copy here.
+        Inbox.objects.get_or_create(slug=inbox_slug)
         return endpoint
