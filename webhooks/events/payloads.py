@@ -18,6 +18,7 @@ from webhooks import ids
 from webhooks.conf import webhooks_settings
 from webhooks.events.catalog import TEST_EVENT_TYPE, Catalog, get_catalog
 from webhooks.exceptions import PayloadError
+from webhooks.models import WILDCARD
 
 
 @functools.cache
@@ -92,6 +93,17 @@ def build_payload(event_id: Any, event_type: str, created_at: datetime, data: An
 
 
 
+def allowed_fields(restrictions: Mapping[str, Iterable[str]], event_type: str,
+                   ) -> tuple[str, ...]:
+    """The fields ``data`` is restricted to for ``event_type`` by an endpoint's subscriptions
+    (``{event type or "*": fields}``): the type's own subscription wins over ``"*"``; empty:
+    not restricted."""
+    fields = restrictions.get(event_type)
+    if fields is None:
+        fields = restrictions.get(WILDCARD, ())
+    return tuple(fields or ())
+
+
 def restrict_payload(payload: str, fields: Iterable[str]) -> str:
     """``payload`` with only ``fields`` of its ``data`` (when ``data`` is an object)."""
     document = json.loads(payload)
@@ -104,8 +116,9 @@ def restrict_payload(payload: str, fields: Iterable[str]) -> str:
 
 def payload_fields(event_type: str, catalog: Catalog | None = None) -> list[str] | None:
     """The top-level fields of ``data`` for ``event_type``, when they are known: a model
-    event's serializer fields (or ``id``/``url`` for thin events), the keys of a custom
-    event's ``EVENT_EXAMPLES`` entry; ``None`` when only the sending code knows."""
+    event's serializer fields (or ``id``/``url`` for thin events), the properties of the
+    schema a custom event declares, else the keys of its ``EVENT_EXAMPLES`` entry; ``None``
+    when only the sending code knows."""
     catalog = catalog or get_catalog()
     known = catalog.types.get(event_type)
     if known is None:
@@ -122,5 +135,8 @@ def payload_fields(event_type: str, catalog: Catalog | None = None) -> list[str]
                     return [name for name, f in serializer.fields.items() if not f.write_only]
                 except Exception:  # a site's serializer may need what it does not have here
                     return None
+    declared = (known.schema or {}).get("properties")
+    if isinstance(declared, Mapping):
+        return list(declared)
     example = webhooks_settings.EVENT_EXAMPLES.get(event_type)
     return sorted(example) if isinstance(example, dict) else None
