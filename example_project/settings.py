@@ -133,8 +133,23 @@ WEBHOOKS = {
         },
         "shop.Product": {"events": ["created", "updated"]},
     },
-    # Custom events, sent from code with webhooks.send_event().
-    "EVENTS": {"invoice.paid": "An invoice was paid."},
+    # Custom events, sent from code with webhooks.send_event(), each with a description and
+    # (optional) the JSON Schema of its data: event-types/ and the OpenAPI document publish it.
+    "EVENTS": {
+        "invoice.paid": {
+            "description": "An invoice was paid.",
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "order_id": {"type": "integer", "description": "The order paid for."},
+                    "amount": {"type": "string", "pattern": r"^-?[0-9]+\.[0-9]{2}$",
+                               "description": "The amount paid, a decimal string."},
+                },
+                "required": ["order_id", "amount"],
+                "examples": [{"order_id": 42, "amount": "19.90"}],
+            },
+        },
+    },
     # Whom the REST API acts for: the organization the X-Organization header picks among the
     # user's memberships, else the user's first one.
     "API_OWNER": "example_project.shop.owners.request_organization",
@@ -173,6 +188,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # OpenAPI 3.1, so that the document can list the webhooks we send (one per event type,
+    # with the JSON Schema of its body): Swagger UI and Redoc show them in their own section.
+    "OAS_VERSION": "3.1.0",
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "webhooks.api.schema.event_webhooks"],
 }
 
 # --- the rest ----------------------------------------------------------------------------------

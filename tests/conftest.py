@@ -1,5 +1,6 @@
-"""Fixtures for every test: no real DNS, a loopback receiver, recorded task queueing, and the
-rule that only tests marked ``e2e`` start a real ``qcluster``."""
+"""Fixtures for every test: no real DNS, every body sent checked against its schema, a loopback
+receiver, recorded task queueing, and the rule that only tests marked ``e2e`` start a real
+``qcluster``."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 from tests.cluster import Cluster
 from tests.receiver import Receiver
+from tests.schema_check import SentBodies
 from webhooks import ssrf
 
 #: Names the fake resolver knows. Everything else fails to resolve: tests never use real DNS.
@@ -44,6 +46,20 @@ def fake_getaddrinfo(host: str, port: int) -> list[object]:
 @pytest.fixture(autouse=True)
 def _no_real_dns(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ssrf, "_getaddrinfo", fake_getaddrinfo)
+
+
+@pytest.fixture(autouse=True)
+def _sent_bodies_match_their_schemas(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every event body any test sends (in this process: not e2e clusters') matches its event
+    type's JSON Schema (tests/schema_check.py)."""
+    from webhooks import http
+
+    sent = SentBodies(http.post)
+    monkeypatch.setattr(http, "post", sent)
+    yield
+    if sent.problems:
+        pytest.fail("Sent bodies that do not match their schemas:\n" + "\n".join(
+            sent.problems[:20]))
 
 
 @pytest.fixture

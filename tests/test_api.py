@@ -88,6 +88,7 @@ ROUTES_ON_OBJECTS = [
     ("patch", "/endpoints/{endpoint}/", {"description": "mine now"}),
     ("delete", "/endpoints/{endpoint}/", None),
     ("get", "/endpoints/{endpoint}/secret/", None),
+    ("get", "/endpoints/{endpoint}/event-types/", None),
     ("post", "/endpoints/{endpoint}/rotate-secret/", {}),
     ("post", "/endpoints/{endpoint}/test/", None),
     ("post", "/endpoints/{endpoint}/replay/", {"since": "{since}"}),

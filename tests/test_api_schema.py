@@ -45,6 +45,7 @@ ROUTES = {
     "/api/webhooks/endpoints/{id}/rotate-secret/": {"post"},
     "/api/webhooks/endpoints/{id}/test/": {"post"},
     "/api/webhooks/endpoints/{id}/replay/": {"post"},
+    "/api/webhooks/endpoints/{id}/event-types/": {"get"},
     "/api/webhooks/deliveries/": {"get"},
     "/api/webhooks/deliveries/{id}/": {"get"},
     "/api/webhooks/deliveries/{id}/attempts/": {"get"},

@@ -183,6 +183,12 @@ def lists_catalog(w: World, response: Any) -> None:
     assert "invoice.paid" in {t["type"] for t in response.json()}
 
 
+def lists_subscribed_types(w: World, response: Any) -> None:
+    (entry,) = response.json()  # A's endpoint receives invoice.paid only
+    assert entry["type"] == "invoice.paid"
+    assert entry["schema"]["properties"]["type"] == {"const": "invoice.paid"}
+
+
 def samples_a(w: World, response: Any) -> None:
     assert [s["id"] for s in response.json()] == [w.delivery.event.public_id]
     assert response.json()[0]["data"] == {"who": "acme"}
@@ -218,6 +224,8 @@ ROUTES = [
     Route("rotate-secret", "post", "/endpoints/{endpoint}/rotate-secret/", {}, 200, rotated,
           404),
     Route("test", "post", "/endpoints/{endpoint}/test/", None, 202, sent_test, 404),
+    Route("endpoint event-types", "get", "/endpoints/{endpoint}/event-types/", None, 200,
+          lists_subscribed_types, 404),
     Route("replay", "post", "/endpoints/{endpoint}/replay/", {"since": "{since}"}, 202,
           replayed, 404),
     Route("deliveries list", "get", "/deliveries/", None, 200, lists_delivery, 200),

@@ -209,7 +209,8 @@ def owner_model_problems(model: Any) -> list[checks.CheckMessage]:
 
 def check_catalog(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """E010: the ``MODELS``/``EVENTS`` catalog cannot be built (bad model, serializer,
-    owner path, event name, or a type declared twice)."""
+    owner path, event name, or a type declared twice); E012/W010: see
+    :func:`declared_schema_problems`."""
     raw = getattr(settings, "WEBHOOKS", {})
     if not isinstance(raw, Mapping) or any(
         k in raw and not SETTINGS[k].valid(raw[k]) for k in ("MODELS", "EVENTS")
@@ -230,7 +231,48 @@ def check_catalog(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMe
         except WebhooksConfigurationError as exc:
             errors.append(checks.Error(str(exc), id="webhooks.E011",
                                        hint="Every event type must be unique and dotted."))
-    return errors
+    return errors + declared_schema_problems()
+
+
+def declared_schema_problems() -> list[checks.CheckMessage]:
+    """E012: a custom event's ``"schema"`` is not a valid JSON Schema (draft 2020-12); W010:
+    its ``EVENT_EXAMPLES`` entry does not match it."""
+    from webhooks.events.catalog import custom_event_type
+
+    declared = {name: schema for name, entry in webhooks_settings.EVENTS.items()
+                if (schema := custom_event_type(str(name), entry).schema) is not None}
+    if not declared:
+        return []
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
+    from webhooks.events.schemas import DIALECT
+
+    problems: list[checks.CheckMessage] = []
+    examples = webhooks_settings.EVENT_EXAMPLES if not _bad("EVENT_EXAMPLES") else {}
+    for name, schema in declared.items():
+        where = f"WEBHOOKS['EVENTS'][{name!r}]['schema']"
+        try:
+            if str(schema.get("$schema", DIALECT)).rstrip("#") != DIALECT:
+                raise SchemaError(f"$schema is {schema['$schema']!r}, not {DIALECT!r}")
+            Draft202012Validator.check_schema(schema)
+        except SchemaError as exc:
+            problems.append(checks.Error(
+                f"{where} is not a valid JSON Schema: {exc.message}", id="webhooks.E012",
+                obj=name, hint="Give the JSON Schema (draft 2020-12, the dialect of OpenAPI "
+                               "3.1) of the event's data, such as {'type': 'object', "
+                               "'properties': {'amount': {'type': 'integer'}}}."))
+            continue
+        if name in examples:
+            validator = Draft202012Validator(
+                schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+            error = next(iter(validator.iter_errors(examples[name])), None)
+            if error is not None:
+                problems.append(checks.Warning(
+                    f"WEBHOOKS['EVENT_EXAMPLES'][{name!r}] does not match {where}: "
+                    f"{error.message}", id="webhooks.W010", obj=name,
+                    hint="event-types/ shows this example to receivers: make it one."))
+    return problems
 
 
 _MODELS_HINT = ("Example: WEBHOOKS = {'MODELS': {'shop.Order': {'events': ['created', "

@@ -93,8 +93,22 @@ def type_prefix(value: Any) -> bool:
     return value == "" or uri_reference(value)
 
 
+#: Keys of the dict form of a ``WEBHOOKS["EVENTS"]`` entry.
+EVENT_OPTIONS = frozenset({"description", "schema"})
+
+
+def _event_entry(entry: Any) -> bool:
+    """A description, or ``{"description": str, "schema": dict}`` (the schema optional; whether
+    it is a valid JSON Schema is ``webhooks.E012``'s business)."""
+    if isinstance(entry, str):
+        return True
+    return (isinstance(entry, Mapping) and set(entry) <= EVENT_OPTIONS
+            and isinstance(entry.get("description"), str)
+            and isinstance(entry.get("schema", {}), Mapping))
+
+
 def _descriptions(value: Any) -> bool:
-    return isinstance(value, Mapping) and all(isinstance(d, str) for d in value.values())
+    return isinstance(value, Mapping) and all(_event_entry(d) for d in value.values())
 
 
 def _examples(value: Any) -> bool:
@@ -208,9 +222,13 @@ class WebhooksSettings:
             '"updated_when": [fields], "thin": url_template, "actions": [words]}}`; '
             '`events` ⊆ `created`, `updated`, `deleted` (default all); `actions`: custom '
             'actions sent with `webhooks.send_model_event`')
-    EVENTS = Setting[Mapping[str, str]](
-        {}, _or_empty_dict, valid=_descriptions, expected="a dict of event type to description",
-        doc='custom event types: `{"invoice.paid": "description"}`')
+    EVENTS = Setting[Mapping[str, Any]](
+        {}, _or_empty_dict, valid=_descriptions,
+        expected='a dict of event type to a description, or to {"description": str, '
+                 '"schema": dict}',
+        doc='custom event types: `{"invoice.paid": "description"}`, or with the JSON Schema of '
+            'their `data`: `{"invoice.paid": {"description": "...", "schema": {...}}}` '
+            "(`docs/schemas.md`)")
 
     JSON_ENCODER = Setting(
         "django.core.serializers.json.DjangoJSONEncoder", str, valid=non_empty_str,

@@ -360,6 +360,9 @@ class EventBodySerializer(serializers.Serializer):
         "1, 2, 3… per object, in commit order: apply an event only if its sequence is higher "
         "than the last one applied for that object. Model events always have one; custom "
         "events only when sent with a sequence_key."))
+    changes = serializers.DictField(required=False, help_text=_(
+        'On updated events of models that track fields: {field: {"old": …, "new": …}} of '
+        "the tracked fields that changed."))
     # A declared field (the metaclass takes it out of the class), not Serializer.data.
     data = serializers.JSONField(  # type: ignore[assignment]
         read_only=True, help_text=_("What the event is about."))
@@ -429,6 +432,10 @@ class EventTypeSerializer(serializers.Serializer):
         child=serializers.CharField(), read_only=True, allow_null=True,
         help_text=_("The fields of data, which a subscription can restrict the payload to "
                     "(null when only the sending code knows them)."))
+    schema = serializers.DictField(read_only=True, help_text=_(
+        "The JSON Schema (draft 2020-12) of the whole body of this type's webhooks: the "
+        "envelope and data (derived from the serializer that builds it, or declared by the "
+        "site). Open: members may be added, never removed."))
     example = EventBodySerializer(read_only=True, help_text=_(
         "An example body; data is built from the serializer that builds the real one."))
 

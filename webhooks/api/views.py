@@ -5,6 +5,8 @@ that owner, never a field of the body. A request that acts for no owner is a 403
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -24,9 +26,10 @@ from rest_framework.throttling import BaseThrottle
 
 from webhooks import exceptions as webhooks_errors
 from webhooks import services
-from webhooks.events.catalog import get_catalog
-from webhooks.events.payloads import payload_fields
-from webhooks.models import Delivery, DeliveryAttempt, Endpoint, Event, Subscription
+from webhooks.events.catalog import Catalog, EventType, get_catalog
+from webhooks.events.payloads import payload_fields, restrict_payload, subscriber_fields
+from webhooks.events.schemas import event_schema
+from webhooks.models import WILDCARD, Delivery, DeliveryAttempt, Endpoint, Event, Subscription
 from webhooks.owners import api_owner
 
 from . import serializers as s
@@ -252,6 +255,44 @@ class EndpointViewSet(mixins.ListModelMixin, mixins.CreateModelMixin,
         data = s.ReplayResultSerializer({"retried": retried, "added": added}).data
         return Response(data, status=status.HTTP_202_ACCEPTED)
 
+    @extend_schema(
+        summary="The event types this endpoint receives, as it receives them",
+        description="Like event-types/, for the types this endpoint subscribes to (all of "
+                    "them for \"*\"): each schema and example is narrowed to the "
+                    "subscription's payload fields.",
+        responses={200: s.EventTypeSerializer(many=True), **_errors(404)})
+    @action(detail=True, methods=["get"], url_path="event-types", url_name="event-types",
+            pagination_class=None)
+    def event_types(self, request: Request, pk: Any = None) -> Response:
+        endpoint = self.get_object()
+        restrictions = {sub.event_type: sub.fields or [] for sub in endpoint.subscriptions.all()}
+        catalog = get_catalog()
+        subscribed = services.subscribable_types()
+        names = subscribed if WILDCARD in restrictions else [
+            name for name in restrictions if name in subscribed]
+        items = event_type_items([catalog.types[name] for name in names], catalog,
+                                 restrictions)
+        return Response(s.EventTypeSerializer(items, many=True).data)
+
+
+def event_type_items(types: Iterable[EventType], catalog: Catalog,
+                     restrictions: Mapping[str, Sequence[str]] | None = None,
+                     ) -> list[dict[str, Any]]:
+    """The catalog entries of ``types``, by name. With an endpoint's ``restrictions``
+    (``{event type or "*": fields}``) each schema and example is the body as that endpoint
+    receives it."""
+    items = []
+    for t in sorted(types, key=lambda t: t.name):
+        fields = subscriber_fields(t.name, restrictions or {})
+        example = example_body(t, catalog)
+        if fields:
+            example = json.loads(restrict_payload(json.dumps(example), fields))
+        items.append({"type": t.name, "description": t.description,
+                      "payload_fields": payload_fields(t.name, catalog),
+                      "schema": event_schema(t, catalog, fields=fields),
+                      "example": example})
+    return items
+
 
 @extend_schema_view(
     list=extend_schema(summary="List deliveries", parameters=[DeliveryFilterSerializer],
@@ -319,17 +360,15 @@ class DeliveryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Webhooks
                        responses={200: s.EventTypeSerializer(many=True), **_errors()}),
 )
 class EventTypeViewSet(mixins.ListModelMixin, WebhooksAPIView):
-    """Every event type this site sends, with a description and an example body."""
+    """Every event type this site sends, with a description, the JSON Schema of its body and
+    an example body."""
 
     serializer_class = s.EventTypeSerializer
     pagination_class = None
 
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         catalog = get_catalog()
-        items = [{"type": t.name, "description": t.description,
-                  "payload_fields": payload_fields(t.name, catalog),
-                  "example": example_body(t, catalog)}
-                 for t in sorted(catalog.types.values(), key=lambda t: t.name)]
+        items = event_type_items(catalog.types.values(), catalog)
         return Response(s.EventTypeSerializer(items, many=True).data)
 
 

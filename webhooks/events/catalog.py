@@ -47,6 +47,8 @@ class EventType:
     name: str
     description: str
     model: str | None = None  # "app_label.Model" for model events
+    #: The JSON Schema of ``data`` a custom event declares (``WEBHOOKS["EVENTS"]``), if any.
+    schema: Mapping[str, Any] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -394,7 +396,7 @@ def build_catalog() -> Catalog:
             if name in types:
                 raise WebhooksConfigurationError(f"Event type {name!r} is declared twice.")
             types[name] = EventType(name, str(description), model=label)
-    for name, description in webhooks_settings.EVENTS.items():
+    for name, entry in webhooks_settings.EVENTS.items():
         if not isinstance(name, str) or not EVENT_TYPE_RE.match(name):
             raise WebhooksConfigurationError(
                 f"WEBHOOKS['EVENTS'] key {name!r} is not a valid event type: use lowercase "
@@ -402,8 +404,18 @@ def build_catalog() -> Catalog:
             )
         if name in types:
             raise WebhooksConfigurationError(f"Event type {name!r} is declared twice.")
-        types[name] = EventType(name, str(description))
+        types[name] = custom_event_type(name, entry)
     return Catalog(types=types, models=model_map)
+
+
+def custom_event_type(name: str, entry: Any) -> EventType:
+    """The catalog entry of a ``WEBHOOKS["EVENTS"]`` item: a description, or
+    ``{"description": ..., "schema": {...}}`` (the JSON Schema of its ``data``)."""
+    if isinstance(entry, Mapping):
+        schema = entry.get("schema")
+        return EventType(name, str(entry.get("description", "")),
+                         schema=dict(schema) if schema is not None else None)
+    return EventType(name, str(entry))
 
 
 @functools.cache

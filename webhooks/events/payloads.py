@@ -152,8 +152,9 @@ def subscriber_fields(event_type: str, allowlists: Mapping[str, Sequence[str]],
 
 def payload_fields(event_type: str, catalog: Catalog | None = None) -> list[str] | None:
     """The top-level fields of ``data`` for ``event_type``, when they are known: a model
-    event's serializer fields (or ``id``/``url`` for thin events), the keys of a custom
-    event's ``EVENT_EXAMPLES`` entry; ``None`` when only the sending code knows."""
+    event's serializer fields (or ``id``/``url`` for thin events), the properties of the
+    schema a custom event declares, else the keys of its ``EVENT_EXAMPLES`` entry; ``None``
+    when only the sending code knows."""
     catalog = catalog or get_catalog()
     known = catalog.types.get(event_type)
     if known is None:
@@ -170,6 +171,9 @@ def payload_fields(event_type: str, catalog: Catalog | None = None) -> list[str]
                     return [name for name, f in serializer.fields.items() if not f.write_only]
                 except Exception:  # a site's serializer may need what it does not have here
                     return None
+    declared = (known.schema or {}).get("properties")
+    if isinstance(declared, Mapping):
+        return list(declared)
     example = webhooks_settings.EVENT_EXAMPLES.get(event_type)
     return sorted(example) if isinstance(example, dict) else None
 
