@@ -18,8 +18,11 @@ from .base import (
     LargeTableAdmin,
     ReadOnlyAdminMixin,
     admin_link,
+    dash,
     parse_id,
     pretty_json,
+    short_datetime,
+    status_badge,
     with_lean_endpoint,
 )
 from .deliveries import DeliveryDisplayMixin
@@ -31,8 +34,8 @@ class DeliveryInline(DeliveryDisplayMixin, ReadOnlyAdminMixin, admin.TabularInli
 
     model = Delivery
     formset = CappedInlineFormSet
-    readonly_fields = ("delivery_link", "endpoint_link", "status_label", "attempts",
-                       "last_status_code", "last_error", "next_attempt_at")
+    readonly_fields = ("delivery_link", "endpoint_link", "status_summary", "attempts",
+                       "last_error_display")
     fields = readonly_fields
     extra = 0
     ordering = ["created_at"]
@@ -49,14 +52,14 @@ class DeliveryInline(DeliveryDisplayMixin, ReadOnlyAdminMixin, admin.TabularInli
 class EventAdmin(LargeTableAdmin):
     """Events: searched by id or type, never counted in full."""
 
-    list_display = ["public_id", "type", "owner", "created_at", "dispatched_at", "failed"]
+    list_display = ["public_id", "type", "owner", "created", "dispatched", "failed"]
     list_filter = [EventTypeFilter, ("created_at", admin.DateFieldListFilter)]
     list_select_related = ["owner"]
     list_defer = ("payload",)
     search_fields = ["type"]
     search_help_text = _("An event id (evt_…), or an event type or its beginning.")
     readonly_fields = (
-        "public_id", "id", "type", "owner", "created_at", "dispatched_at",
+        "public_id", "type", "owner", "created_at", "dispatched_at",
         "payload_pretty", "error",
     )
     fields = readonly_fields
@@ -68,16 +71,30 @@ class EventAdmin(LargeTableAdmin):
             return queryset.filter(pk=pk)
         return queryset.filter(type__startswith=term.lower())
 
-    @admin.display(description=_("id"))
-    def public_id(self, obj: Event) -> str:
-        return obj.public_id
+    @admin.display(description=_("ID"))
+    def public_id(self, obj: Event) -> SafeString:
+        """The id receivers see (``webhook-id``); the UUID in the tooltip."""
+        return format_html('<span class="webhooks-clip-1 webhooks-id" title="{}">{}</span>',
+                           obj.pk, obj.public_id)
 
-    @admin.display(description=_("payload error"), boolean=True)
-    def failed(self, obj: Event) -> bool:
-        return bool(obj.error)
+    @admin.display(description=_("created"), ordering="created_at")
+    def created(self, obj: Event) -> SafeString:
+        return short_datetime(obj.created_at)
+
+    @admin.display(description=_("dispatched"), ordering="dispatched_at")
+    def dispatched(self, obj: Event) -> SafeString:
+        return short_datetime(obj.dispatched_at)
+
+    @admin.display(description=_("payload"))
+    def failed(self, obj: Event) -> SafeString:
+        """``failed`` (the error in its tooltip) when the payload could not be built."""
+        if not obj.error:
+            return dash()
+        return format_html('<span title="{}">{}</span>', obj.error,
+                           status_badge("failed", _("failed")))
 
     @admin.display(description=_("payload"))
     def payload_pretty(self, obj: Event) -> SafeString:
         if not obj.payload:
-            return format_html("{}", "—")
+            return dash()
         return pretty_json(json.loads(obj.payload))
