@@ -15,7 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from tests.factories import make_attempts, make_delivery, make_endpoint, make_event
+from tests.factories import make_attempts, make_delivery, make_endpoint, make_event, make_owner
 from tests.helpers import override_webhooks
 from tests.receiver import Receiver, Reply
 from webhooks import admin as webhooks_admin
@@ -143,6 +143,29 @@ def test_delivery_filters(admin_client: Client) -> None:
     assert listed("?q=invoice.paid") == {d1.public_id}
 
 
+@pytest.mark.owners
+def test_endpoint_filter_tells_endpoints_with_one_url_apart(admin_client: Client) -> None:
+    url = "https://example.com/shared"
+    make_endpoint(url, owner=make_owner("acme"))
+    make_endpoint(url, owner=make_owner("globex"))
+    make_endpoint(url, description="Staging")
+    make_endpoint(url, description="Production")
+    page = admin_client.get(reverse("admin:webhooks_delivery_changelist"))
+    (spec,) = [f for f in page.context["cl"].filter_specs
+              if getattr(f, "parameter_name", "") == "endpoint"]
+    labels = sorted(label for _value, label in spec.lookup_choices)
+    assert labels == [f"{url} (acme)", f"{url} (globex)", f"{url} · Production",
+                      f"{url} · Staging"]
+    # Owners are read in the same query, however many endpoints there are.
+    with CaptureQueriesContext(connection) as few:
+        admin_client.get(reverse("admin:webhooks_delivery_changelist"))
+    for n in range(10):
+        make_endpoint(f"{url}/{n}", owner=make_owner(f"owner{n}"))
+    with CaptureQueriesContext(connection) as many:
+        admin_client.get(reverse("admin:webhooks_delivery_changelist"))
+    assert len(few) == len(many)
+
+
 def test_event_search_by_public_id_uuid_and_type(admin_client: Client) -> None:
     paid, ping = make_event("invoice.paid"), make_event("ping.sent")
     url = reverse("admin:webhooks_event_changelist")
@@ -170,6 +193,27 @@ def test_event_page_shows_payload_and_deliveries_inline(admin_client: Client) ->
     assert "https://example.com/inline" in html
 
 
+def test_one_id_label_per_page(admin_client: Client) -> None:
+    urls = seed(1)
+    for name in ("endpoint", "event", "delivery", "attempt"):
+        html = admin_client.get(urls[name]).content.decode()
+        labels = re.findall(r"<label[^>]*>\s*(?:ID|Id|id)\s*:?\s*</label>", html)
+        assert len(labels) <= 1, (name, labels)
+    for name in ("event", "delivery"):
+        html = admin_client.get(urls[name]).content.decode()
+        assert re.search(r"<label>ID:</label>", html), name
+
+
+def test_counts_are_singular_when_one(admin_client: Client) -> None:
+    endpoint = make_endpoint("https://example.com/one")
+    make_attempts(make_delivery(endpoint), 1, status_code=200)
+    page = admin_client.get(reverse("admin:webhooks_endpoint_change", args=[endpoint.pk]))
+    assert "100.0% succeeded · 1 attempt ·" in page.content.decode()
+    listing = admin_client.get(reverse("admin:webhooks_endpoint_changelist")).content.decode()
+    assert "1 of 1 attempt succeeded in the last 24 hours" in listing
+    assert " 1 attempts" not in listing + page.content.decode()
+
+
 def test_delivery_page_shows_attempts_with_request_and_response(admin_client: Client) -> None:
     delivery = make_delivery(make_endpoint("https://example.com/d"))
     DeliveryAttempt.objects.create(
@@ -183,9 +227,43 @@ def test_delivery_page_shows_attempts_with_request_and_response(admin_client: Cl
     assert "X-Upstream" in html
     assert "http_status" in html
     assert "250 ms" in html
+    assert "502 Bad Gateway" in html
     assert "B" * webhooks_admin.INLINE_BODY_CHARS + "…" in html  # capped in the inline
     assert "B" * (webhooks_admin.INLINE_BODY_CHARS + 1) not in html
     assert "Retry now" in html
+
+
+def test_attempt_blocks_read_as_http(admin_client: Client) -> None:
+    """Headers one per line, JSON indented, HTML folded and escaped, long bodies folded."""
+    delivery = make_delivery(make_endpoint("https://example.com/blocks"))
+
+    def attempt(number: int, **fields: Any) -> DeliveryAttempt:
+        return DeliveryAttempt.objects.create(
+            delivery=delivery, endpoint=delivery.endpoint, number=number,
+            url=delivery.endpoint.url, request_headers={"webhook-id": "evt_1", "X-A": "b"},
+            **fields)
+
+    json_answer = attempt(1, status_code=200, response_headers={"Content-Type": "application/json"},
+                          response_body='{"ok":true,"items":[1,2]}')
+    attempt(2, status_code=502, response_headers={"Content-Type": "text/html"},
+            response_body="<h1>Bad <b>gateway</b></h1><script>alert(1)</script>")
+    attempt(3, status_code=None, error_class="timeout", error="no answer within 10 s")
+    attempt(4, status_code=200, response_headers={}, response_body="line\n" * 40)
+    html = admin_client.get(reverse("admin:webhooks_delivery_change", args=[delivery.pk])
+                            ).content.decode()
+    assert html.count('class="webhooks-attempt"') == 4
+    assert "webhook-id:</span> evt_1\n" in html  # one header a line
+    assert '{\n  &quot;ok&quot;: true,\n  &quot;items&quot;: [\n    1,' in html  # indented
+    assert "&lt;h1&gt;Bad &lt;b&gt;gateway&lt;/b&gt;&lt;/h1&gt;" in html  # text, not markup
+    assert "<script>alert(1)" not in html
+    folded = [s.replace("\xa0", " ") for s in re.findall(r"<summary>([^<]*)</summary>", html)]
+    assert folded == ["HTML body, shown as text · 52 bytes · 1 line",
+                      "Body · 200 bytes · 40 lines"], folded
+    assert "No response" in html and "no answer within 10 s" in html
+    # The attempt's own page: the same blocks, whole.
+    page = admin_client.get(reverse("admin:webhooks_deliveryattempt_change",
+                                    args=[json_answer.pk])).content.decode()
+    assert "200 OK" in page and "&quot;items&quot;: [" in page
 
 
 def test_the_delivery_page_stays_small_whatever_its_attempts_hold(
@@ -318,10 +396,17 @@ def test_endpoint_list_shows_health(admin_client: Client) -> None:
     make_attempts(delivery, 3, status_code=200, duration=0.2)
     make_attempts(delivery, 1, status_code=500, duration=0.4)
     make_attempts(delivery, 1, status_code=200, duration=9.0, ago=timedelta(hours=30))
+    failing = make_endpoint("https://example.com/failing", consecutive_failures=1)
+    make_endpoint("https://example.com/quiet", "invoice.paid", "ping.sent",
+                  description="No traffic yet")
     html = admin_client.get(reverse("admin:webhooks_endpoint_changelist")).content.decode()
     assert "75.0% (4)" in html
-    assert "200 ms" in html
+    assert "median 200 ms" in html
     assert "The endpoint answered 410 Gone." in html
+    assert "Disabled" in html and "Failing" in html and "1 failure in a row" in html
+    assert "all event types" in html and ">*<" not in html
+    assert "invoice.paid, ping.sent" in html and "No traffic yet" in html
+    assert failing.url in html
     page = admin_client.get(reverse("admin:webhooks_endpoint_change", args=[endpoint.pk]))
     html = page.content.decode()
     assert "<svg" in html and "75.0% succeeded" in html
@@ -433,6 +518,26 @@ def test_view_only_staff_cannot_reveal_or_rotate_or_act() -> None:
     assert "retry_now" not in page.content.decode()
     page = client.get(reverse("admin:webhooks_endpoint_changelist"))
     assert "send_test" not in page.content.decode()
+    # The endpoint's page: no buttons they cannot use, subscriptions and headers readable,
+    # header values masked.
+    Endpoint.objects.filter(pk=endpoint.pk).update(headers={"Authorization": "Bearer s3cret"})
+    html = client.get(reverse("admin:webhooks_endpoint_change", args=[endpoint.pk])
+                      ).content.decode()
+    assert "whsec_••" in html
+    assert "Reveal" not in html and "Rotate" not in html
+    assert reverse("admin:webhooks_endpoint_secret", args=[endpoint.pk]) not in html
+    assert "all event types" in html and ">None<" not in html
+    assert "Authorization: ••••••" in html and "s3cret" not in html
+    assert "Retry now" not in client.get(
+        reverse("admin:webhooks_delivery_change", args=[delivery.pk])).content.decode()
+
+
+def test_staff_who_may_change_see_reveal_and_rotate(admin_client: Client) -> None:
+    endpoint = make_endpoint("https://example.com/changer")
+    html = admin_client.get(reverse("admin:webhooks_endpoint_change", args=[endpoint.pk])
+                            ).content.decode()
+    assert reverse("admin:webhooks_endpoint_secret", args=[endpoint.public_id]) in html
+    assert reverse("admin:webhooks_endpoint_rotate_secret", args=[endpoint.public_id]) in html
 
 
 def test_custom_header_values_are_shown_only_to_those_who_may_reveal_the_secret(
@@ -560,7 +665,7 @@ def test_replay_action_asks_for_a_time_then_replays(admin_client: Client,
     response = run_action(admin_client, "endpoint", "replay_since", [endpoint], apply="yes",
                           since=since.strftime("%Y-%m-%dT%H:%M"))
     assert messages_of(response) == [
-        "Replayed 1 endpoint: 1 failed deliveries retried, 1 missed events queued."]
+        "Replayed 1 endpoint: 1 failed delivery retried, 1 missed event queued."]
     assert Delivery.objects.get(pk=old.pk).status == Status.FAILED  # before "since"
     # Too far back: the form says so and nothing happens.
     too_old = timezone.localtime() - timedelta(days=30)

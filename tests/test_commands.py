@@ -82,7 +82,7 @@ def test_replay_by_status_type_and_range(receiver: Receiver) -> None:
     assert Delivery.objects.filter(status="failed").count() == 2
     out = run_command("webhooks_replay", "--endpoint", endpoint.public_id, "--since", "1h",
               "--event-type", "ping.sent", "--dry-run")
-    assert "1 deliveries would be sent again" in out
+    assert "1 delivery would be sent again" in out
     out = run_command("webhooks_replay", "--endpoint", str(endpoint.pk), "--since", "1h")
     assert "2 deliveries are due again" in out
     assert Delivery.objects.due().count() == 2
@@ -112,9 +112,9 @@ def test_prune_deletes_old_finished_events_only(receiver: Receiver) -> None:
 def test_dry_runs_change_nothing(receiver: Receiver) -> None:
     endpoint = make_endpoint(receiver.url())
     webhooks.send_event("invoice.paid", {})
-    assert "1 events to dispatch, 0 deliveries due" in run_command("webhooks_deliver", "--dry-run")
+    assert "1 event to dispatch, 0 deliveries due" in run_command("webhooks_deliver", "--dry-run")
     out = run_command("webhooks_send_test", str(endpoint.pk), "--dry-run")
-    assert "Would POST a webhook.test event" in out and "1 secret(s)" in out
+    assert "Would POST a webhook.test event" in out and "signed with 1 secret." in out
     assert Event.objects.count() == 1 and not Delivery.objects.exists()
     assert receiver.received() == []
     bad = make_endpoint("http://10.0.0.5/hook")

@@ -342,7 +342,7 @@ def test_an_endpoint_that_keeps_failing_is_disabled(receiver: Receiver) -> None:
         endpoint_disabled.disconnect(dispatch_uid="t-disabled")
     endpoint.refresh_from_db()
     assert not endpoint.is_active
-    assert "failed for 1 hour(s)" in endpoint.disabled_reason
+    assert "failed for 1 hour " in endpoint.disabled_reason
     assert len(disabled) == 1 and disabled[0]["reason"] == endpoint.disabled_reason
     # Its pending delivery is not sent any more; it fails without a request.
     make_due(*Delivery.objects.all())
@@ -604,4 +604,6 @@ def test_every_attempt_is_logged_with_its_fields_and_signalled(
     assert (first.webhook_attempt, first.webhook_status_code) == (1, 500)
     assert first.webhook_duration_ms is not None
     assert event.public_id in first.getMessage()
+    assert "attempt 1: retrying (500 http_status) in " in first.getMessage()
+    assert "attempt 2: succeeded (200) in " in records[1].getMessage()  # no stray space
     assert [(kw["succeeded"], kw["final"]) for kw in seen] == [(False, False), (True, True)]

@@ -4,6 +4,7 @@ configuration, read-only admins and small display helpers."""
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 from django import forms
@@ -15,6 +16,7 @@ from django.db import connections, models
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
+from django.utils import dateformat, timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
@@ -125,7 +127,15 @@ class ReadOnlyAdminMixin:
         return False
 
 
-class LargeTableAdmin(PublicIdAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+class WebhooksMedia:
+    """The app's admin stylesheet (``webhooks/admin.css``) on every page of its admins."""
+
+    class Media:
+        css = {"all": ["webhooks/admin.css"]}
+
+
+class LargeTableAdmin(WebhooksMedia, PublicIdAdminMixin, ReadOnlyAdminMixin,
+                      admin.ModelAdmin):
     """A read-only admin for a table that grows without bound (events, deliveries, attempts).
 
     Its list never counts the whole table (:class:`CappedCountPaginator`, no full result
@@ -180,25 +190,56 @@ def admin_link(obj: models.Model, text: Any) -> SafeString:
     return format_html('<a href="{}">{}</a>', change_url(obj), text)
 
 
-def pretty_json(value: Any, limit: int | None = None) -> SafeString:
-    """``value`` as indented JSON in a ``<pre>``; with ``limit``, its first ``limit``
-    characters (… when there is more)."""
+def pretty_json(value: Any) -> SafeString:
+    """``value`` as indented JSON in a ``<pre>``."""
     text = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
-    if limit is not None:
-        return capped_text(text, limit)
     return format_html('<pre class="webhooks-pre">{}</pre>', text)
 
 
-def capped_text(text: str, limit: int) -> SafeString:
-    """The first ``limit`` characters of ``text`` in a ``<pre>`` (… when there is more)."""
-    if not text:
-        return format_html("{}", "—")
-    more = len(text) > limit
-    return format_html('<pre class="webhooks-pre">{}{}</pre>', text[:limit],
-                       "…" if more else "")
-
-
 def status_badge(status: str, label: Any) -> SafeString:
-    """A delivery status in its colour."""
-    colour = {"succeeded": "#70bf2b", "failed": "#ba2121"}.get(status, "#999")
-    return format_html('<span style="color:{};font-weight:bold">{}</span>', colour, label)
+    """A status in its colour: ``succeeded`` (green), ``failed`` (red), ``warning`` (amber),
+    anything else (grey)."""
+    return format_html('<strong class="webhooks-status webhooks-status-{}">{}</strong>',
+                       status if status in _BADGES else "other", label)
+
+
+_BADGES = ("succeeded", "failed", "warning")
+
+
+def dash() -> SafeString:
+    """What a column shows for nothing."""
+    return format_html("{}", "—")
+
+
+def short_datetime(value: datetime | None, label: str = "") -> SafeString:
+    """``value`` in local time, short enough for a list column: ``Dec 2, 07:53`` this year,
+    ``2025-12-02 07:53`` before; in its tooltip, ``label`` and the full date and time (with
+    seconds and the time zone)."""
+    if value is None:
+        return dash()
+    local = timezone.localtime(value)
+    short = "M j, H:i" if local.year == timezone.localtime().year else "Y-m-d H:i"
+    full = dateformat.format(local, "Y-m-d H:i:s T")
+    return format_html('<time class="webhooks-nowrap" datetime="{}" title="{}">{}</time>',
+                       value.isoformat(), f"{label} · {full}" if label else full,
+                       dateformat.format(local, short))
+
+
+def clipped(text: str, lines: int = 1, shown: str | None = None) -> SafeString:
+    """``text`` (or ``shown`` for it) cut to its column by the stylesheet (an ellipsis after
+    ``lines`` lines, 1 or 2), whole in its title (a tooltip) and in the page."""
+    if not text:
+        return dash()
+    return format_html('<span class="webhooks-clip-{}" title="{}">{}</span>', lines, text,
+                       text if shown is None else shown)
+
+
+def clipped_url(url: str) -> SafeString:
+    """``url`` for a narrow column: :func:`clipped`, without ``https://`` (``http://`` stays,
+    to stand out)."""
+    return clipped(url, shown=url.removeprefix("https://"))
+
+
+def quiet(text: Any) -> SafeString:
+    """A second, quieter line under a column's value (nothing for no text)."""
+    return format_html('<span class="webhooks-quiet">{}</span>', text) if text else SafeString("")

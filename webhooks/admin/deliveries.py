@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db import models
 from django.db.models import QuerySet
@@ -18,7 +19,6 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from webhooks import ids, services
-from webhooks.conf import webhooks_settings
 from webhooks.models import Delivery, DeliveryAttempt
 
 from .base import (
@@ -26,14 +26,18 @@ from .base import (
     RELATED_ENDPOINT_HEAVY,
     CappedInlineFormSet,
     LargeTableAdmin,
+    LeanChangeList,
     ReadOnlyAdminMixin,
     admin_link,
-    capped_text,
     catalog_types,
-    pretty_json,
+    clipped,
+    clipped_url,
+    quiet,
+    short_datetime,
     status_badge,
     with_lean_endpoint,
 )
+from .exchange import attempt_block, outcome, request_block, response_block
 from .filters import AttemptOutcomeFilter, DeliveryEventTypeFilter, EndpointFilter
 from .health import format_latency
 
@@ -43,62 +47,54 @@ class DeliveryDisplayMixin:
 
     @admin.display(description=_("endpoint"))
     def endpoint_link(self, obj: Delivery) -> SafeString:
-        return admin_link(obj.endpoint, obj.endpoint.url)
+        return admin_link(obj.endpoint, clipped(obj.endpoint.url))
 
     @admin.display(description=_("status"), ordering="status")
     def status_label(self, obj: Delivery) -> SafeString:
         return status_badge(obj.status, obj.get_status_display())
 
+    @admin.display(description=_("status"), ordering="status")
+    def status_summary(self, obj: Delivery) -> SafeString:
+        """The status, then when the next attempt is due (pending) or the last HTTP status."""
+        below: Any = ""
+        if obj.status == Delivery.Status.PENDING and obj.next_attempt_at:
+            below = format_html("{} {}", _("next"), short_datetime(obj.next_attempt_at))
+        elif obj.last_status_code:
+            below = f"HTTP {obj.last_status_code}"
+        return format_html("{}{}", self.status_label(obj), quiet(below))
 
-class AttemptDisplayMixin:
-    """Columns an attempt shows alike in the delivery's inline and on its own page."""
-
-    #: Characters of the request and of the response headers shown (``None``: all).
-    header_chars: int | None = None
-
-    @admin.display(description=_("duration"), ordering="duration")
-    def duration_ms(self, obj: DeliveryAttempt) -> str:
-        return format_latency(obj.duration)
-
-    @admin.display(description=_("request headers"))
-    def request_headers_pretty(self, obj: DeliveryAttempt) -> SafeString:
-        return pretty_json(obj.request_headers, self.header_chars)
-
-    @admin.display(description=_("response headers"))
-    def response_headers_pretty(self, obj: DeliveryAttempt) -> SafeString:
-        return pretty_json(obj.response_headers, self.header_chars)
+    @admin.display(description=_("last error"))
+    def last_error_display(self, obj: Delivery) -> SafeString:
+        return clipped(obj.last_error, lines=2)
 
 
-class AttemptInline(AttemptDisplayMixin, ReadOnlyAdminMixin, admin.TabularInline):
-    """A delivery's first attempts, headers and response bodies capped (each attempt's own
-    page shows them whole): the delivery's page stays small however many attempts it has."""
+class AttemptInline(ReadOnlyAdminMixin, admin.StackedInline):
+    """A delivery's first attempts, one readable block each: request and response side by
+    side, headers one per line, the body pretty-printed when JSON and folded when HTML or
+    long. Headers and bodies are capped (each attempt's own page shows them whole), so the
+    delivery's page stays small however many attempts it has."""
 
     model = DeliveryAttempt
     fk_name = "delivery"
     formset = CappedInlineFormSet
-    readonly_fields = (
-        "attempt_link", "created_at", "status_code", "duration_ms", "error_class",
-        "error", "request_headers_pretty", "response_headers_pretty", "response_preview",
-    )
+    template = "admin/webhooks/delivery/attempts_inline.html"
+    readonly_fields = ("exchange",)
     fields = readonly_fields
     extra = 0
     ordering = ["number"]
-    header_chars = INLINE_BODY_CHARS
+    verbose_name_plural = _("attempts (the first 100)")
 
     @admin.display(description=_("attempt"))
-    def attempt_link(self, obj: DeliveryAttempt) -> SafeString:
-        return admin_link(obj, f"#{obj.number}")
-
-    @admin.display(description=_("response body"))
-    def response_preview(self, obj: DeliveryAttempt) -> SafeString:
-        return capped_text(obj.response_body, INLINE_BODY_CHARS)
+    def exchange(self, obj: DeliveryAttempt) -> SafeString:
+        return attempt_block(obj, INLINE_BODY_CHARS)
 
 
 class DeliveryAdmin(DeliveryDisplayMixin, LargeTableAdmin):
     """Deliveries, with their attempts; retried from the list or the delivery's page."""
 
-    list_display = ["delivery_id", "event_type", "endpoint_url", "status_label", "attempts",
-                    "last_status_code", "last_error", "next_attempt_at", "created_at"]
+    list_display = ["created", "event_type", "endpoint_url", "status_summary", "attempts",
+                    "last_error_display"]
+    list_display_links = ["created"]
     list_filter = ["status", EndpointFilter, DeliveryEventTypeFilter,
                    ("created_at", admin.DateFieldListFilter)]
     list_select_related = ["event", "endpoint"]
@@ -151,17 +147,22 @@ class DeliveryAdmin(DeliveryDisplayMixin, LargeTableAdmin):
         """Where the retry button leads back to: the delivery's page."""
         return reverse("admin:webhooks_delivery_change", args=[object_id])
 
-    @admin.display(description=_("delivery"), ordering="created_at")
+    @admin.display(description=_("ID"))
     def delivery_id(self, obj: Delivery) -> str:
         return obj.public_id
 
+    @admin.display(description=_("created"), ordering="created_at")
+    def created(self, obj: Delivery) -> SafeString:
+        """When it was created (the link to the delivery; its id in the tooltip)."""
+        return short_datetime(obj.created_at, obj.public_id)
+
     @admin.display(description=_("event type"))
-    def event_type(self, obj: Delivery) -> str:
-        return obj.event.type
+    def event_type(self, obj: Delivery) -> SafeString:
+        return clipped(obj.event.type)
 
     @admin.display(description=_("endpoint"))
-    def endpoint_url(self, obj: Delivery) -> str:
-        return obj.endpoint.url
+    def endpoint_url(self, obj: Delivery) -> SafeString:
+        return clipped_url(obj.endpoint.url)
 
     @admin.display(description=_("event"))
     def event_link(self, obj: Delivery) -> SafeString:
@@ -229,12 +230,24 @@ class FailedDeliveryAdmin(DeliveryAdmin):
         return HttpResponseRedirect(reverse("admin:webhooks_delivery_change", args=[object_id]))
 
 
-class DeliveryAttemptAdmin(AttemptDisplayMixin, LargeTableAdmin):
+class AttemptChangeList(LeanChangeList):
+    """Attaches the event type of each listed attempt's delivery, read in one query for the
+    page (a join would make SQLite read every delivery to sort the attempts)."""
+
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        types = dict(Delivery.objects.filter(
+            pk__in={obj.delivery_id for obj in self.result_list}).values_list("pk", "event__type"))
+        for obj in self.result_list:
+            obj.webhooks_event_type = types.get(obj.delivery_id, "")
+
+
+class DeliveryAttemptAdmin(LargeTableAdmin):
     """The attempt log: every HTTP request and what came back."""
 
-    list_display = ["created_at", "attempt", "delivery_link", "endpoint_url", "status_code",
-                    "duration_ms", "error_class"]
-    list_display_links = ["created_at"]
+    list_display = ["sent_at", "attempt", "delivery_link", "endpoint_url", "status",
+                    "duration_ms", "error_display"]
+    list_display_links = ["sent_at"]
     list_filter = [AttemptOutcomeFilter, EndpointFilter,
                    ("created_at", admin.DateFieldListFilter)]
     list_select_related = ["endpoint"]
@@ -242,15 +255,15 @@ class DeliveryAttemptAdmin(AttemptDisplayMixin, LargeTableAdmin):
                   "request_headers")
     search_fields = ["delivery__id"]
     search_help_text = _("A delivery id (dlv_…) or an attempt id (att_…).")
-    readonly_fields = (
-        "public_id", "delivery_link", "endpoint_url", "number", "created_at", "url", "status_code",
-        "duration_ms", "error_class", "error", "request_headers_pretty",
-        "response_headers_pretty", "response_body_pretty",
-    )
+    readonly_fields = ("public_id", "delivery_page_link", "number", "created_at", "duration_ms",
+                       "error_display", "request", "response")
     fields = readonly_fields
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[DeliveryAttempt]:
         return with_lean_endpoint(super().get_queryset(request))
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return AttemptChangeList
 
     def search(self, queryset: QuerySet, term: str) -> QuerySet:
         if term.startswith(f"{ids.ATTEMPT}_"):
@@ -262,20 +275,54 @@ class DeliveryAttemptAdmin(AttemptDisplayMixin, LargeTableAdmin):
         # dlv_…, or a bare UUID: of a delivery or of an attempt
         return queryset.filter(models.Q(delivery_id=pk) | models.Q(pk=pk))
 
+    @admin.display(description=_("sent at"), ordering="created_at")
+    def sent_at(self, obj: DeliveryAttempt) -> SafeString:
+        return short_datetime(obj.created_at)
+
     @admin.display(description=_("attempt"))
     def attempt(self, obj: DeliveryAttempt) -> str:
         return f"#{obj.number}"
 
     @admin.display(description=_("delivery"))
     def delivery_link(self, obj: DeliveryAttempt) -> SafeString:
+        """The delivery, by the type of its event (its id in the tooltip)."""
         public_id = ids.to_public(ids.DELIVERY, obj.delivery_id)
         url = reverse("admin:webhooks_delivery_change", args=[public_id])
-        return format_html('<a href="{}">{}</a>', url, public_id)
+        return format_html('<a href="{}" title="{}">{}</a>', url, public_id,
+                           clipped(getattr(obj, "webhooks_event_type", "") or public_id))
 
-    @admin.display(description=_("endpoint"))
-    def endpoint_url(self, obj: DeliveryAttempt) -> str:
-        return obj.endpoint.url if obj.endpoint_id and obj.endpoint else obj.url
+    @admin.display(description=_("delivery"))
+    def delivery_page_link(self, obj: DeliveryAttempt) -> SafeString:
+        """The delivery's id and its event's type, the id a link to the delivery."""
+        delivery = Delivery.objects.select_related("event").only(
+            "pk", "event__type").get(pk=obj.delivery_id)
+        return format_html("{} ({})", admin_link(delivery, delivery.public_id),
+                           delivery.event.type)
 
-    @admin.display(description=_("response body (as stored, capped)"))
-    def response_body_pretty(self, obj: DeliveryAttempt) -> SafeString:
-        return capped_text(obj.response_body, webhooks_settings.STORED_RESPONSE_BYTES)
+    @admin.display(description=_("URL"))
+    def endpoint_url(self, obj: DeliveryAttempt) -> SafeString:
+        """Where the attempt was sent (the endpoint's URL then)."""
+        return clipped_url(obj.url)
+
+    @admin.display(description=_("status code"), ordering="status_code")
+    def status(self, obj: DeliveryAttempt) -> SafeString:
+        if obj.status_code is None:
+            return status_badge("other", "—")
+        return status_badge(outcome(obj), obj.status_code)
+
+    @admin.display(description=_("duration"), ordering="duration")
+    def duration_ms(self, obj: DeliveryAttempt) -> str:
+        return format_latency(obj.duration)
+
+    @admin.display(description=_("error"))
+    def error_display(self, obj: DeliveryAttempt) -> SafeString:
+        text = ": ".join(part for part in (obj.error_class, obj.error) if part)
+        return clipped(text, lines=2)
+
+    @admin.display(description=_("request"))
+    def request(self, obj: DeliveryAttempt) -> SafeString:
+        return request_block(obj)
+
+    @admin.display(description=_("response (as stored)"))
+    def response(self, obj: DeliveryAttempt) -> SafeString:
+        return response_block(obj)

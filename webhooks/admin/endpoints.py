@@ -26,7 +26,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
-from django.utils.safestring import SafeString, mark_safe
+from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
@@ -36,7 +36,19 @@ from webhooks.exceptions import InvalidReplayWindow, WebhooksConfigurationError
 from webhooks.models import WILDCARD, Delivery, Endpoint
 from webhooks.owners import get_owner_model, owner_is_user_model
 
-from .base import ENDPOINT_HEAVY, LeanChangeList, PublicIdAdminMixin, change_url
+from .base import (
+    ENDPOINT_HEAVY,
+    LeanChangeList,
+    PublicIdAdminMixin,
+    WebhooksMedia,
+    change_url,
+    clipped,
+    dash,
+    pretty_json,
+    quiet,
+    short_datetime,
+    status_badge,
+)
 from .filters import HealthFilter, OwnerKindFilter
 from .health import (
     Health,
@@ -81,7 +93,8 @@ class EndpointForm(forms.ModelForm):
                          widget=forms.URLInput(attrs={"class": "vURLField"}))
     events = forms.MultipleChoiceField(
         label=_("Event types"),
-        widget=forms.CheckboxSelectMultiple,
+        # "radiolist": the admin's class for choices, labels as wide as their text.
+        widget=forms.CheckboxSelectMultiple(attrs={"class": "radiolist"}),
         help_text=_("The events this endpoint receives. “All event types” includes types "
                     "added later. Test events are always delivered."),
     )
@@ -95,7 +108,8 @@ class EndpointForm(forms.ModelForm):
     # Not required: a form posted without it (a script) keeps the endpoint's scheme.
     signature_scheme = forms.ChoiceField(
         label=_("Signature scheme"), choices=Endpoint.Scheme.choices, required=False,
-        widget=forms.RadioSelect, help_text=Endpoint._meta.get_field("signature_scheme").help_text,
+        widget=forms.RadioSelect(attrs={"class": "radiolist"}),
+        help_text=Endpoint._meta.get_field("signature_scheme").help_text,
     )
 
     # Not required either: a form posted without it keeps the endpoint's format.
@@ -154,6 +168,19 @@ class EndpointForm(forms.ModelForm):
         return cleaned
 
 
+def pause_text(obj: Endpoint) -> str | None:
+    """Until when and why deliveries to ``obj`` are held; ``None`` when they are not."""
+    until = obj.paused_until
+    if until is None or until <= timezone.now():
+        return None
+    why = {"rate_limited": _("the receiver answered 429"),
+           "overloaded": _("the receiver answered 502 or 504"),
+           "circuit_open": _("failing: circuit breaker open")}.get(obj.pause_reason,
+                                                                  obj.pause_reason)
+    when = timezone.localtime(until).strftime("%Y-%m-%d %H:%M:%S")
+    return str(_("until %(when)s (%(why)s)") % {"when": when, "why": why})
+
+
 class EndpointChangeList(LeanChangeList):
     """Attaches each listed endpoint's 24-hour health, read in one query for the page."""
 
@@ -181,21 +208,26 @@ class ReplayForm(forms.Form):
             raise forms.ValidationError(exc.message, code=exc.code) from None
 
 
-class EndpointAdmin(PublicIdAdminMixin, admin.ModelAdmin):
-    """Endpoints, with their health, signing secret and actions."""
+class EndpointAdmin(WebhooksMedia, PublicIdAdminMixin, admin.ModelAdmin):
+    """Endpoints, with their health, signing secret and actions.
+
+    Its list fits 1280 px with the navigation sidebar open: the owner and description sit
+    under the URL, and one *health* column says whether the endpoint is healthy, failing,
+    paused or disabled (and why). Staff who may only view endpoints see read-only
+    renderings of the subscriptions, payload fields, custom headers (values masked) and the
+    signing key (no *Reveal* or *Rotate*)."""
 
     form = EndpointForm
-    list_display = ["url", "owner", "is_active", "subscribed_events", "success_rate",
-                    "median_latency", "last_success_at", "consecutive_failures",
-                    "disabled_why"]
-    list_display_links = ["url"]
+    list_display = ["endpoint", "health", "subscribed_events", "last_24h"]
+    list_display_links = ["endpoint"]
     list_filter = ["is_active", "disabled_by", HealthFilter, OwnerKindFilter]
     list_select_related = ["owner"]
     list_defer = ENDPOINT_HEAVY
     search_fields = ["url", "description"]
     search_help_text = _("A part of the URL or description, the owner, or an endpoint id "
                          "(ep_…).")
-    readonly_fields = ["public_id", "secret_display", "headers_masked", "health_summary",
+    readonly_fields = ["public_id", "secret_display", "secret_masked", "subscribed_events",
+                       "payload_fields_display", "headers_masked", "health_summary",
                        "health_chart", "paused", "disabled_reason", "disabled_by",
                        "disabled_at", "failing_since", "consecutive_failures",
                        "last_success_at", "last_failure_at", "rest_hook", "created_at",
@@ -208,18 +240,22 @@ class EndpointAdmin(PublicIdAdminMixin, admin.ModelAdmin):
         return self.has_change_permission(request, obj)
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
-        # Custom header values are credentials: others see the names only (on the add page
-        # there are none yet).
-        headers = "headers" if obj is None or self.may_reveal(request, obj) else "headers_masked"
-        main = (None, {"fields": ["url", "description", "owner", "is_active", "events",
-                                  "payload_fields", "body_format", headers]})
+        """The form's fields; for staff who may only view the endpoint, read-only renderings
+        of those a form field would show badly (or, for header values, not at all: custom
+        header values are credentials, shown to those who may reveal the secret)."""
+        view_only = obj is not None and not self.may_reveal(request, obj)
+        events, payload, headers, secret = (
+            ("subscribed_events", "payload_fields_display", "headers_masked", "secret_masked")
+            if view_only else ("events", "payload_fields", "headers", "secret_display"))
+        main = (None, {"fields": ["url", "description", "owner", "is_active", events,
+                                  payload, "body_format", headers]})
         flow = (_("Flow control"), {"fields": ["rate_limit", "max_concurrency"]})
         if obj is None:
             return [main, flow, (_("Signing"), {"fields": ["signature_scheme"]})]
         return [
             main,
             flow,
-            (_("Signing"), {"fields": ["signature_scheme", "secret_display"]}),
+            (_("Signing"), {"fields": ["signature_scheme", secret]}),
             (_("Health (last 24 hours)"), {"fields": ["health_summary", "health_chart"]}),
             (_("State"), {"fields": ["public_id", "paused", "disabled_reason", "disabled_by",
                                      "disabled_at",
@@ -306,43 +342,75 @@ class EndpointAdmin(PublicIdAdminMixin, admin.ModelAdmin):
 
     # list columns
 
-    @admin.display(description=_("events"))
-    def subscribed_events(self, obj: Endpoint) -> str:
-        names = obj.event_types
-        text = ", ".join(sorted(names)) or "—"
-        return text if len(text) <= 60 else text[:59] + "…"
+    @admin.display(description=_("endpoint"), ordering="url")
+    def endpoint(self, obj: Endpoint) -> SafeString:
+        """The URL (cut to the column, whole in its tooltip), then its owner and description."""
+        below = " · ".join(str(part) for part in (obj.owner if obj.owner_id else "",
+                                                   obj.description) if part)
+        return format_html("{}{}", clipped(obj.url), quiet(below))
 
-    @admin.display(description=_("disabled reason"), ordering="disabled_reason")
-    def disabled_why(self, obj: Endpoint) -> SafeString:
-        reason = obj.disabled_reason
-        if len(reason) <= 40:
-            return format_html("{}", reason or "—")
-        return format_html('<span title="{}">{}…</span>', reason, reason[:39])
+    @admin.display(description=_("health"), ordering="consecutive_failures")
+    def health(self, obj: Endpoint) -> SafeString:
+        """Disabled (and why), paused (until when), failing (how many times in a row, and
+        the last success), or healthy."""
+        if not obj.is_active:
+            return format_html("{}{}", status_badge("failed", _("Disabled")),
+                               quiet(clipped(obj.disabled_reason, lines=2)))
+        paused = pause_text(obj)
+        failures = obj.consecutive_failures
+        if failures:
+            streak = ngettext("%(count)d failure in a row", "%(count)d failures in a row",
+                              failures) % {"count": failures}
+            success = format_html("{} {}", _("last success"), short_datetime(
+                obj.last_success_at)) if obj.last_success_at else ""
+            return format_html("{}{}{}", status_badge("warning", _("Failing")),
+                               quiet(paused or streak), quiet(success))
+        if paused:
+            return format_html("{}{}", status_badge("warning", _("Paused")), quiet(paused))
+        return status_badge("succeeded", _("Healthy"))
+
+    @admin.display(description=_("event types"))
+    def subscribed_events(self, obj: Endpoint) -> SafeString:
+        """``all event types`` for ``*``, else the subscribed types."""
+        names = obj.event_types
+        if WILDCARD in names:
+            return format_html("{}", _("all event types"))
+        return clipped(", ".join(sorted(names)), lines=2)
+
+    @admin.display(description=_("payload fields"))
+    def payload_fields_display(self, obj: Endpoint) -> SafeString:
+        restricted = obj.payload_fields
+        return pretty_json(restricted) if restricted else format_html(
+            "{}", _("Every field of every event type."))
+
+    @admin.display(description=_("custom headers"))
+    def headers_masked(self, obj: Endpoint) -> SafeString:
+        """The custom headers' names; their values (often tokens) masked."""
+        names: list[str] = sorted(obj.headers) if isinstance(obj.headers, dict) else []
+        if not names:
+            return dash()
+        return format_html('<pre class="webhooks-http">{}</pre>', "\n".join(
+            f"{name}: {MASK}" for name in names))
 
     @admin.display(description=_("paused"))
     def paused(self, obj: Endpoint) -> str:
         """Why and until when deliveries to the endpoint are held (a 429, a 502 or 504, an
-        open circuit)."""
-        until = obj.paused_until
-        if until is None or until <= timezone.now():
-            return "—"
-        why = {"rate_limited": _("the receiver answered 429"),
-               "overloaded": _("the receiver answered 502 or 504"),
-               "circuit_open": _("failing: circuit breaker open")}.get(obj.pause_reason,
-                                                                      obj.pause_reason)
-        when = timezone.localtime(until).strftime("%Y-%m-%d %H:%M:%S")
-        return str(_("until %(when)s (%(why)s)") % {"when": when, "why": why})
+        open circuit); ``—`` when they are not."""
+        return pause_text(obj) or "—"
 
-    @admin.display(description=_("success (24 h)"))
-    def success_rate(self, obj: Endpoint) -> str:
+    @admin.display(description=_("last 24 hours"))
+    def last_24h(self, obj: Endpoint) -> SafeString:
+        """The share of attempts that succeeded (of how many), then their median latency."""
         health = getattr(obj, "webhooks_health", None) or Health()
         rate = health.success_rate
-        return "—" if rate is None else f"{rate * 100:.1f}% ({health.attempts})"
-
-    @admin.display(description=_("median latency (24 h)"))
-    def median_latency(self, obj: Endpoint) -> str:
-        health = getattr(obj, "webhooks_health", None) or Health()
-        return format_latency(health.median_latency)
+        if rate is None:
+            return format_html("{}", _("no attempts"))
+        title = ngettext("%(ok)d of %(count)d attempt succeeded in the last 24 hours",
+                         "%(ok)d of %(count)d attempts succeeded in the last 24 hours",
+                         health.attempts) % {"ok": health.succeeded, "count": health.attempts}
+        latency = _("median %(latency)s") % {"latency": format_latency(health.median_latency)}
+        return format_html('<span class="webhooks-nowrap" title="{}">{}% ({})</span>{}', title,
+                           f"{rate * 100:.1f}", health.attempts, quiet(latency))
 
     # change page
 
@@ -350,36 +418,38 @@ class EndpointAdmin(PublicIdAdminMixin, admin.ModelAdmin):
     def secret_display(self, obj: Endpoint) -> SafeString:
         """A ``v1`` endpoint's secret, masked, with *Reveal*; a ``v1a`` endpoint's public key
         in clear (it is not secret; its private key is never shown). *Rotate* for both."""
+        return self.signing_key(obj, buttons=True)
+
+    @admin.display(description=_("signing secret"))
+    def secret_masked(self, obj: Endpoint) -> SafeString:
+        """The signing key as staff who may only view the endpoint see it: no buttons."""
+        return self.signing_key(obj, buttons=False)
+
+    def signing_key(self, obj: Endpoint, buttons: bool) -> SafeString:
+        """The masked secret or the public key, the previous key's grace period, and (with
+        ``buttons``) *Reveal* and *Rotate*."""
         if not obj.pk:
-            return format_html("{}", "—")
-        rotate = change_url(obj, "rotate_secret")
+            return dash()
         grace = ""
         expires = obj.previous_secret_expires_at
         if obj.previous_secret and expires and expires > timezone.now():
             grace = str(_("The previous key also signs until %(when)s.")
                         % {"when": timezone.localtime(expires).strftime("%Y-%m-%d %H:%M %Z")})
+        links = []
         public_key = obj.public_key
+        if public_key is None and buttons:
+            links.append((change_url(obj, "secret"), _("Reveal")))
+        if buttons:
+            links.append((change_url(obj, "rotate_secret"), _("Rotate")))
+        actions = format_html_join(" ", '<a class="button" href="{}">{}</a>', links)
         if public_key is not None:
             return format_html(
-                '{} <code id="webhooks-public-key">{}</code> <a class="button" href="{}">{}</a> '
-                '<span class="help">{} {}</span>',
-                _("Public key:"), public_key, rotate, _("Rotate"),
+                '{} <code id="webhooks-public-key">{}</code> {} <span class="help">{} {}</span>',
+                _("Public key:"), public_key, actions,
                 _("Receivers verify the v1a signatures with it; the private key is never "
                   "shown."), grace)
-        reveal = change_url(obj, "secret")
-        return format_html(
-            '<code>whsec_{}</code> <a class="button" href="{}">{}</a> '
-            '<a class="button" href="{}">{}</a> <span class="help">{}</span>',
-            MASK, reveal, _("Reveal"), rotate, _("Rotate"), grace)
-
-    @admin.display(description=_("headers"))
-    def headers_masked(self, obj: Endpoint) -> SafeString:
-        """The custom headers' names, their values masked."""
-        names: list[str] = sorted(obj.headers) if isinstance(obj.headers, dict) else []
-        if not names:
-            return format_html("{}", "—")
-        return format_html_join(mark_safe("<br>"), "<code>{}: {}</code>",
-                                ((name, MASK) for name in names))
+        return format_html('<code>whsec_{}</code> {} <span class="help">{}</span>', MASK,
+                           actions, grace)
 
     @admin.display(description=_("summary"))
     def health_summary(self, obj: Endpoint) -> SafeString:
@@ -511,13 +581,15 @@ class EndpointAdmin(PublicIdAdminMixin, admin.ModelAdmin):
                     one_retried, one_added = services.replay(endpoint, since)
                     retried += one_retried
                     added += one_added
-                self.message_user(request, ngettext(
-                    "Replayed %(endpoints)d endpoint: %(retried)d failed deliveries retried, "
-                    "%(added)d missed events queued.",
-                    "Replayed %(endpoints)d endpoints: %(retried)d failed deliveries retried, "
-                    "%(added)d missed events queued.", len(endpoints),
-                ) % {"endpoints": len(endpoints), "retried": retried, "added": added},
-                    messages.SUCCESS)
+                self.message_user(request, " ".join([
+                    ngettext("Replayed %(count)d endpoint:", "Replayed %(count)d endpoints:",
+                             len(endpoints)) % {"count": len(endpoints)},
+                    ngettext("%(count)d failed delivery retried,",
+                             "%(count)d failed deliveries retried,", retried)
+                    % {"count": retried},
+                    ngettext("%(count)d missed event queued.", "%(count)d missed events queued.",
+                             added) % {"count": added},
+                ]), messages.SUCCESS)
                 return None
         else:
             form = ReplayForm(initial={"since": timezone.localtime() - timedelta(hours=24)})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from django.contrib import admin
@@ -13,7 +14,27 @@ from django.utils.translation import gettext_lazy as _
 from webhooks import ids
 from webhooks.models import Endpoint
 
-from .base import catalog_types
+from .base import ENDPOINT_HEAVY, catalog_types
+
+
+def shorten(text: str, limit: int = 48) -> str:
+    """``text``, or its beginning and end around an ellipsis when it is over ``limit``."""
+    if len(text) <= limit:
+        return text
+    head = limit * 2 // 3
+    return f"{text[:head]}…{text[head - limit + 1:]}"
+
+
+def endpoint_labels(endpoints: list[Endpoint]) -> list[tuple[str, str]]:
+    """``(id, label)`` of each endpoint: its URL (:func:`shorten`), with its owner when it
+    has one; endpoints whose labels are still alike get their description, or else the end
+    of their id."""
+    labels = [f"{shorten(e.url)} ({e.owner})" if e.owner_id else shorten(e.url)
+              for e in endpoints]
+    seen = Counter(labels)
+    return [(e.public_id, label if seen[label] == 1
+             else f"{label} · {e.description or '…' + str(e.pk)[-8:]}")
+            for e, label in zip(endpoints, labels, strict=True)]
 
 
 class EventTypeFilter(admin.SimpleListFilter):
@@ -38,7 +59,9 @@ class DeliveryEventTypeFilter(EventTypeFilter):
 
 
 class EndpointFilter(admin.SimpleListFilter):
-    """The first endpoints by URL, and the chosen one (a long list belongs in search)."""
+    """The first endpoints by URL, and the chosen one (a long list belongs in search), in one
+    query. Each is labelled by its URL and its owner, so endpoints that share a URL are told
+    apart (those still alike by their description, or the end of their id)."""
 
     title = _("endpoint")
     parameter_name = "endpoint"
@@ -46,12 +69,12 @@ class EndpointFilter(admin.SimpleListFilter):
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
         chosen = Endpoint.parse_id(self.value() or "")
-        rows = Endpoint.objects.order_by("url").values_list("pk", "url")
+        rows = Endpoint.objects.select_related("owner").defer(*ENDPOINT_HEAVY).order_by("url")
         if chosen is not None:
             rows = rows.filter(pk=chosen) | rows.filter(pk__in=rows.values("pk")[: self.shown])
         else:
             rows = rows[: self.shown]
-        return [(ids.to_public(ids.ENDPOINT, pk), url) for pk, url in rows]
+        return endpoint_labels(list(rows))
 
     def value(self) -> str | None:
         """The chosen endpoint's public id, also when the URL gave its bare UUID (so that the

@@ -29,6 +29,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from webhooks.models import DeliveryAttempt
 
@@ -217,6 +218,7 @@ def summary_html(health: Health) -> SafeString:
     rate = health.success_rate or 0.0
     return format_html_join(" · ", "{}", [
         (_("%(rate).1f%% succeeded") % {"rate": rate * 100},),
-        (_("%(count)d attempts") % {"count": health.attempts},),
+        (ngettext("%(count)d attempt", "%(count)d attempts", health.attempts)
+         % {"count": health.attempts},),
         (_("median latency %(latency)s") % {"latency": format_latency(health.median_latency)},),
     ])

@@ -22,6 +22,7 @@ from django.db import connections, router, transaction
 from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from django.utils.translation import ngettext
 
 from webhooks import ids
 from webhooks.conf import webhooks_settings as conf
@@ -285,12 +286,13 @@ def _what_it_got(outcome: Outcome) -> str:
 
 
 def _human(delta: timedelta) -> str:
+    """``delta`` in words: ``1 hour``, ``5 days``, ``90 seconds``."""
     seconds = int(delta.total_seconds())
     if seconds % 86400 == 0:
-        return f"{seconds // 86400} day(s)"
+        return ngettext("%d day", "%d days", seconds // 86400) % (seconds // 86400)
     if seconds % 3600 == 0:
-        return f"{seconds // 3600} hour(s)"
-    return f"{seconds} seconds"
+        return ngettext("%d hour", "%d hours", seconds // 3600) % (seconds // 3600)
+    return ngettext("%d second", "%d seconds", seconds) % seconds
 
 
 def _log(outcome: Outcome) -> None:
@@ -311,10 +313,11 @@ def _log(outcome: Outcome) -> None:
     }
     level = logging.INFO if outcome.succeeded else logging.WARNING
     if logger.isEnabledFor(level):
+        got = " ".join(str(v) for v in (fields["webhook_status_code"],
+                                         fields["webhook_error_class"]) if v)
         logger.log(level, "webhook %(webhook_event_id)s to endpoint %(webhook_endpoint_id)s "
-                   "attempt %(webhook_attempt)s: %(webhook_status)s (%(webhook_status_code)s "
-                   "%(webhook_error_class)s) in %(webhook_duration_ms)s ms", fields,
-                   extra=fields)
+                   "attempt %(webhook_attempt)s: %(webhook_status)s (%(got)s) in "
+                   "%(webhook_duration_ms)s ms", {**fields, "got": got}, extra=fields)
 
 
 def _send_signals(outcomes: list[Outcome], told: list[Notice]) -> None:

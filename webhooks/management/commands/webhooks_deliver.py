@@ -7,6 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 from django.db.models import Count
+from django.utils.translation import ngettext
 
 from webhooks.delivery.claims import claim
 from webhooks.delivery.fanout import fan_out
@@ -45,8 +46,11 @@ class Command(BaseCommand):
             due = Delivery.objects.due(now).aggregate(n=Count("id"),
                                                       oldest=Min("next_attempt_at"))
             age = (now - due["oldest"]).total_seconds() if due["oldest"] else 0.0
-            self.stdout.write(f"{Event.objects.undispatched().count()} events to dispatch, "
-                              f"{due['n']} deliveries due (oldest due for {age:.0f}s).")
+            events = Event.objects.undispatched().count()
+            self.stdout.write(
+                ngettext("%d event to dispatch", "%d events to dispatch", events) % events
+                + ", " + ngettext("%d delivery due", "%d deliveries due", due["n"]) % due["n"]
+                + f" (oldest due for {age:.0f}s).")
             return
         started = time.monotonic()
         totals = {"events": 0, "succeeded": 0, "retrying": 0, "failed": 0}
@@ -71,7 +75,8 @@ class Command(BaseCommand):
         self.stdout.write(self._line(totals))
         still_due = Delivery.objects.due().count()
         if still_due:
-            self.stdout.write(f"{still_due} deliveries are still due.")
+            self.stdout.write(ngettext("%d delivery is still due.", "%d deliveries are still due.",
+                                       still_due) % still_due)
 
     @staticmethod
     def _line(totals: dict[str, int]) -> str:

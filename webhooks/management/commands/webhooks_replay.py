@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils.translation import ngettext
 
 from webhooks import services
 from webhooks.exceptions import InvalidReplayWindow
@@ -49,10 +50,15 @@ class Command(BaseCommand):
         if event_types:
             deliveries = deliveries.filter(event__type__in=event_types)
         if dry_run:
-            self.stdout.write(f"{deliveries.count()} deliveries would be sent again.")
+            planned = deliveries.count()
+            self.stdout.write(ngettext("%d delivery would be sent again.",
+                                       "%d deliveries would be sent again.", planned) % planned)
             return
         count = services.retry_deliveries(deliveries)
-        self.stdout.write(f"{count} deliveries are due again.")
+        self.stdout.write(ngettext("%d delivery is due again.", "%d deliveries are due again.",
+                                   count) % count)
         if missed:
             _, added = services.replay(target, start)
-            self.stdout.write(f"{added} missed events were queued for the endpoint.")
+            self.stdout.write(ngettext("%d missed event was queued for the endpoint.",
+                                       "%d missed events were queued for the endpoint.",
+                                       added) % added)

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils.translation import ngettext
 
 from webhooks import services
 from webhooks.management.commands._util import get_endpoint
@@ -35,8 +36,10 @@ class Command(BaseCommand):
             except ValidationError as exc:
                 raise CommandError(" ".join(exc.messages)) from None
             state = "active" if target.is_active else f"disabled ({target.disabled_reason})"
+            keys = len(target.signing_secrets())
             self.stdout.write(f"Would POST a webhook.test event to {target.url} ({state}), "
-                              f"signed with {len(target.signing_secrets())} secret(s).")
+                              + ngettext("signed with %d secret.", "signed with %d secrets.",
+                                         keys) % keys)
             return
         sent = services.send_test_event(target)
         self.stdout.write(f"Queued test event {sent.event.public_id} for {target.url}")
