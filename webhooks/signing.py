@@ -121,7 +121,7 @@ def _decode_key(key: str, prefix: str, sizes: tuple[int, ...]) -> bytes:
         raise ValueError(f"the key does not start with {prefix}")
     encoded = key[len(prefix):]
     try:
-        raw = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+        raw = base64.b64decode(_padded(encoded), validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ValueError(f"the {prefix} key is not valid base64") from exc
     if len(raw) not in sizes:
