@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from django.core import serializers as django_serializers
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -18,7 +18,7 @@ from tests.testapp.models import LineItem, Note, Order, Product
 from tests.testapp.serializers import Opaque
 from webhooks.delivery.fanout import fan_out
 from webhooks.exceptions import PayloadError, UnknownEventType
-from webhooks.models import Delivery, DispatchToken, Event
+from webhooks.models import Delivery, DispatchToken, Event, ObjectSequence
 
 pytestmark = pytest.mark.django_db
 
@@ -375,3 +375,115 @@ def test_a_model_event_error_names_the_field() -> None:
     Product.objects.create(name="A")  # must not raise
     assert 'data["extra"]: Object of type Opaque is not JSON serializable' in (
         Event.objects.get().error)
+
+
+# --- what a commit costs: the dispatch token and the task (issue 16) -----------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_the_orm_broker_the_task_row_commits_with_the_events_on_sqlite(
+    async_broker: None,
+) -> None:
+    """SQLite + django-q2's ORM broker on the same database: the token and the task row are
+    written in the saving transaction, so the commit is the only write transaction; a rollback
+    takes all three back."""
+    from django_q.conf import Conf
+    from django_q.models import OrmQ
+
+    if connection.vendor != "sqlite" or Conf.ORM != "default":
+        pytest.skip("SQLite with the ORM broker only")
+    with pytest.raises(RuntimeError), transaction.atomic():
+        Order.objects.create(total="1")
+        assert OrmQ.objects.count() == 1  # in the transaction, before the commit
+        raise RuntimeError("rolled back")
+    assert not OrmQ.objects.exists() and not DispatchToken.objects.exists()
+    assert not Event.objects.exists()
+    with transaction.atomic():
+        Order.objects.create(total="1")
+        Order.objects.create(total="2")
+    assert OrmQ.objects.count() == 1 and DispatchToken.objects.count() == 1
+    Order.objects.create(total="3")  # autocommit: the pending dispatch will see it
+    assert OrmQ.objects.count() == 1
+    DispatchToken.objects.all().delete()  # as if the task had started
+    Order.objects.create(total="4")  # autocommit too: event, token and task in one transaction
+    assert OrmQ.objects.count() == 2 and DispatchToken.objects.count() == 1
+    assert Event.objects.count() == 4
+
+
+@pytest.mark.django_db(transaction=True)
+def test_autocommit_writes_the_event_in_one_transaction(
+    enqueued: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outside a transaction the counter, the event (and on SQLite the token) go in together:
+    a failure in the middle leaves none of them, and the dispatch is asked for once it
+    committed."""
+    from webhooks import dispatch
+
+    Order.objects.create(total="1")
+    assert Event.objects.get().sequence == 1
+    assert enqueued == [("dispatch", ())]
+
+    def refused(using: str) -> None:
+        raise DatabaseError("the disk is full")
+
+    monkeypatch.setattr(dispatch.TASK_QUEUE, "schedule", refused)
+    with pytest.raises(DatabaseError):
+        webhooks.send_event("ping.sent", {}, sequence_key="k")
+    assert Event.objects.count() == 1  # the event and its counter went back together
+    assert not ObjectSequence.objects.filter(key="k").exists()
+
+
+def _redis_broker() -> Any:
+    from django_q.conf import Conf
+
+    if not Conf.REDIS:
+        pytest.skip("the Redis broker is not in use (set REDIS_URL)")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_the_redis_broker_the_token_is_a_key_in_redis(async_broker: None,
+                                                            monkeypatch: pytest.MonkeyPatch,
+                                                            ) -> None:
+    """PostgreSQL + Redis: no database write after the commit; the token is ``SET NX PX`` in
+    Redis, one round trip, and it expires after TASK_TIME_LIMIT like a stale database token."""
+    from webhooks import tasks
+
+    _redis_broker()
+    pushed: list[str] = []
+    monkeypatch.setattr(tasks, "enqueue", lambda task, *args: pushed.append(task))
+    queue = tasks._redis_queue(None)
+    assert queue is not None
+    client, key = queue
+    assert key.startswith("django_q:") and key.endswith(tasks.QUEUE_TOKEN_SUFFIX)
+    if connection.vendor == "sqlite":
+        pytest.skip("on SQLite the token is taken in the transaction, in the database")
+    with transaction.atomic():
+        Order.objects.create(total="1")
+    Order.objects.create(total="2")
+    assert pushed == ["dispatch"]  # the second commit found the token held
+    assert not DispatchToken.objects.exists()
+    ttl = client.pttl(key)
+    assert 0 < ttl <= 5000  # TASK_TIME_LIMIT is 5 s in the test settings
+    tasks.release_queue_token()  # what a dispatch task does first
+    Order.objects.create(total="3")
+    assert pushed == ["dispatch", "dispatch"]
+    client.delete(key)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_enqueue_gives_the_redis_token_back(async_broker: None,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from webhooks import tasks
+
+    _redis_broker()
+    if connection.vendor == "sqlite":
+        pytest.skip("on SQLite the token is taken in the transaction, in the database")
+
+    def broken(*args: Any) -> None:
+        raise ConnectionError("the broker refused the task")
+
+    monkeypatch.setattr(tasks, "enqueue", broken)
+    Order.objects.create(total="1")
+    assert tasks.take_queue_token() is True  # given back: the next commit tries again
+    tasks.release_queue_token()
+    assert Event.objects.undispatched().count() == 1  # the sweep's, if no commit follows

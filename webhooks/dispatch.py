@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from django.db import DatabaseError, connections, transaction
 
 from webhooks import tasks
-from webhooks.cursors import kept_cursor
+from webhooks.cursors import run
 from webhooks.models import DispatchToken
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -179,6 +179,10 @@ def schedule_dispatch(using: str) -> None:
         if connection.vendor == "sqlite":
             try:
                 took = take_token(connection)
+                # With django-q2's ORM broker on this database the task row goes in with the
+                # events and the token: the commit writes all three at once.
+                if took and _enqueue_in_transaction(using):
+                    took = False
             except DatabaseError:  # try again after the commit
                 logger.warning("Could not take the dispatch token.", exc_info=True)
         hook = _DispatchOnCommit(using, took)
@@ -186,11 +190,33 @@ def schedule_dispatch(using: str) -> None:
         connection._webhooks_dispatch = (connection.run_on_commit, hook)
 
 
+def _enqueue_in_transaction(using: str) -> bool:
+    """Queue the dispatch task inside the current transaction if the broker allows it
+    (:func:`webhooks.tasks.enqueue_in_transaction`); ``False`` when it does not."""
+    if _active is not TASK_QUEUE:  # a test double decides what enqueueing means
+        return False
+    return tasks.enqueue_in_transaction(using, "dispatch")
+
+
 def request_dispatch(using: str) -> None:
     """Enqueue a dispatch task unless one is already queued (the dispatch token says so).
 
+    With django-q2's Redis broker the token is kept in Redis
+    (:func:`webhooks.tasks.take_queue_token`): one round trip, no database write after the
+    commit. Otherwise it is the :class:`~webhooks.models.DispatchToken` row.
+
     Never raises: the events are safe in the outbox and the periodic sweep dispatches them.
     """
+    try:
+        took = tasks.take_queue_token() if _active is TASK_QUEUE else None
+    except Exception:
+        logger.warning("Could not take the dispatch token kept in the broker; the sweep will "
+                       "pick the events up.", exc_info=True)
+        return
+    if took is not None:
+        if took and not enqueue("dispatch"):
+            release_queue_token()
+        return
     try:
         if not take_token(connections[using]):
             return  # a queued task will see this transaction's events
@@ -199,6 +225,16 @@ def request_dispatch(using: str) -> None:
                        exc_info=True)
         return
     enqueue_dispatch(using)
+
+
+def release_queue_token() -> None:
+    """Give back the dispatch token kept in the broker, if any (a failed enqueue, or a test
+    that starts afresh); never raises: an unreleased token expires by itself."""
+    try:
+        tasks.release_queue_token()
+    except Exception:
+        logger.warning("Could not release the dispatch token kept in the broker.",
+                       exc_info=True)
 
 
 #: ``DispatchToken.take``'s statement per database vendor ("" where that method is used).
@@ -213,8 +249,7 @@ def take_token(connection: BaseDatabaseWrapper) -> bool:
         sql = _TAKE_SQL[connection.vendor] = DispatchToken.take_sql(connection)
     if not sql:
         return DispatchToken.take(connection.alias)
-    cursor = kept_cursor(connection)
-    cursor.execute(sql, DispatchToken.take_params(connection))
+    cursor = run(connection, sql, DispatchToken.take_params(connection))
     return bool(cursor.rowcount == 1)
 
 

@@ -19,7 +19,7 @@ from django.db import DEFAULT_DB_ALIAS, IntegrityError, connections, models, rou
 from django.utils import timezone
 
 from webhooks import dispatch, ids
-from webhooks.cursors import kept_cursor
+from webhooks.cursors import run
 from webhooks.events.catalog import ACTIONS, ModelEvents, get_catalog
 from webhooks.events.payloads import payload_parts
 from webhooks.exceptions import InvalidInstance, PayloadError, UnknownEventType
@@ -159,9 +159,19 @@ def write_event(
     error = error[:10_000]
     if sequence_key is not None and len(sequence_key) > MAX_SEQUENCE_KEY:
         sequence_key = _bounded_key(sequence_key)
-    sequence, payload = insert_event(connections[using], event_id, event_type, owner_id,
-                                     created_at, parts, error, sequence_key)
-    dispatch.active_dispatcher().schedule(using)
+    connection = connections[using]
+    if connection.in_atomic_block:
+        sequence, payload = insert_event(connection, event_id, event_type, owner_id,
+                                         created_at, parts, error, sequence_key)
+        dispatch.active_dispatcher().schedule(using)
+    else:
+        # Autocommit (a save outside any transaction): one transaction for the counter, the
+        # event and, where the database keeps them, the dispatch token and the queued task,
+        # instead of a commit for each.
+        with transaction.atomic(using=using):
+            sequence, payload = insert_event(connection, event_id, event_type, owner_id,
+                                             created_at, parts, error, sequence_key)
+            dispatch.active_dispatcher().schedule(using)
     if not returning:
         return None
     return Event.from_db(using, EVENT_COLUMNS, [
@@ -265,12 +275,11 @@ def insert_event(connection: BaseDatabaseWrapper, event_id: uuid.UUID, event_typ
             payload = parts[0] + parts[1]
         else:
             payload = f'{parts[0]},"sequence":{sequence}{parts[1]}'
-        kept_cursor(connection).execute(sql.insert, [
+        run(connection, sql.insert, [
             db_id, event_type, owner_id, db_created, payload, error, db_dispatched, sequence])
     else:
         head, tail = parts
-        cursor = kept_cursor(connection)
-        cursor.execute(sql.insert_sequenced, [
+        cursor = run(connection, sql.insert_sequenced, [
             sequence_key, db_id, event_type, owner_id, db_created, head + ',"sequence":', tail,
             error, db_dispatched])
         sequence = int(cursor.fetchall()[0][0])
@@ -289,8 +298,7 @@ def next_sequence(connection: BaseDatabaseWrapper, key: str) -> int:
     """
     sql = _statements(connection).next_sequence
     if sql:
-        cursor = kept_cursor(connection)
-        cursor.execute(sql, [key])
+        cursor = run(connection, sql, [key])
         return int(cursor.fetchall()[0][0])  # all: SQLite finishes the statement only then
     with connection.cursor() as cursor:
         table = connection.ops.quote_name(ObjectSequence._meta.db_table)

@@ -50,13 +50,18 @@ def _broker(cluster: str | None) -> Any:
     return broker
 
 
-def enqueue(task: str, *args: Any) -> None:
-    """Queue ``webhooks.tasks.<task>`` without storing its result on success."""
+def _task_options(task: str) -> dict[str, Any]:
     cluster = conf.TASK_CLUSTER
     options: dict[str, Any] = {"save": False, "task_name": f"webhooks.{task}",
                                "broker": _broker(cluster)}
     if cluster:
         options["cluster"] = cluster
+    return options
+
+
+def enqueue(task: str, *args: Any) -> None:
+    """Queue ``webhooks.tasks.<task>`` without storing its result on success."""
+    options = _task_options(task)
     if Conf.ORM and not Conf.SYNC:
         # Outside a transaction django-q2's ORM broker closes every "old" database connection
         # first, which (with CONN_MAX_AGE = 0) is the caller's own: wrap the insert instead.
@@ -66,12 +71,79 @@ def enqueue(task: str, *args: Any) -> None:
         async_task(f"webhooks.tasks.{task}", *args, q_options=options)
 
 
+def enqueue_in_transaction(using: str, task: str) -> bool:
+    """Queue ``webhooks.tasks.<task>`` inside the current transaction on ``using``, when the
+    broker is django-q2's ORM broker on that same database (and tasks are not run inline).
+
+    The task row then commits (or rolls back) with the caller's events: the commit pays no
+    write transaction of its own for it. ``False`` (nothing done) for any other broker, or
+    outside a transaction; the caller then enqueues after the commit.
+    """
+    if Conf.SYNC or using != Conf.ORM or not transaction.get_connection(using).in_atomic_block:
+        return False
+    options = _task_options(task)
+    from django_q.brokers.orm import ORM
+
+    if not isinstance(options["broker"], ORM):
+        return False
+    async_task(f"webhooks.tasks.{task}", q_options=options)
+    return True
+
+
+#: Redis key suffix of the dispatch token kept in the broker (see :func:`take_queue_token`).
+QUEUE_TOKEN_SUFFIX = ":webhooks-dispatch-token"  # noqa: S105 - a key name
+
+
+def _redis_queue(cluster: str | None) -> tuple[Any, str] | None:
+    """``(redis client, token key)`` when the broker is django-q2's Redis broker (and tasks
+    are not run inline), else ``None``."""
+    if Conf.SYNC:
+        return None
+    broker = _broker(cluster)
+    from django_q.brokers.redis_broker import Redis
+
+    if not isinstance(broker, Redis):
+        return None
+    return broker.connection, broker.list_key + QUEUE_TOKEN_SUFFIX
+
+
+def take_queue_token() -> bool | None:
+    """Take the dispatch token kept in the broker: ``True`` when this call took it (so must
+    enqueue a dispatch), ``False`` when a queued dispatch holds it, ``None`` when the broker
+    keeps no token (use :class:`~webhooks.models.DispatchToken` in the database).
+
+    With the Redis broker the token is a key set with ``SET NX PX``: one round trip to Redis
+    instead of a database transaction (and its commit) after every committing transaction.
+    It expires after ``TASK_TIME_LIMIT`` seconds, as a stale database token is taken over, so
+    a lost task never holds commits back for longer. Raises what the Redis client raises.
+    """
+    queue = _redis_queue(conf.TASK_CLUSTER)
+    if queue is None:
+        return None
+    client, key = queue
+    ttl = max(1, int(conf.TASK_TIME_LIMIT * 1000))
+    return bool(client.set(key, b"1", nx=True, px=ttl))
+
+
+def release_queue_token() -> None:
+    """Give the broker's dispatch token back (nothing when the broker keeps none)."""
+    queue = _redis_queue(conf.TASK_CLUSTER)
+    if queue is not None:
+        client, key = queue
+        client.delete(key)
+
+
 def dispatch() -> None:
     """Fan out every committed event not yet dispatched, then deliver what is due.
 
-    The dispatch token is released first, so any event committed from now on asks for a new
-    task instead of relying on this one having seen it.
+    The dispatch token is released first (the broker's, with the Redis broker, and the
+    database's), so any event committed from now on asks for a new task instead of relying on
+    this one having seen it.
     """
+    try:
+        release_queue_token()
+    except Exception:  # the token expires by itself; the fan-out must go on
+        logger.warning("Could not release the dispatch token kept in Redis.", exc_info=True)
     DispatchToken.release(router.db_for_write(DispatchToken))
     # Only full rounds go round again: under a steady stream, what arrives meanwhile is left
     # to the task its commit asks for, and this one gets on with delivering.
