@@ -551,7 +551,8 @@ def leg_save(cfg: dict[str, Any]) -> dict[str, Any]:
     make_endpoint("http://127.0.0.1:9/never-called", "order.created")
     total = Decimal("123.45")
 
-    def saves(count: int, per_transaction: int, free_token: bool = False) -> float:
+    def saves(count: int, per_transaction: int, free_token: bool = False,
+              autocommit: bool = False) -> float:
         """Seconds spent in ``count`` saves. With ``free_token`` every transaction finds no
         dispatch pending (as if a worker had just taken it) and pays for an enqueue: the
         worst case. Without, a dispatch stays pending (no cluster runs here): the best case,
@@ -563,20 +564,25 @@ def leg_save(cfg: dict[str, Any]) -> dict[str, Any]:
                 dispatch.release_queue_token()
                 DispatchToken.objects.all().delete()
             started = time.perf_counter()
-            with transaction.atomic():
-                for _ in range(per_transaction):
-                    Order.objects.create(customer=customer, status="new", total=total)
+            if autocommit:  # no transaction of the caller's: Django commits the save itself
+                Order.objects.create(customer=customer, status="new", total=total)
+            else:
+                with transaction.atomic():
+                    for _ in range(per_transaction):
+                        Order.objects.create(customer=customer, status="new", total=total)
             spent += time.perf_counter() - started
         return spent
 
     results: dict[str, Any] = {"setup": setup}
-    for label, per_transaction, free_token in (("alone", 1, False), ("alone_enqueue", 1, True),
-                                               ("batch100", 100, True)):
+    for label, per_transaction, free_token, autocommit in (
+            ("alone", 1, False, False), ("alone_enqueue", 1, True, False),
+            ("batch100", 100, True, False), ("autocommit_enqueue", 1, True, True)):
         per_round = max(per_transaction,
                         cfg["saves"] // cfg["rounds"] // per_transaction * per_transaction)
         for connected in (True, False):  # warm up both paths (catalog, serializer, broker)
             with model_signals(connected):
-                saves(per_transaction * (20 if per_transaction == 1 else 1), per_transaction)
+                saves(per_transaction * (20 if per_transaction == 1 else 1), per_transaction,
+                      autocommit=autocommit)
         rounds: dict[str, list[float]] = {"plain": [], "webhooks": []}
         connections = {"plain": 0, "webhooks": 0}
         events_before = Event.objects.count()
@@ -588,7 +594,7 @@ def leg_save(cfg: dict[str, Any]) -> dict[str, Any]:
                 mode = "webhooks" if connected else "plain"
                 opened_before = opened[0]
                 with model_signals(connected):
-                    seconds = saves(per_round, per_transaction, free_token)
+                    seconds = saves(per_round, per_transaction, free_token, autocommit)
                 connections[mode] += opened[0] - opened_before
                 rounds[mode].append(seconds / per_round * 1e6)
         events = Event.objects.count() - events_before
@@ -602,6 +608,7 @@ def leg_save(cfg: dict[str, Any]) -> dict[str, Any]:
             "saves_per_mode": n,
             "saves_per_transaction": per_transaction,
             "dispatch_pending": not free_token,
+            "autocommit": autocommit,
             "rounds": cfg["rounds"],
             "plain_us_per_save": plain,
             "webhooks_us_per_save": hooked,

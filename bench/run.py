@@ -9,7 +9,8 @@ Measures, in one run, on a fresh database per leg:
 
 1. save overhead: µs per ``Order.objects.create`` (the test app's model that publishes
    ``order.created``) with one subscribed endpoint, against the same creates with the app's
-   model receivers disconnected; one save per transaction, and 100 per transaction. django-q2
+   model receivers disconnected; one save per transaction, 100 per transaction, and one save
+   in autocommit (no transaction of the caller's: Django commits the save itself). django-q2
    runs with ``sync=False`` and no cluster, so the on-commit enqueue is paid (and measured)
    but nothing is delivered inline.
 2. drain throughput: events of ~1 KB committed (100 per transaction) and delivered to a
@@ -34,7 +35,9 @@ The last line printed starts with ``RATIOS``: ``save_alone``, ``save_alone_enque
 ``save_batch100`` are µs/save with the app over µs/save without it (SQLite + ORM broker;
 ``save_alone``: a dispatch is already pending, as on a busy site, so the commit only finds the
 dispatch token; ``save_alone_enqueue``: every commit enqueues a task, the worst case; 100 saves
-per transaction enqueue once per transaction); ``sqlite_vs_raw`` and
+per transaction enqueue once per transaction; ``save_autocommit_enqueue``: a save outside
+any transaction that enqueues; ``pg_save_…``: the same on PostgreSQL + Redis broker);
+``sqlite_vs_raw`` and
 ``pg_redis_vs_raw`` are drain deliveries/s over raw requests/s (``…_vs_raw2``: over the
 2-process raw sender); ``…_history`` is the drain with history over the empty drain (deliveries/s;
 ``…_history_cpu``: cluster CPU per delivery, empty over history, which others' work on a
@@ -447,7 +450,8 @@ def report(figures: dict[str, Any]) -> str:
         ]
     for label, result in figures["save"].items():
         for scenario, title in (("alone", "1 save/txn"), ("alone_enqueue", "1/txn, enqueue"),
-                                ("batch100", "100 saves/txn")):
+                                ("batch100", "100 saves/txn"),
+                                ("autocommit_enqueue", "autocommit, enq.")):
             s = get(result or {}, scenario)
             if not isinstance(s, dict):
                 lines.append(f"  {label:<12} {title:<16} failed")
@@ -595,6 +599,10 @@ def ratios(figures: dict[str, Any]) -> dict[str, float]:
         "pg_save_alone": get(figures, "save", "pg_redis", "alone", "ratio"),
         "pg_save_alone_enqueue": get(figures, "save", "pg_redis", "alone_enqueue", "ratio"),
         "pg_save_batch100": get(figures, "save", "pg_redis", "batch100", "ratio"),
+        "save_autocommit_enqueue": get(figures, "save", "sqlite_orm", "autocommit_enqueue",
+                                       "ratio"),
+        "pg_save_autocommit_enqueue": get(figures, "save", "pg_redis", "autocommit_enqueue",
+                                          "ratio"),
     }
     for label, short in (("sqlite_orm", "sqlite"), ("pg_redis", "pg_redis")):
         out[f"{short}_per_s"] = get(figures, "drain", label, "deliveries_per_second")
