@@ -125,12 +125,14 @@ def take_queue_token() -> bool | None:
     return bool(client.set(key, b"1", nx=True, px=ttl))
 
 
-def release_queue_token() -> None:
-    """Give the broker's dispatch token back (nothing when the broker keeps none)."""
+def release_queue_token() -> bool:
+    """Give the broker's dispatch token back; ``False`` when the broker keeps none."""
     queue = _redis_queue(conf.TASK_CLUSTER)
-    if queue is not None:
-        client, key = queue
-        client.delete(key)
+    if queue is None:
+        return False
+    client, key = queue
+    client.delete(key)
+    return True
 
 
 def dispatch() -> None:
@@ -140,11 +142,16 @@ def dispatch() -> None:
     database's), so any event committed from now on asks for a new task instead of relying on
     this one having seen it.
     """
+    using = router.db_for_write(DispatchToken)
     try:
-        release_queue_token()
+        in_broker = release_queue_token()
     except Exception:  # the token expires by itself; the fan-out must go on
         logger.warning("Could not release the dispatch token kept in Redis.", exc_info=True)
-    DispatchToken.release(router.db_for_write(DispatchToken))
+        in_broker = True
+    # SQLite takes the database's token inside the saving transaction whatever the broker;
+    # elsewhere, with a broker that keeps the token, the row is never written.
+    if not in_broker or connections[using].vendor == "sqlite":
+        DispatchToken.release(using)
     # Only full rounds go round again: under a steady stream, what arrives meanwhile is left
     # to the task its commit asks for, and this one gets on with delivering.
     while delivery.fan_out() == delivery.FAN_OUT_CHUNK:
