@@ -81,10 +81,11 @@ Q_CLUSTER = {
     "workers": int(os.environ.get("WEBHOOKS_TEST_WORKERS", "2")),
     "timeout": 60,
     "retry": 90,
-    # tests/test_wakeup.py's on-time retries run with django-q2's defaults: poll 0.2 s, no
-    # scheduler (so that only the waker can be on time).
+    # tests/test_wakeup.py's on-time retries run with django-q2's default poll (0.2 s), no
+    # scheduler (so that only the waker can be on time), and workers recycled after each task.
     "poll": float(os.environ.get("WEBHOOKS_TEST_POLL", "0.05")),
     "scheduler": os.environ.get("WEBHOOKS_TEST_SCHEDULER", "1") == "1",
+    "recycle": int(os.environ.get("WEBHOOKS_TEST_RECYCLE", "500")),
     "guard_cycle": 0.1,
     "catch_up": False,
     "orm": "default",
