@@ -177,8 +177,11 @@ def connect_wakeups(arm: Callable[[float], None]) -> None:
 
 
 def report_wakeup(when: datetime) -> None:
-    """Pass ``when`` on with the running task's package (the earliest time, if reported twice);
-    nothing outside a django-q2 task."""
+    """Pass ``when`` on with the running task's package (the earliest time, if reported twice).
+
+    Nothing before this process ran its first task. Outside a task (a test calling ``drain``
+    after a sync-mode task), the last task's package is written to, after it went on: harmless.
+    """
     task = _running_task
     if task is None:
         return
