@@ -81,7 +81,11 @@ Q_CLUSTER = {
     "workers": int(os.environ.get("WEBHOOKS_TEST_WORKERS", "2")),
     "timeout": 60,
     "retry": 90,
-    "poll": 0.05,
+    # tests/test_wakeup.py's on-time retries run with django-q2's default poll (0.2 s), no
+    # scheduler (so that only the waker can be on time), and workers recycled after each task.
+    "poll": float(os.environ.get("WEBHOOKS_TEST_POLL", "0.05")),
+    "scheduler": os.environ.get("WEBHOOKS_TEST_SCHEDULER", "1") == "1",
+    "recycle": int(os.environ.get("WEBHOOKS_TEST_RECYCLE", "500")),
     "guard_cycle": 0.1,
     "catch_up": False,
     "orm": "default",
@@ -110,8 +114,9 @@ WEBHOOKS = {
     },
     # Loopback receivers are the point of these tests.
     "ALLOWED_NETWORKS": ["127.0.0.0/8"],
-    "RETRY_SCHEDULE": [1, 1],
-    "RETRY_JITTER": 0,
+    "RETRY_SCHEDULE": [int(s) if s.isdigit() else float(s) for s in
+                       os.environ.get("WEBHOOKS_TEST_RETRY_SCHEDULE", "1,1").split(",")],
+    "RETRY_JITTER": float(os.environ.get("WEBHOOKS_TEST_RETRY_JITTER", "0")),
     "TIMEOUT": 5,
     "CONNECT_TIMEOUT": 2,
     "CLAIM_TTL": 10,

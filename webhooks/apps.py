@@ -14,9 +14,9 @@ class WebhooksConfig(AppConfig):
 
     def ready(self) -> None:
         """Register the system checks; connect model event capture, the metrics, the owners'
-        notifications and the schedules' ``post_migrate`` receiver (which lives with the rest
-        of django-q2's side in :mod:`webhooks.tasks`)."""
-        from webhooks import checks, metrics, tasks
+        notifications, the schedules' ``post_migrate`` receiver (which lives with the rest
+        of django-q2's side in :mod:`webhooks.tasks`) and the retry waker's messengers."""
+        from webhooks import checks, metrics, tasks, wakeup
         from webhooks.events import capture
         from webhooks.notifications import receivers
 
@@ -26,3 +26,4 @@ class WebhooksConfig(AppConfig):
         receivers.connect()
         post_migrate.connect(tasks.ensure_schedule_after_migrate, sender=self,
                              dispatch_uid="webhooks.ensure_schedule")
+        tasks.connect_wakeups(wakeup.waker.arm)

@@ -6,12 +6,16 @@ behind (events not fanned out, retries that came due, expired claims). ``prune``
 second schedule and applies the retention settings. ``notify`` emails an endpoint's owner
 about trouble (``webhooks.notifications``). ``ensure_schedule_after_migrate`` (a
 ``post_migrate`` receiver) keeps both schedules in line with the settings.
+
+``connect_wakeups`` carries the next retry's time from a worker's task to the cluster's monitor
+process, where :mod:`webhooks.wakeup` keeps the timer that wakes the workers for it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,6 +25,7 @@ from django.utils import timezone
 from django_q.brokers import get_broker
 from django_q.conf import Conf
 from django_q.models import Schedule
+from django_q.signals import post_execute, pre_execute
 from django_q.tasks import async_task
 
 from webhooks import delivery, retention
@@ -35,6 +40,13 @@ WAKEUP_SCHEDULE_NAME = "webhooks.wakeup"
 PRUNE_SCHEDULE_NAME = "webhooks.prune"
 #: An event younger than this is left to its own dispatch task by the sweep.
 SWEEP_GRACE = timedelta(seconds=30)
+#: How far past ``SWEEP_INTERVAL`` the waker is armed: the sweep's schedule runs every interval
+#: plus up to the 30 s django-q2's scheduler takes to see it, so the last sweep before any retry
+#: is never further from it than this.
+WAKE_HORIZON_SLACK = timedelta(seconds=60)
+#: The key of a task package that carries the next due time (a ``time.time()`` value) from the
+#: worker that ran the task to the cluster's monitor.
+WAKE_KEY = "webhooks_wake_at"
 
 
 _brokers: dict[tuple[int, str | None], Any] = {}
@@ -182,23 +194,32 @@ def call_helpers() -> int:
 def drain() -> None:
     """Deliver due deliveries for a while; hand over to a new task if work remains.
 
-    When nothing is due any more, a wake-up is scheduled for the next retry (or the end of a
-    claim) if that comes before the next sweep, so a retry 5 s out is not left for a minute.
+    When nothing is due any more, the next due time (a retry, or the end of a claim) is passed
+    on so that a drain runs then: to this cluster's waker (see :func:`connect_wakeups`) if it
+    comes within ``SWEEP_INTERVAL`` plus a minute, and to the ``webhooks.wakeup`` schedule, the
+    durable fallback, if it comes before the next sweep. A later retry is left to the sweeps:
+    the last one before it passes it on.
     """
     if delivery.drain():
         enqueue("drain")
         return
     upcoming = delivery.next_attempt_time()
-    if upcoming is not None and upcoming < timezone.now() + timedelta(
-        minutes=conf.SWEEP_INTERVAL
-    ):
+    if upcoming is None:
+        return
+    sweep_interval = timedelta(minutes=conf.SWEEP_INTERVAL)
+    now = timezone.now()
+    if upcoming < now + sweep_interval + WAKE_HORIZON_SLACK:
+        report_wakeup(upcoming)
+    if upcoming < now + sweep_interval:
         schedule_wakeup(upcoming)
 
 
 def schedule_wakeup(when: datetime) -> None:
     """Make sure a one-off ``drain`` runs at ``when`` (or earlier); one wake-up at a time.
 
-    django-q2's scheduler looks at schedules every 30 seconds, which bounds how late it runs.
+    django-q2's scheduler looks at schedules every 30 seconds, which bounds how late it runs:
+    this is the fallback for a cluster whose waker is gone (its monitor process died, or the
+    cluster was stopped).
     """
     wakeups = Schedule.objects.filter(name=WAKEUP_SCHEDULE_NAME)
     if wakeups.filter(next_run__lte=when).exists():
@@ -209,6 +230,58 @@ def schedule_wakeup(when: datetime) -> None:
             schedule_type=Schedule.ONCE, repeats=-1, next_run=when,
             cluster=conf.TASK_CLUSTER,
         )
+
+
+# --- the waker's messenger ------------------------------------------------------------------
+#
+# A task's package (a dict) goes from the pusher to a worker, which runs it, and on to the
+# monitor, which records its result: ``pre_execute`` hands the worker the very dict that is sent
+# on to the monitor after the task. ``drain`` writes the next due time into it; the monitor's
+# ``post_execute`` receiver arms the waker with it. The monitor outlives the workers (recycled
+# after ``recycle`` tasks, killed on a timeout), so one timer per cluster covers them all.
+
+#: The package of the task this process is running (in a worker: set by ``pre_execute``).
+_running_task: dict[str, Any] | None = None
+#: What arms the waker (:meth:`webhooks.wakeup.Waker.arm`), given to :func:`connect_wakeups`.
+_arm: Callable[[float], None] | None = None
+
+
+def connect_wakeups(arm: Callable[[float], None]) -> None:
+    """Connect the two django-q2 signal receivers that carry a drain's next due time from the
+    worker to the monitor, where ``arm(time.time() value)`` is called (``AppConfig.ready``)."""
+    global _arm
+    _arm = arm
+    pre_execute.connect(_remember_task, weak=False, dispatch_uid="webhooks.remember_task")
+    post_execute.connect(_arm_waker, weak=False, dispatch_uid="webhooks.arm_waker")
+
+
+def report_wakeup(when: datetime) -> None:
+    """Pass ``when`` on with the running task's package (the earliest time, if reported twice).
+
+    Nothing before this process ran its first task. Outside a task (a test calling ``drain``
+    after a sync-mode task), the last task's package is written to, after it went on: harmless.
+    """
+    task = _running_task
+    if task is None:
+        return
+    at = when.timestamp()
+    earlier = task.get(WAKE_KEY)
+    task[WAKE_KEY] = at if earlier is None else min(earlier, at)
+
+
+def _remember_task(sender: Any, task: dict[str, Any], **kwargs: Any) -> None:
+    """``pre_execute`` (in a worker): the package of the task about to run."""
+    global _running_task
+    _running_task = task
+
+
+def _arm_waker(sender: Any, task: dict[str, Any], **kwargs: Any) -> None:
+    """``post_execute`` (in the monitor): arm the waker for the time the task passed on. Not in
+    sync mode, where tasks run inline in the caller and no thread is wanted."""
+    at = task.get(WAKE_KEY)
+    if at is None or _arm is None or Conf.SYNC or task.get("sync"):
+        return
+    _arm(at)
 
 
 def sweep() -> None:
