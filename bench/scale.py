@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import sys
 import time
@@ -73,7 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", metavar="PATH", help="write every figure to PATH")
     parser.add_argument("--clusters", default="1,2,3",
                         help="numbers of qclusters to run, comma-separated (1,2,3)")
-    parser.add_argument("--events", type=int, help="events per run (4000; quick 1000)")
+    parser.add_argument("--events", type=int, help="events per point (5000; quick 1000)")
     parser.add_argument("--endpoints", type=int, default=3,
                         help="endpoints every event fans out to (3)")
     parser.add_argument("--events-per-transaction", type=int, default=100, metavar="N",
@@ -84,7 +85,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--redis-url",
                         default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL))
     args = parser.parse_args(argv)
-    args.events = args.events or (1000 if args.quick else 4000)
+    args.events = args.events or (1000 if args.quick else 5000)
     args.cluster_counts = [int(k) for k in args.clusters.split(",") if k.strip()]
     return args
 
@@ -269,6 +270,9 @@ def run_point(k: int, args: argparse.Namespace, runner: Runner,
     from bench import pgstats
     from webhooks.models import Delivery
 
+    # django-q2 logs every enqueue at INFO: not in the producer's output.
+    logging.getLogger("django-q").setLevel(logging.WARNING)
+
     client = ReceiverClient(runner.receiver_url)
     paths = [f"/scale-{k}/endpoint-{i}" for i in range(args.endpoints)]
     for path in paths:
@@ -327,7 +331,7 @@ def run_point(k: int, args: argparse.Namespace, runner: Runner,
         "events": n,
         "endpoints": len(paths),
         "deliveries": expected,
-        "workers": k * int(settings.Q_CLUSTER["workers"]),
+        "workers": k * int(str(settings.Q_CLUSTER["workers"])),
         "produce_seconds": produced - first_commit,
         "drain_seconds": last - first_commit,
         "deliveries_per_second": expected / (last - first_commit),
@@ -365,7 +369,8 @@ def report(figures: dict[str, Any]) -> str:
         f"({p['events_per_transaction']}/txn) x {p['endpoints']} endpoints per point; "
         f"Python {env['python']}, {env['cpus']} CPUs, "
         f"load {fmt(env['loadavg_at_start'] and env['loadavg_at_start'][0], '.2f')}",
-        f"  {'k':>2} {'workers':>7} {'deliv/s':>8} {'seconds':>7} {'cores':>5}  "
+        f"  {'k':>2} {'workers':>7} {'busy':>4} {'tasks':>5} {'deliv/s':>8} {'seconds':>7} "
+        f"{'cores':>5}  "
         + " ".join(f"{part:>9}" for part in PARTS)
         + f" {'rows/d':>6} {'WAL B/d':>7}",
     ]
@@ -373,17 +378,21 @@ def report(figures: dict[str, Any]) -> str:
         if not point.get("deliveries"):
             lines.append(f"  {point['clusters']:>2} failed: {point.get('error')}")
             continue
+        busy = sum(c["busy_workers"] for c in point["tasks_per_cluster"].values())
+        tasks = sum(sum(c["tasks"].values()) for c in point["tasks_per_cluster"].values())
         shares = " ".join(f"{point['cpu_share'][part] * 100:>8.0f}%" for part in PARTS)
         per = " ".join(f"{point['cpu_us_per_delivery'][part]:>9.0f}" for part in PARTS)
         lines.append(
-            f"  {point['clusters']:>2} {point['workers']:>7} "
+            f"  {point['clusters']:>2} {point['workers']:>7} {busy:>4} {tasks:>5} "
             f"{point['deliveries_per_second']:>8.0f} {point['drain_seconds']:>7.2f} "
             f"{point['busy_cores']:>5.2f}  {shares} "
             f"{fmt(point['rows_written_per_delivery'], '.2f'):>6} "
             f"{fmt(point['wal_bytes_per_delivery'], '.0f'):>7}")
-        lines.append(f"  {'':>2} {'':>7} {'':>8} {'':>7} {'µs/d':>5}  {per}")
+        lines.append(f"  {'':>2} {'':>7} {'':>4} {'':>5} {'':>8} {'':>7} {'µs/d':>5}  {per}")
     lines += [
-        "  (cores: busy cores of the machine over the window; % : share of that busy time; "
+        "  (busy: worker processes that ran a task in the window; tasks: dispatch + drain "
+        "tasks run then;",
+        "   cores: busy cores of the machine over the window; % : share of that busy time; "
         "µs/d: CPU µs per delivery;",
         "   postgres: postmaster, auxiliary processes and the bench database's backends; "
         "clusters: every qcluster",
