@@ -115,11 +115,29 @@ def _cpu(pid: str) -> float:
     return sum(int(x) for x in fields[11:15]) / CLK_TCK if fields else 0.0
 
 
+def backend_database(title: str) -> str | None:
+    """The database of a PostgreSQL backend from its process title, ``None`` for the
+    postmaster and the auxiliary processes. A backend's title is ``postgres: [<cluster
+    name>: ]<user> <database> <client> <activity>``, its client ``host(port)`` or ``[local]``."""
+    words = title.split()
+    if not words or words[0] != "postgres:":
+        return None
+    words = words[1:]
+    if words and words[0].endswith(":"):  # cluster_name, e.g. "15/main:"
+        words = words[1:]
+    if len(words) >= 3 and ("(" in words[2] or words[2] == "[local]"):
+        return words[1]
+    return None
+
+
 def named_cpu_seconds(database: str) -> dict[str, float]:
     """CPU seconds of ``redis-server`` and of PostgreSQL, split into what serves ``database``
-    (the postmaster, with the backends it has reaped, its auxiliary processes and the backends
-    of ``database``) and the backends of other databases (other people's tests)."""
-    out = {"postgres": 0.0, "postgres_other_databases": 0.0, "redis": 0.0}
+    (the postmaster, its auxiliary processes and the backends of ``database``), the live
+    backends of other databases (other people's tests) and the backends the postmaster has
+    reaped (with persistent connections, ``conn_max_age``, the bench database's backends
+    live through a measured window: what exits then is other people's short connections)."""
+    out = {"postgres": 0.0, "postgres_other_databases": 0.0, "postgres_reaped": 0.0,
+           "redis": 0.0}
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
@@ -127,10 +145,13 @@ def named_cpu_seconds(database: str) -> dict[str, float]:
         if comm == "redis-server":
             out["redis"] += _cpu(pid)
         elif comm == "postgres":
-            # A backend's title: "postgres: <user> <database> <client> <state>".
-            words = _cmdline(pid).split()
-            other = (len(words) >= 3 and words[0] == "postgres:" and "(" in " ".join(words[3:4])
-                     and words[2] != database)
+            title = _cmdline(pid)
+            if not title.startswith("postgres:"):  # the postmaster
+                fields = _stat_fields(pid) or ["0"] * 15
+                out["postgres"] += sum(int(x) for x in fields[11:13]) / CLK_TCK
+                out["postgres_reaped"] += sum(int(x) for x in fields[13:15]) / CLK_TCK
+                continue
+            other = backend_database(title) not in (None, database)
             out["postgres_other_databases" if other else "postgres"] += _cpu(pid)
     return out
 
