@@ -418,7 +418,7 @@ def report(figures: dict[str, Any]) -> str:
         "   postgres: postmaster, auxiliary processes and the bench database's backends; "
         "clusters: every qcluster",
         "   process group; rest: the machine's busy time minus the named parts (other "
-        "databases' backends, others' work);",
+        "databases' backends, exited backends, others' work);",
         "   rows/d, WAL B/d: rows written (inserted + updated + deleted) and WAL bytes per "
         "delivery, events included)",
     ]
