@@ -1,12 +1,13 @@
 """Scale-out curve: 1, 2, 3 ``qcluster`` processes against one PostgreSQL and one Redis.
 
-    python bench/scale.py [--quick] [--json PATH] [--clusters 1,2,3] [--events N]
-                          [--endpoints N] [--events-per-transaction N] [--pg-url URL]
-                          [--redis-url URL]
+    python bench/scale.py [--quick] [--json PATH] [--clusters 1,2,3] [--workers N]
+                          [--single-worker] [--events N] [--endpoints N]
+                          [--events-per-transaction N] [--pg-url URL] [--redis-url URL]
 
-For each number of clusters ``k``, on a fresh database (``bench_scale``, dropped and
-recreated): start ``k`` clusters of ``bench.settings`` (2 workers each) under the same
-django-q2 cluster name, so they pop tasks from one Redis queue and claim deliveries from one
+For each number of clusters ``k`` (and, with ``--single-worker``, first one cluster of one
+worker), on a fresh database (``bench_scale``, dropped and recreated): start ``k`` clusters of
+``bench.scale_settings`` (``bench.settings`` with ``--workers`` workers each, 2 as in
+``bench/run.py``) under the same django-q2 cluster name, so they pop tasks from one Redis queue and claim deliveries from one
 database; commit the same events (``--events-per-transaction`` per transaction, each fanned
 out to ``--endpoints`` endpoints of the loopback receiver, ``bench/receiver.py``) and measure
 
@@ -74,6 +75,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", metavar="PATH", help="write every figure to PATH")
     parser.add_argument("--clusters", default="1,2,3",
                         help="numbers of qclusters to run, comma-separated (1,2,3)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="worker processes per cluster (2, as in bench/run.py)")
+    parser.add_argument("--single-worker", action="store_true",
+                        help="also run one cluster of 1 worker first (the curve's first point)")
     parser.add_argument("--events", type=int, help="events per point (5000; quick 1000)")
     parser.add_argument("--endpoints", type=int, default=3,
                         help="endpoints every event fans out to (3)")
@@ -280,9 +285,10 @@ def tasks_run(run_dir: Path, offsets: dict[str, int]) -> dict[str, Any]:
     return out
 
 
-def run_point(k: int, args: argparse.Namespace, runner: Runner,
+def run_point(k: int, workers: int, args: argparse.Namespace, runner: Runner,
               sizes: bool = False) -> dict[str, Any]:
-    """``k`` clusters drain the same events; see the module's docstring."""
+    """``k`` clusters of ``workers`` workers drain the same events; see the module's
+    docstring."""
     from django.conf import settings
     from django.db import connections
 
@@ -295,7 +301,7 @@ def run_point(k: int, args: argparse.Namespace, runner: Runner,
     logging.getLogger("django-q").setLevel(logging.WARNING)
 
     client = ReceiverClient(runner.receiver_url)
-    paths = [f"/scale-{k}/endpoint-{i}" for i in range(args.endpoints)]
+    paths = [f"/scale-{k}x{workers}/endpoint-{i}" for i in range(args.endpoints)]
     for path in paths:
         make_endpoint(runner.receiver_url + path, "ping.sent")
     n, per_txn = args.events, args.events_per_transaction
@@ -309,9 +315,10 @@ def run_point(k: int, args: argparse.Namespace, runner: Runner,
     def recorded(count: int) -> bool:
         return Delivery.objects.filter(status=Delivery.Status.SUCCEEDED).count() >= count
 
-    names = [f"scale-k{k}-{i + 1}" for i in range(k)]
+    names = [f"scale-{k}x{workers}-{i + 1}" for i in range(k)]
+    os.environ["BENCH_WORKERS"] = str(workers)  # read by bench.scale_settings in each cluster
     clusters = []
-    result: dict[str, Any] = {"clusters": k, "setup": setup}
+    result: dict[str, Any] = {"clusters": k, "workers_per_cluster": workers, "setup": setup}
     try:
         for name in names:
             clusters.append(start_cluster(runner.run_dir, name))
@@ -352,7 +359,7 @@ def run_point(k: int, args: argparse.Namespace, runner: Runner,
         "events": n,
         "endpoints": len(paths),
         "deliveries": expected,
-        "workers": k * int(str(settings.Q_CLUSTER["workers"])),
+        "workers": k * workers,
         "produce_seconds": produced - first_commit,
         "drain_seconds": last - first_commit,
         "deliveries_per_second": expected / (last - first_commit),
@@ -397,7 +404,8 @@ def report(figures: dict[str, Any]) -> str:
     ]
     for point in figures["points"]:
         if not point.get("deliveries"):
-            lines.append(f"  {point['clusters']:>2} failed: {point.get('error')}")
+            lines.append(f"  {point['clusters']:>2} x {point['workers_per_cluster']} failed: "
+                         f"{point.get('error')}")
             continue
         busy = sum(c["busy_workers"] for c in point["tasks_per_cluster"].values())
         tasks = sum(sum(c["tasks"].values()) for c in point["tasks_per_cluster"].values())
@@ -436,7 +444,9 @@ def report(figures: dict[str, Any]) -> str:
 
 
 def scale_line(figures: dict[str, Any]) -> str:
-    points = [p for p in figures["points"] if p.get("deliveries")]
+    ok = [p for p in figures["points"] if p.get("deliveries")]
+    points = [p for p in ok if p["workers_per_cluster"] == figures["parameters"]["workers"]]
+    single = [p for p in ok if p["workers_per_cluster"] == 1 and p["clusters"] == 1]
     curve = ",".join(f"{p['clusters']}:{p['deliveries_per_second']:.0f}" for p in points)
     shares = ",".join(
         f"{p['clusters']}:" + "/".join(f"{p['cpu_share'][part] * 100:.0f}" for part in PARTS)
@@ -445,7 +455,9 @@ def scale_line(figures: dict[str, Any]) -> str:
                           for p in points)
     pg_us = ",".join(f"{p['clusters']}:{p['cpu_us_per_delivery']['postgres']:.0f}"
                      for p in points)
-    return (f"SCALE clusters={curve} share%({'/'.join(PARTS)})={shares} "
+    first = (f" single_worker={single[0]['deliveries_per_second']:.0f}" if single
+             and figures["parameters"]["workers"] != 1 else "")
+    return (f"SCALE clusters={curve}{first} share%({'/'.join(PARTS)})={shares} "
             f"cluster_us/d={cluster_us} pg_us/d={pg_us}")
 
 
@@ -458,6 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     runner = Runner(args)  # the receiver, and every cluster group it records, stopped in close()
     os.environ.pop("BENCH_SQLITE_PATH", None)
     os.environ.update(runner.leg_env("pg", "scale"))  # the clusters inherit it
+    os.environ["DJANGO_SETTINGS_MODULE"] = "bench.scale_settings"
     started = time.monotonic()
     figures: dict[str, Any] = {
         "run_id": runner.run_id,
@@ -465,23 +478,27 @@ def main(argv: list[str] | None = None) -> int:
         "environment": environment(),
         "parameters": {"events": args.events, "endpoints": args.endpoints,
                        "events_per_transaction": args.events_per_transaction,
-                       "clusters": args.cluster_counts,
+                       "clusters": args.cluster_counts, "workers": args.workers,
+                       "single_worker": args.single_worker,
                        "pg_url": args.pg_url, "redis_url": args.redis_url},
         "points": [],
     }
     try:
         runner.start_receiver()
         print(f"receiver at {runner.receiver_url}; logs in {runner.run_dir}", flush=True)
-        for i, k in enumerate(args.cluster_counts):
-            print(f"  … {k} cluster(s)", end="", flush=True)
+        plan = [(1, 1)] if args.single_worker else []
+        plan += [(k, args.workers) for k in args.cluster_counts]
+        for i, (k, workers) in enumerate(plan):
+            print(f"  … {k} cluster(s) x {workers} worker(s)", end="", flush=True)
             t0 = time.monotonic()
-            last = i == len(args.cluster_counts) - 1
+            last = i == len(plan) - 1
             try:
-                point = run_point(k, args, runner, sizes=last)
+                point = run_point(k, workers, args, runner, sizes=last)
             except Exception as exc:
                 traceback.print_exc()
-                runner.errors.append(f"{k} clusters: {type(exc).__name__}: {exc}")
-                point = {"clusters": k, "error": f"{type(exc).__name__}: {exc}"}
+                runner.errors.append(f"{k} x {workers}: {type(exc).__name__}: {exc}")
+                point = {"clusters": k, "workers_per_cluster": workers,
+                         "error": f"{type(exc).__name__}: {exc}"}
             finally:
                 runner.kill_leftover_clusters()
             figures["points"].append(point)
