@@ -7,16 +7,19 @@
 For each number of clusters ``k`` (and, with ``--single-worker``, first one cluster of one
 worker), on a fresh database (``bench_scale``, dropped and recreated): start ``k`` clusters of
 ``bench.scale_settings`` (``bench.settings`` with ``--workers`` workers each, 2 as in
-``bench/run.py``) under the same django-q2 cluster name, so they pop tasks from one Redis queue and claim deliveries from one
-database; commit the same events (``--events-per-transaction`` per transaction, each fanned
-out to ``--endpoints`` endpoints of the loopback receiver, ``bench/receiver.py``) and measure
+``bench/run.py``) under the same django-q2 cluster name, so they pop tasks from one Redis
+queue and claim deliveries from one database; commit the same events
+(``--events-per-transaction`` per transaction, each fanned out to ``--endpoints`` endpoints of
+the loopback receiver, ``bench/receiver.py``) and measure
 
 - deliveries/s from the first commit to the last delivery received;
 - the CPU seconds spent, from the first commit until every delivery is recorded as
   succeeded, by PostgreSQL (the postmaster, its auxiliary processes and the backends of the
   bench database), ``redis-server``, the clusters' process groups, the receiver, this
   producer, and the rest of the machine (``/proc/stat`` busy time minus all of those: other
-  databases' backends, anyone else's work), as µs per delivery and as shares of the busy time;
+  databases' backends, backends that exited, anyone else's work), as µs per delivery and as
+  shares of the busy time; and from those, the CPU-bound ceiling: the machine's cores over the
+  CPU per delivery of the named parts (what the setup would reach on a quiet machine);
 - rows written (``pg_stat_user_tables``) and WAL bytes per delivery (``bench/pgstats.py``),
   read once the clusters have stopped (their backends flush their statistics on exit);
 - after the last ``k``: bytes per row of the event, delivery and attempt tables (indexes and
@@ -368,6 +371,10 @@ def run_point(k: int, workers: int, args: argparse.Namespace, runner: Runner,
         "cpu_us_per_delivery": {p: cpu[p] / expected * 1e6 for p in (*PARTS, "machine")},
         "cpu_share": {p: cpu[p] / busy if busy else float("nan") for p in PARTS},
         "busy_cores": busy / cpu["window"],
+        # What this setup would deliver with every core of the machine to itself: the cores
+        # over the CPU per delivery of the named parts (noise from others' work left out).
+        "cpu_bound_ceiling_per_second": (os.cpu_count() or 1) * expected
+        / sum(cpu[p] for p in PARTS if p != "rest"),
         "other_db_transactions": counters1["other_db_transactions"]
         - counters0["other_db_transactions"],
         "wal_bytes": wal,
@@ -398,7 +405,7 @@ def report(figures: dict[str, Any]) -> str:
         f"Python {env['python']}, {env['cpus']} CPUs, "
         f"load {fmt(env['loadavg_at_start'] and env['loadavg_at_start'][0], '.2f')}",
         f"  {'k':>2} {'workers':>7} {'busy':>4} {'tasks':>5} {'deliv/s':>8} {'seconds':>7} "
-        f"{'cores':>5}  "
+        f"{'cores':>5} {'ceil/s':>6}  "
         + " ".join(f"{part:>9}" for part in PARTS)
         + f" {'rows/d':>6} {'WAL B/d':>7}",
     ]
@@ -414,15 +421,19 @@ def report(figures: dict[str, Any]) -> str:
         lines.append(
             f"  {point['clusters']:>2} {point['workers']:>7} {busy:>4} {tasks:>5} "
             f"{point['deliveries_per_second']:>8.0f} {point['drain_seconds']:>7.2f} "
-            f"{point['busy_cores']:>5.2f}  {shares} "
+            f"{point['busy_cores']:>5.2f} {point['cpu_bound_ceiling_per_second']:>6.0f}  "
+            f"{shares} "
             f"{fmt(point['rows_written_per_delivery'], '.2f'):>6} "
             f"{fmt(point['wal_bytes_per_delivery'], '.0f'):>7}")
-        lines.append(f"  {'':>2} {'':>7} {'':>4} {'':>5} {'':>8} {'':>7} {'µs/d':>5}  {per}")
+        lines.append(f"  {'':>38} {'µs/d':>6}  {per}")
     lines += [
         "  (busy: worker processes that ran a task in the window; tasks: dispatch + drain "
         "tasks run then;",
-        "   cores: busy cores of the machine over the window; % : share of that busy time; "
-        "µs/d: CPU µs per delivery;",
+        "   cores: busy cores of the machine over the window; ceil/s: the machine's cores over "
+        "the CPU per delivery of",
+        "   the named parts (what the run would reach with the machine to itself, if CPU-bound); "
+        "% : share of the busy time;",
+        "   µs/d: CPU µs per delivery;",
         "   postgres: postmaster, auxiliary processes and the bench database's backends; "
         "clusters: every qcluster",
         "   process group; rest: the machine's busy time minus the named parts (other "
@@ -457,8 +468,10 @@ def scale_line(figures: dict[str, Any]) -> str:
                      for p in points)
     first = (f" single_worker={single[0]['deliveries_per_second']:.0f}" if single
              and figures["parameters"]["workers"] != 1 else "")
-    return (f"SCALE clusters={curve}{first} share%({'/'.join(PARTS)})={shares} "
-            f"cluster_us/d={cluster_us} pg_us/d={pg_us}")
+    ceiling = ",".join(f"{p['clusters']}:{p['cpu_bound_ceiling_per_second']:.0f}"
+                       for p in points)
+    return (f"SCALE clusters={curve}{first} cpu_ceiling={ceiling} "
+            f"share%({'/'.join(PARTS)})={shares} cluster_us/d={cluster_us} pg_us/d={pg_us}")
 
 
 # --- main ----------------------------------------------------------------------------------
