@@ -525,16 +525,13 @@ def main(argv: list[str] | None = None) -> int:
             connections.close_all()
         runner.forget_redis_keys("scale")
         runner.close()
-    figures["errors"] = runner.errors
-    figures["seconds"] = time.monotonic() - started
-    print(report(figures))
-    if runner.errors:
-        print("\nERRORS:\n  " + "\n  ".join(runner.errors))
+    figures.update(errors=runner.errors, seconds=time.monotonic() - started)
+    out = [report(figures)]
+    out += ["", "ERRORS:", *(f"  {error}" for error in runner.errors)] if runner.errors else []
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2, default=str) + "\n")
-        print(f"\nfigures written to {args.json}")
-    print(f"\n(total {figures['seconds']:.0f}s)")
-    print(scale_line(figures))
+        out += ["", f"figures written to {args.json}"]
+    print("\n".join([*out, "", f"(total {figures['seconds']:.0f}s)", scale_line(figures)]))
     return 1 if runner.errors else 0
 
 
