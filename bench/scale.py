@@ -382,7 +382,7 @@ def run_point(k: int, workers: int, args: argparse.Namespace, runner: Runner,
         "rows_written": db["tables"],
         "rows_written_per_delivery": db["rows_written"] / expected,
         "rows_written_per_delivery_by_table": {
-            table: sum(c[k] for k in ("n_tup_ins", "n_tup_upd", "n_tup_del")) / expected
+            table: sum(c[col] for col in ("n_tup_ins", "n_tup_upd", "n_tup_del")) / expected
             for table, c in db["tables"].items()},
         "duplicates": sum(stats[p]["count"] - stats[p]["unique"] for p in paths),
     })
