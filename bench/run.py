@@ -484,7 +484,7 @@ def report(figures: dict[str, Any]) -> str:
     if figures["save"]:
         lines.append("  (tasks: enqueued by the webhooks rounds; conns: database connections "
                      "opened during the plain/webhooks rounds)")
-    lines += [
+    lines += [] if not figures["drain"] else [
         "",
         f"Drain: {p['events']} events ({p['events_per_transaction']}/txn) to {p['endpoints']} "
         "endpoint(s), first commit → last delivery received; qcluster, 2 workers",
@@ -570,10 +570,10 @@ def report(figures: dict[str, Any]) -> str:
         "middle of the window",
         "   to its end, per 1,000 of the half of the deliveries sent then: ~0 when memory is "
         "flat)",
-        "",
-        "Raw sender: webhooks.http.post, signed 1 KB body, same receiver; 1 process, then 2 "
-        "processes at once",
     ]
+    if figures["raw"]:
+        lines += ["", "Raw sender: webhooks.http.post, signed 1 KB body, same receiver; 1 "
+                  "process, then 2 processes at once"]
     for i, r in enumerate(figures["raw"], 1):
         if r:
             two = r["two_processes"]
