@@ -709,7 +709,7 @@ def fill_history(rows: int, endpoint_ids: list[Any]) -> dict[str, Any]:
             t0 = time.perf_counter()
             cursor.execute(sql, params)
             timings.append(time.perf_counter() - t0)
-    analyzed = 0.0
+    analyzed = checkpointed = 0.0
     if connection.vendor == "postgresql":
         # What autovacuum would do soon after such a load, done now rather than mid-run.
         t0 = time.perf_counter()
@@ -717,12 +717,27 @@ def fill_history(rows: int, endpoint_ids: list[Any]) -> dict[str, Any]:
             for table in tables.values():
                 cursor.execute(f"VACUUM ANALYZE {table}")  # quoted name
         analyzed = time.perf_counter() - t0
+        # A site's history was written long ago; this one, a moment ago, left ~1 GB of WAL
+        # per million rows and as many dirty pages: without a checkpoint now, the
+        # checkpoints that WAL triggers (max_wal_size) run during the measured drain and
+        # charge it for the fill (their writes, and a full-page image in the WAL for every
+        # page the drain touches first). The empty drain starts after one too (CREATE
+        # DATABASE's).
+        t0 = time.perf_counter()
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("CHECKPOINT")
+        except Exception:  # not a superuser (nor pg_checkpoint): measured as it comes
+            checkpointed = float("nan")
+        else:
+            checkpointed = time.perf_counter() - t0
     counts = {"events": Event.objects.count(), "deliveries": Delivery.objects.count(),
               "attempts": DeliveryAttempt.objects.count()}
     if counts["deliveries"] < events * fan or counts["attempts"] < events * fan:
         raise RuntimeError(f"history fill: expected {events * fan} rows, got {counts}")
     return {"rows": events * fan, "events": events, "counts": counts,
             "insert_seconds": timings, "vacuum_analyze_seconds": analyzed,
+            "checkpoint_seconds": checkpointed,
             "seconds": time.perf_counter() - started}
 
 
@@ -1000,9 +1015,169 @@ def leg_latency(cfg: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+# --- database cost per delivery (PostgreSQL) -------------------------------------------------
+
+#: The web side's writes: what the producer's transactions write (the event with its sequence
+#: and the dispatch token); everything else is the worker side (fan-out, claims, attempts...).
+WEB_WRITES = {"webhooks_event": ("n_tup_ins",), "webhooks_objectsequence":
+              ("n_tup_ins", "n_tup_upd"), "webhooks_dispatchtoken": ("n_tup_ins", "n_tup_upd")}
+#: A transaction that inserts into one of these tables is the producer's (the web side).
+WEB_TABLES = ("webhooks_event", "webhooks_dispatchtoken", "webhooks_objectsequence")
+
+
+def _wal_split(rows: list[tuple[str, str, str, str, int, int, int]]) -> dict[str, Any]:
+    """``pgstats.database_wal`` rows → totals, per table, per record type, web vs worker."""
+    web_xids = {xid for xid, table, rmgr, rtype, *_ in rows
+                if table in WEB_TABLES and rmgr == "Heap" and rtype.startswith("INSERT")}
+    out: dict[str, Any] = {"bytes": 0, "fpi_bytes": 0, "records": 0, "web_bytes": 0,
+                           "worker_bytes": 0, "by_table": {}, "by_record": {}}
+    for xid, table, rmgr, rtype, records, size, fpi in rows:
+        out["bytes"] += size
+        out["fpi_bytes"] += fpi
+        out["records"] += records
+        out["web_bytes" if xid in web_xids else "worker_bytes"] += size
+        name = table or "(commit records)"
+        t = out["by_table"].setdefault(name, {"bytes": 0, "fpi_bytes": 0, "records": 0})
+        t["bytes"] += size
+        t["fpi_bytes"] += fpi
+        t["records"] += records
+        key = f"{name} {rmgr}/{rtype}"
+        r = out["by_record"].setdefault(key, {"bytes": 0, "records": 0})
+        r["bytes"] += size
+        r["records"] += records
+    out["web_transactions"] = len(web_xids)
+    return out
+
+
+def _dbcost_scenario(cfg: dict[str, Any], scenario: str, event_type: str,
+                     path: str) -> dict[str, Any]:
+    """``cfg["dbcost_events"]`` events (one per transaction) to one endpoint at ``path``,
+    delivered by a fresh 2-worker qcluster; what the database wrote meanwhile."""
+    from django.db import connection, transaction
+
+    import webhooks
+    from bench import pgstats
+    from webhooks.conf import webhooks_settings
+    from webhooks.models import Delivery, DeliveryAttempt
+    from webhooks.tasks import enqueue
+
+    run_dir = Path(cfg["run_dir"])
+    n = cfg["dbcost_events"]
+    endpoint = make_endpoint(cfg["receiver"] + path, event_type)
+    deliveries = Delivery.objects.filter(endpoint=endpoint)
+    with connection.cursor() as cursor:
+        before = pgstats.snapshot(cursor)
+        wal_start = pgstats.wal_lsn(cursor)
+    cpu0 = time.process_time()
+    cluster = start_cluster(run_dir, f"{cfg['name']}-{scenario}")
+    kicks = 0
+    try:
+        started = time.monotonic()
+        for seq in range(n):
+            with transaction.atomic():
+                webhooks.send_event(event_type, event_data(seq))
+        produced = time.monotonic()
+        progress, last_change = -1, time.monotonic()
+        deadline = time.monotonic() + cfg["drain_timeout"]
+        while True:
+            done = deliveries.filter(status=Delivery.Status.SUCCEEDED).count()
+            if done >= n:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{scenario}: {done} of {n} deliveries succeeded")
+            if done != progress:
+                progress, last_change = done, time.monotonic()
+            elif time.monotonic() - last_change > cfg["kick_after"] and deliveries.due().exists():
+                # Retries are due and nobody runs them: the django-q2 scheduler looks at the
+                # wake-up schedule only every 30 s. Do what the wake-up would do.
+                enqueue("drain")
+                kicks += 1
+                last_change = time.monotonic()
+            time.sleep(0.05)
+        recorded = time.monotonic()
+    finally:
+        stopped_by = stop_cluster(cluster, run_dir)
+    with connection.cursor() as cursor:
+        # The workers' backends have exited (their counters are flushed); this one is flushed
+        # by the snapshot. The end of the WAL window is the flushed position.
+        after = pgstats.snapshot(cursor, settle=True)
+        wal = _wal_split(pgstats.database_wal(cursor, wal_start))
+    producer_cpu = time.process_time() - cpu0
+    d = pgstats.diff(before, after)
+    attempts = DeliveryAttempt.objects.filter(endpoint_id=endpoint.pk).count()
+    tables = d["tables"]
+    web_rows = sum(tables.get(t, {}).get(k, 0) for t, keys in WEB_WRITES.items() for k in keys)
+    updates = d["total"]["n_tup_upd"]
+    return {
+        "scenario": scenario,
+        "events": n,
+        "events_per_transaction": 1,
+        "deliveries": n,
+        "attempts": attempts,
+        "retry_schedule": list(webhooks_settings.RETRY_SCHEDULE),
+        "kicked_drains": kicks,
+        "cluster_stopped_by": stopped_by,
+        "produce_seconds": produced - started,
+        "recorded_seconds": recorded - started,
+        "settle_seconds": after["settle_s"],
+        "rows": {"tables": tables, "total": d["total"], "written": d["rows_written"],
+                 "web": web_rows, "worker": d["rows_written"] - web_rows},
+        "rows_per_delivery": d["rows_written"] / n,
+        "web_rows_per_event": web_rows / n,
+        "worker_rows_per_delivery": (d["rows_written"] - web_rows) / n,
+        "hot_update_share": d["total"]["n_tup_hot_upd"] / updates if updates else None,
+        "wal": wal,
+        "wal_bytes_per_delivery": wal["bytes"] / n,
+        "web_wal_bytes_per_event": wal["web_bytes"] / n,
+        "worker_wal_bytes_per_delivery": wal["worker_bytes"] / n,
+        "fpi_share": wal["fpi_bytes"] / wal["bytes"] if wal["bytes"] else None,
+        # Server-wide (every database: anyone else's work counts too) and the server's CPU.
+        "server_wal_bytes": d["wal_bytes"],
+        "postgres_cpu_us_per_delivery": d["cpu_s"] / n * 1e6,
+        "producer_cpu_us_per_event": producer_cpu / n * 1e6,
+    }
+
+
+def leg_dbcost(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Database cost per delivered webhook: rows written (``pg_stat_user_tables``) and WAL
+    bytes (this database's records, read back with ``pg_walinspect``), from the events'
+    commits to the recorded attempts, split into the web side (the producer's transactions:
+    the event, its sequence, the dispatch token) and the worker side (fan-out, claims,
+    attempts, delivery states, endpoint health). Two scenarios, each on a fresh cluster: every
+    delivery succeeds at once (``first_try``), and every delivery fails once with a 500 then
+    succeeds on its retry (``retried``; ``bench.settings`` keeps the test settings' 1 s retry
+    schedule). PostgreSQL only: SQLite keeps no such counters.
+    """
+    setup = fresh_database()
+    from django.db import connection
+
+    from bench import pgstats
+
+    if connection.vendor != "postgresql":
+        return {"setup": setup, "skipped": "PostgreSQL only"}
+    # Every first try fails on purpose: the breaker would pause the endpoint after 5 (the
+    # clusters this leg starts inherit its environment).
+    os.environ["BENCH_NO_CIRCUIT_BREAKER"] = "1"
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
+        held = pgstats.hold_wal(cursor, f"bench_dbcost_{os.getpid()}")
+    result: dict[str, Any] = {"setup": setup, "wal_held": held, "broker": broker_info()}
+    try:
+        for scenario, event_type, path in (
+                ("first_try", "ping.sent", f"/{cfg['name']}/ok"),
+                ("retried", "invoice.paid", f"/{cfg['name']}/fail-once")):
+            result[scenario] = _dbcost_scenario(cfg, scenario, event_type, path)
+    finally:
+        with connection.cursor() as cursor:
+            pgstats.release_wal(cursor, f"bench_dbcost_{os.getpid()}")
+        forget_redis_keys()
+    return result
+
+
 LEGS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "raw": leg_raw,
     "save": leg_save,
     "drain": leg_drain,
     "latency": leg_latency,
+    "dbcost": leg_dbcost,
 }

@@ -11,6 +11,10 @@ being measured; nothing here imports Django.
   per table from ``pg_stat_user_tables``. These counters are NOT exact at once, see below.
 - ``snapshot(cursor, tables)`` / ``diff(before, after)``: both of the above (and the server CPU)
   at once; ``diff`` gives the per-table and total deltas.
+- ``database_wal(cursor, start, end)``: the WAL records between two positions that touch the
+  current database (and the commit records of their transactions), per transaction and table,
+  read back with ``pg_walinspect``: exact even while other databases of the server are busy.
+  ``hold_wal(cursor)`` keeps the WAL from being recycled until then.
 - ``postgres_cpu_seconds()``: user+system CPU of every process named ``postgres`` (``/proc``),
   including the backends that have already exited (their CPU is in the postmaster's
   ``cutime``/``cstime`` once it has reaped them).
@@ -53,8 +57,12 @@ from typing import Any
 
 __all__ = [
     "WRITE_COUNTERS",
+    "database_wal",
     "diff",
+    "hold_wal",
+    "lsn_text",
     "postgres_cpu_seconds",
+    "release_wal",
     "snapshot",
     "table_writes",
     "wait_for_flush",
@@ -203,6 +211,94 @@ def diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
         "total": total,
         "rows_written": total["n_tup_ins"] + total["n_tup_upd"] + total["n_tup_del"],
     }
+
+
+def lsn_text(position: int) -> str:
+    """``wal_lsn``'s integer as PostgreSQL writes an LSN (``'1A/2B3C4D'``)."""
+    return f"{position >> 32:X}/{position & 0xFFFFFFFF:X}"
+
+
+def hold_wal(cursor: Any, name: str) -> bool:
+    """Keep the server's WAL from now on until this cursor's session ends.
+
+    A temporary physical replication slot (``name``; dropped with the session, or by
+    ``release_wal``), so that ``database_wal`` can still read the WAL of the window after a
+    checkpoint recycled its segments. Returns ``False`` (nothing held) when the server allows
+    no slot (``max_replication_slots = 0``, ``wal_level = minimal``) or the role may not.
+    """
+    try:
+        cursor.execute("SELECT pg_create_physical_replication_slot(%s, true, true)", [name])
+        cursor.fetchall()
+    except Exception:  # any refusal: the caller reads without the guarantee
+        return False
+    return True
+
+
+def release_wal(cursor: Any, name: str) -> None:
+    """Drop the slot ``hold_wal`` made (it also goes when the session ends)."""
+    cursor.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
+                   " WHERE slot_name = %s AND temporary", [name])
+    cursor.fetchall()
+
+
+#: Rows ``database_wal`` returns: (xid, table, resource manager, record type, records,
+#: bytes, full-page-image bytes). ``table`` is the table a heap, index or TOAST block belongs
+#: to ("" for commit/abort records, "?" for a relation not found, such as a dropped one).
+WAL_SQL = r"""
+WITH r AS (
+    SELECT xid, resource_manager AS rmgr, record_type AS rtype, record_length AS len,
+           fpi_length AS fpi, regexp_match(block_ref, 'rel \d+/(\d+)/(\d+)') AS ref
+    FROM pg_get_wal_records_info(%(start)s::pg_lsn, %(end)s::pg_lsn)
+), here AS (
+    SELECT oid FROM pg_database WHERE datname = current_database()
+), mine AS (
+    SELECT r.* FROM r, here WHERE r.ref[1]::oid = here.oid
+), xids AS (
+    SELECT DISTINCT xid FROM mine WHERE xid <> '0'::xid
+), rels AS (
+    SELECT c.relfilenode, COALESCE(t.relname, o.relname, c.relname) AS tbl
+    FROM pg_class c
+    LEFT JOIN pg_index i ON i.indexrelid = c.oid
+    LEFT JOIN pg_class t ON t.oid = i.indrelid
+    LEFT JOIN pg_class o ON o.reltoastrelid = c.oid
+    WHERE c.relfilenode <> 0
+)
+SELECT m.xid::text, COALESCE(rels.tbl, '?'), m.rmgr, m.rtype, count(*), sum(m.len), sum(m.fpi)
+FROM mine m LEFT JOIN rels ON rels.relfilenode = m.ref[2]::oid
+GROUP BY 1, 2, 3, 4
+UNION ALL
+SELECT r.xid::text, '', r.rmgr, r.rtype, count(*), sum(r.len), sum(r.fpi)
+FROM r JOIN xids ON xids.xid = r.xid
+WHERE r.ref IS NULL
+GROUP BY 1, 2, 3, 4
+"""
+
+
+def database_wal(cursor: Any, start: int, end: int | None = None,
+                 ) -> list[tuple[str, str, str, str, int, int, int]]:
+    """The WAL records written between ``start`` and ``end`` (``wal_lsn`` values; ``end``:
+    now) that belong to the current database, grouped by transaction and table.
+
+    Rows of ``(xid, table, resource manager, record type, records, bytes, FPI bytes)``: the
+    records with a block of this database (attributed to the table of their first block; an
+    index's or a TOAST table's records to their table), plus the block-less records
+    (commits) of the transactions seen there, with ``table`` ``""``. ``xid`` ``"0"``: records
+    outside any transaction (page pruning, visibility map, hint-bit images). Bytes are record
+    lengths, FPIs included (``pg_wal_lsn_diff`` also counts page headers and alignment, ~1%).
+
+    Needs ``CREATE EXTENSION pg_walinspect`` in the database (PostgreSQL 15+) and a role
+    allowed to read WAL (superuser or ``pg_read_server_files``); the WAL of the window must
+    still be there (``hold_wal``). Only WAL already flushed is read: take ``end`` after the
+    commits to measure (a commit is flushed when it returns, with ``synchronous_commit``).
+    """
+    if end is None:
+        cursor.execute("SELECT pg_wal_lsn_diff(pg_current_wal_flush_lsn(), '0/0')::bigint")
+        end = int(cursor.fetchone()[0])
+    if end <= start:
+        return []
+    cursor.execute(WAL_SQL, {"start": lsn_text(start), "end": lsn_text(end)})
+    return [(row[0], row[1], row[2], row[3], int(row[4]), int(row[5]), int(row[6] or 0))
+            for row in cursor.fetchall()]
 
 
 def postgres_cpu_seconds() -> float:

@@ -5,7 +5,9 @@
 
 - ``POST <path>``: answers ``200 ok`` and counts the request under ``<path>``, with the number
   of distinct ``webhook-id`` values, the first arrival and the arrival of the last new id
-  (``time.monotonic()``: on Linux the same clock in every process);
+  (``time.monotonic()``: on Linux the same clock in every process); a path that contains
+  ``/fail-once`` answers ``500`` to the first request of each ``webhook-id`` and ``200`` to
+  the next ones (one retry per webhook); ``ok`` counts the ``200`` answers;
 - ``GET /stats``: those counters as JSON; ``GET /reset``: forget them;
 - ``GET /arrivals<path>``: ``{webhook-id: first arrival}`` of the requests to ``<path>``
   (the latency leg matches them with the commit time of each event).
@@ -27,19 +29,23 @@ from typing import Any
 
 MAX_HEAD = 64 * 1024
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
+FAIL = (b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\n"
+        b"Content-Length: 4\r\n\r\nfail")
 
 
 class PathStats:
-    __slots__ = ("count", "first_at", "ids", "last_new_at")
+    __slots__ = ("count", "first_at", "ids", "last_new_at", "ok")
 
     def __init__(self) -> None:
         self.count = 0
+        self.ok = 0
         self.ids: dict[str, float] = {}  # webhook-id -> first arrival
         self.first_at: float | None = None
         self.last_new_at: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"count": self.count, "unique": len(self.ids), "first_at": self.first_at,
+        return {"count": self.count, "ok": self.ok, "unique": len(self.ids),
+                "first_at": self.first_at,
                 "last_new_at": self.last_new_at}
 
 
@@ -47,7 +53,8 @@ class Stats:
     def __init__(self) -> None:
         self.paths: dict[str, PathStats] = {}
 
-    def record(self, path: str, webhook_id: str) -> None:
+    def record(self, path: str, webhook_id: str) -> bytes:
+        """Count the request; the answer to send (``FAIL`` for a first try on ``/fail-once``)."""
         now = time.monotonic()
         stats = self.paths.get(path)
         if stats is None:
@@ -58,6 +65,10 @@ class Stats:
         if webhook_id not in stats.ids:
             stats.ids[webhook_id] = now
             stats.last_new_at = now
+            if "/fail-once" in path:
+                return FAIL
+        stats.ok += 1
+        return OK
 
     def as_json(self) -> bytes:
         return json.dumps({p: s.as_dict() for p, s in self.paths.items()}).encode()
@@ -105,8 +116,7 @@ class Protocol(asyncio.Protocol):
             del self.buffer[:total]
             method, path, *_ = [*head[0].split(" "), "", ""]
             if method == "POST":
-                self.stats.record(path, webhook_id)
-                self.transport.write(OK)
+                self.transport.write(self.stats.record(path, webhook_id))
             elif path == "/stats":
                 self.transport.write(response("200 OK", self.stats.as_json(),
                                               "application/json"))

@@ -27,7 +27,13 @@ Measures, in one run, on a fresh database per leg:
 5. latency: one event per transaction, paced at 100 events/s (PostgreSQL + Redis) and at
    20 events/s (SQLite + ORM broker) for ``--latency-seconds``, to one endpoint; per event,
    commit (producer) → first arrival (receiver) on the shared monotonic clock; p50/p90/p99.
-6. worker memory: the RSS of every qcluster process, sampled from ``/proc`` every 0.1 s in
+6. database cost (PostgreSQL + Redis): ``--dbcost-events`` events (500), one per transaction,
+   to one endpoint that answers 200, then to one that answers 500 to each webhook's first try
+   and 200 to its retry; rows written (``pg_stat_user_tables``) and WAL bytes (the bench
+   database's own records, read back with ``pg_walinspect``) per delivered webhook, from the
+   commits to the recorded attempts, split into the web side (per event written) and the
+   worker side (per delivery), with the rows per table.
+7. worker memory: the RSS of every qcluster process, sampled from ``/proc`` every 0.1 s in
    the drain, history and latency legs: peak, and start → end growth per 1,000 deliveries of
    the processes that lived through the leg.
 
@@ -42,7 +48,9 @@ any transaction that enqueues; ``pg_save_…``: the same on PostgreSQL + Redis b
 2-process raw sender); ``…_history`` is the drain with history over the empty drain (deliveries/s;
 ``…_history_cpu``: cluster CPU per delivery, empty over history, which others' work on a
 shared machine does not move);
-``…_p50_ms``/``…_p99_ms`` the paced latencies; ``…_rss_mib`` the peak worker RSS and
+``…_p50_ms``/``…_p99_ms`` the paced latencies; ``pg_rows_per_delivery``,
+``pg_wal_bytes_per_delivery`` (and ``…_retried_delivery``: one retry each) the database
+cost; ``…_rss_mib`` the peak worker RSS and
 ``…_rss_kib_per_1000`` its growth per 1,000 deliveries (``n/a`` when a leg was skipped or
 failed). The exit status is 1 when a leg failed. Logs of every process go to
 ``var/bench/<run id>/``; PostgreSQL legs use (drop and recreate) the database ``bench_webhooks``.
@@ -92,6 +100,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-save", action="store_true", help="skip the save overhead legs")
     parser.add_argument("--skip-history", action="store_true", help="skip the history legs")
     parser.add_argument("--skip-latency", action="store_true", help="skip the latency legs")
+    parser.add_argument("--skip-drain", action="store_true",
+                        help="skip the drain legs and their raw baselines (the history legs "
+                             "then have nothing to compare with)")
+    parser.add_argument("--skip-dbcost", action="store_true",
+                        help="skip the database cost leg (PostgreSQL)")
+    parser.add_argument("--dbcost-events", type=int, default=500, metavar="N",
+                        help="events per scenario of the database cost leg (500)")
     parser.add_argument("--history-rows", type=int,
                         help="old deliveries (and attempts) in the history legs "
                              "(1,000,000; quick 100,000)")
@@ -313,7 +328,8 @@ def run_all(args: argparse.Namespace, runner: Runner) -> dict[str, Any]:
                        "events_per_transaction": args.events_per_transaction,
                        "saves": args.saves, "raw_requests": args.raw_requests,
                        "history_rows": args.history_rows,
-                       "latency_seconds": args.latency_seconds},
+                       "latency_seconds": args.latency_seconds,
+                       "dbcost_events": args.dbcost_events},
         "save": {}, "drain": {}, "raw": [],
     }
     pg_problem = "--skip-pg was given" if args.skip_pg else services_answer(args)
@@ -360,8 +376,8 @@ def run_all(args: argparse.Namespace, runner: Runner) -> dict[str, Any]:
             result[f"vs_raw{suffix}"] = (result["deliveries_per_second"]
                                          / result[f"raw{suffix}_per_second"])
 
-    before = raw()
-    for backend, label in backends:
+    before = None if args.skip_drain else raw()
+    for backend, label in [] if args.skip_drain else backends:
         result = runner.run_leg("drain", f"drain-{label}", backend, drain_cfg,
                                 timeout=drain_timeout)
         after = raw()
@@ -387,6 +403,12 @@ def run_all(args: argparse.Namespace, runner: Runner) -> dict[str, Any]:
             result["history_cpu_vs_empty"] = empty_cpu / result["cluster_cpu_us_per_delivery"]
         figures["history"][label] = result
         before = after
+
+    if not args.skip_dbcost and not pg_problem:
+        cfg = {"dbcost_events": args.dbcost_events, "kick_after": 3.0,
+               "drain_timeout": max(60.0, args.dbcost_events * 0.1)}
+        figures["dbcost"] = runner.run_leg("dbcost", "dbcost-pg_redis", "pg", cfg,
+                                           timeout=240 + 2 * cfg["drain_timeout"])
 
     figures["latency"] = {}
     rates = {"pg": 100.0, "sqlite": 20.0}
@@ -466,7 +488,7 @@ def report(figures: dict[str, Any]) -> str:
     if figures["save"]:
         lines.append("  (tasks: enqueued by the webhooks rounds; conns: database connections "
                      "opened during the plain/webhooks rounds)")
-    lines += [
+    lines += [] if not figures["drain"] else [
         "",
         f"Drain: {p['events']} events ({p['events_per_transaction']}/txn) to {p['endpoints']} "
         "endpoint(s), first commit → last delivery received; qcluster, 2 workers",
@@ -503,6 +525,8 @@ def report(figures: dict[str, Any]) -> str:
                      "delivery, empty over history,")
         lines.append("   which other work on a shared machine does not move: below 1 when history "
                      "costs CPU)")
+    if figures.get("dbcost"):
+        lines += ["", *dbcost_table(figures["dbcost"], p)]
     if figures.get("latency"):
         lines += [
             "",
@@ -550,10 +574,10 @@ def report(figures: dict[str, Any]) -> str:
         "middle of the window",
         "   to its end, per 1,000 of the half of the deliveries sent then: ~0 when memory is "
         "flat)",
-        "",
-        "Raw sender: webhooks.http.post, signed 1 KB body, same receiver; 1 process, then 2 "
-        "processes at once",
     ]
+    if figures["raw"]:
+        lines += ["", "Raw sender: webhooks.http.post, signed 1 KB body, same receiver; 1 "
+                  "process, then 2 processes at once"]
     for i, r in enumerate(figures["raw"], 1):
         if r:
             two = r["two_processes"]
@@ -566,6 +590,52 @@ def report(figures: dict[str, Any]) -> str:
         else:
             lines.append(f"  raw-{i}: failed")
     return "\n".join(lines)
+
+
+def dbcost_table(d: dict[str, Any], p: dict[str, Any]) -> list[str]:
+    """The database cost section: per delivered webhook, then per table."""
+    lines = [
+        f"Database cost (PostgreSQL): {p.get('dbcost_events')} events, 1 per transaction, to 1 "
+        "endpoint; per delivered webhook, commit → attempt recorded",
+        f"  {'scenario':<10} {'deliv':>5} {'tries':>5} {'rows/d':>6} {'web/ev':>6} "
+        f"{'wrk/d':>6} {'HOT upd':>7} {'WAL B/d':>8} {'web/ev':>7} {'wrk/d':>7} "
+        f"{'FPI':>5} {'pg cpu µs/d':>11} {'kicks':>5}",
+    ]
+    scenarios = [s for s in ("first_try", "retried") if isinstance(d.get(s), dict)]
+    for name in scenarios:
+        s = d[name]
+        lines.append(
+            f"  {name:<10} {s['deliveries']:>5} {s['attempts']:>5} "
+            f"{fmt(s['rows_per_delivery'], '.2f'):>6} {fmt(s['web_rows_per_event'], '.2f'):>6} "
+            f"{fmt(s['worker_rows_per_delivery'], '.2f'):>6} "
+            f"{fmt(s['hot_update_share'] and s['hot_update_share'] * 100, '.0f'):>6}% "
+            f"{fmt(s['wal_bytes_per_delivery']):>8} {fmt(s['web_wal_bytes_per_event']):>7} "
+            f"{fmt(s['worker_wal_bytes_per_delivery']):>7} "
+            f"{fmt(s['fpi_share'] and s['fpi_share'] * 100, '.0f'):>4}% "
+            f"{fmt(s['postgres_cpu_us_per_delivery']):>11} {s['kicked_drains']:>5}")
+    if d.get("skipped"):
+        lines.append(f"  skipped: {d['skipped']}")
+    lines.append("  (rows: inserted+updated+deleted, pg_stat_user_tables; web/ev: the producer's "
+                 "transactions per event (event,")
+    lines.append("   sequence, dispatch token); wrk/d: the rest per delivery; HOT upd: share of "
+                 "updates that were HOT; WAL: this")
+    lines.append("   database's records (pg_walinspect); FPI: full-page images in it; pg cpu: "
+                 "the whole server's CPU (noisy);")
+    lines.append("   kicks: drains the leg enqueued because retries were due and nobody ran them)")
+    for name in scenarios:
+        s = d[name]
+        n = s["deliveries"]
+        wal = s["wal"]["by_table"]
+        lines.append(f"  {name}: per delivery, rows ins/upd(HOT)/del and WAL bytes, by table")
+        for table, c in sorted(s["rows"]["tables"].items(),
+                               key=lambda kv: -wal.get(kv[0], {}).get("bytes", 0)):
+            lines.append(
+                f"    {table:<28} {c['n_tup_ins'] / n:>5.2f} {c['n_tup_upd'] / n:>5.2f}"
+                f"({c['n_tup_hot_upd'] / n:.2f}) {c['n_tup_del'] / n:>5.2f}"
+                f"  {wal.get(table, {}).get('bytes', 0) / n:>7.0f} B")
+        commits = wal.get("(commit records)", {}).get("bytes", 0)
+        lines.append(f"    {'(commit records)':<28} {'':>24}  {commits / n:>7.0f} B")
+    return lines
 
 
 def drain_table(legs: dict[str, Any]) -> list[str]:
@@ -610,6 +680,10 @@ def ratios(figures: dict[str, Any]) -> dict[str, float]:
         out[f"{short}_vs_raw2"] = get(figures, "drain", label, "vs_raw2")
         out[f"{short}_history"] = get(figures, "history", label, "history_vs_empty")
         out[f"{short}_history_cpu"] = get(figures, "history", label, "history_cpu_vs_empty")
+    for scenario, suffix in (("first_try", "delivery"), ("retried", "retried_delivery")):
+        out[f"pg_rows_per_{suffix}"] = get(figures, "dbcost", scenario, "rows_per_delivery")
+        out[f"pg_wal_bytes_per_{suffix}"] = get(figures, "dbcost", scenario,
+                                                 "wal_bytes_per_delivery")
     for label, short in (("pg_redis", "pg_redis_100"), ("sqlite_orm", "sqlite_20")):
         out[f"{short}_p50_ms"] = get(figures, "latency", label, "latency_ms", "p50")
         out[f"{short}_p99_ms"] = get(figures, "latency", label, "latency_ms", "p99")
@@ -655,7 +729,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).write_text(json.dumps(figures, indent=2, default=str) + "\n")
         print(f"\nfigures written to {args.json}")
     print(f"\n(total {figures['seconds']:.0f}s)")
-    absolute = ("_ms", "_mib", "_1000", "_per_s")  # figures, not ratios: one decimal
+    absolute = ("_ms", "_mib", "_1000", "_per_s", "_delivery")  # figures, not ratios: one decimal
     print("RATIOS " + " ".join(f"{k}={fmt(v, '.1f' if k.endswith(absolute) else '.3f')}"
                                for k, v in figures["ratios"].items()))
     return 1 if runner.errors else 0
