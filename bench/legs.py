@@ -1174,7 +1174,80 @@ def leg_dbcost(cfg: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+# --- retries on time ---------------------------------------------------------------------------
+
+
+def leg_retry(cfg: dict[str, Any]) -> dict[str, Any]:
+    """How late a first retry goes out on an idle cluster.
+
+    ``RETRY_SCHEDULE = [5]`` with the default 10 % jitter: each round commits
+    ``cfg["retry_events"]`` events at once to an endpoint that answers 500 to every first try,
+    reads every delivery's ``next_attempt_at`` (the due time, jitter included) once the first
+    tries are recorded, and then nothing else happens on the site until the retries are in.
+    Lateness is the second attempt's start over its due time. The bound the issue sets is due
+    time + jitter + 1 s, so a lateness of at most 1 s (``next_attempt_at`` includes the
+    jitter).
+    """
+    os.environ["BENCH_RETRY_SCHEDULE"] = "5"
+    os.environ["BENCH_RETRY_JITTER"] = "0.1"
+    os.environ["BENCH_NO_CIRCUIT_BREAKER"] = "1"
+    setup = fresh_database()
+    from django.db import transaction
+
+    import webhooks
+    from webhooks.models import Delivery, DeliveryAttempt
+
+    run_dir = Path(cfg["run_dir"])
+    endpoint = make_endpoint(cfg["receiver"] + f"/{cfg['name']}/fail-once", "ping.sent")
+    deliveries = Delivery.objects.filter(endpoint=endpoint)
+    late: list[float] = []
+    gaps: list[float] = []
+    cluster = start_cluster(run_dir, cfg["name"])
+    try:
+        time.sleep(cfg.get("settle_seconds", 3.0))  # the cluster is up and has nothing to do
+        for round_ in range(cfg["retry_rounds"]):
+            with transaction.atomic():
+                for seq in range(cfg["retry_events"]):
+                    webhooks.send_event("ping.sent", event_data(round_ * 1000 + seq))
+            n = cfg["retry_events"]
+
+            def first_tries_in(n: int = n) -> dict[Any, Any]:
+                rows = list(deliveries.filter(attempts=1, status=Delivery.Status.PENDING)
+                            .values_list("pk", "next_attempt_at"))
+                return dict(rows) if len(rows) == n else {}
+
+            def retried(due: dict[Any, Any]) -> bool:
+                return deliveries.filter(pk__in=list(due), status=Delivery.Status.SUCCEEDED
+                                         ).count() == len(due)
+
+            due = wait_until(first_tries_in, 30, "the first tries", interval=0.02)
+            wait_until(lambda due=due: retried(due), 60, "the retries", interval=0.1)
+            attempts: dict[Any, dict[int, Any]] = {}
+            for delivery_id, number, started in DeliveryAttempt.objects.filter(
+                    delivery_id__in=due).values_list("delivery_id", "number", "created_at"):
+                attempts.setdefault(delivery_id, {})[number] = started
+            for delivery_id, due_at in due.items():
+                late.append((attempts[delivery_id][2] - due_at).total_seconds())
+                gaps.append((attempts[delivery_id][2] - attempts[delivery_id][1])
+                            .total_seconds())
+            time.sleep(1.0)  # idle again before the next round
+    finally:
+        stopped_by = stop_cluster(cluster, run_dir)
+        forget_redis_keys()
+    late.sort()
+    return {
+        "setup": setup, "broker": broker_info(), "cluster_stopped_by": stopped_by,
+        "retry_schedule": [5], "retry_jitter": 0.1,
+        "retries": len(late),
+        "late_ms": {"p50": percentile(late, 0.5) * 1000, "max": late[-1] * 1000,
+                    "min": late[0] * 1000},
+        "gap_seconds": {"min": min(gaps), "max": max(gaps)},
+        "within_bound": sum(1 for x in late if x <= 1.0),
+    }
+
+
 LEGS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "retry": leg_retry,
     "raw": leg_raw,
     "save": leg_save,
     "drain": leg_drain,

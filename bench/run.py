@@ -33,7 +33,10 @@ Measures, in one run, on a fresh database per leg:
    database's own records, read back with ``pg_walinspect``) per delivered webhook, from the
    commits to the recorded attempts, split into the web side (per event written) and the
    worker side (per delivery), with the rows per table.
-7. worker memory: the RSS of every qcluster process, sampled from ``/proc`` every 0.1 s in
+7. retries on time: on an idle cluster (each backend), rounds of events to an endpoint that
+   answers 500 to every first try, ``RETRY_SCHEDULE = [5]`` with 10 % jitter; per retry, its
+   start over its due time (``next_attempt_at``, jitter included): the issue's bound is 1 s.
+8. worker memory: the RSS of every qcluster process, sampled from ``/proc`` every 0.1 s in
    the drain, history and latency legs: peak, and start → end growth per 1,000 deliveries of
    the processes that lived through the leg.
 
@@ -50,7 +53,8 @@ any transaction that enqueues; ``pg_save_…``: the same on PostgreSQL + Redis b
 shared machine does not move);
 ``…_p50_ms``/``…_p99_ms`` the paced latencies; ``pg_rows_per_delivery``,
 ``pg_wal_bytes_per_delivery`` (and ``…_retried_delivery``: one retry each) the database
-cost; ``…_rss_mib`` the peak worker RSS and
+cost; ``…_retry_late_max_ms`` the latest retry over its due time (idle cluster);
+``…_rss_mib`` the peak worker RSS and
 ``…_rss_kib_per_1000`` its growth per 1,000 deliveries (``n/a`` when a leg was skipped or
 failed). The exit status is 1 when a leg failed. Logs of every process go to
 ``var/bench/<run id>/``; PostgreSQL legs use (drop and recreate) the database ``bench_webhooks``.
@@ -105,6 +109,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "then have nothing to compare with)")
     parser.add_argument("--skip-dbcost", action="store_true",
                         help="skip the database cost leg (PostgreSQL)")
+    parser.add_argument("--skip-retry", action="store_true",
+                        help="skip the retries-on-time legs")
     parser.add_argument("--dbcost-events", type=int, default=500, metavar="N",
                         help="events per scenario of the database cost leg (500)")
     parser.add_argument("--history-rows", type=int,
@@ -410,6 +416,12 @@ def run_all(args: argparse.Namespace, runner: Runner) -> dict[str, Any]:
         figures["dbcost"] = runner.run_leg("dbcost", "dbcost-pg_redis", "pg", cfg,
                                            timeout=240 + 2 * cfg["drain_timeout"])
 
+    figures["retry"] = {}
+    for backend, label in [] if args.skip_retry else backends:
+        cfg = {"retry_events": 10, "retry_rounds": 2 if quick else 3}
+        figures["retry"][label] = runner.run_leg("retry", f"retry-{label}", backend, cfg,
+                                                 timeout=180)
+
     figures["latency"] = {}
     rates = {"pg": 100.0, "sqlite": 20.0}
     for backend, label in [] if args.skip_latency else reversed(backends):
@@ -527,6 +539,19 @@ def report(figures: dict[str, Any]) -> str:
                      "costs CPU)")
     if figures.get("dbcost"):
         lines += ["", *dbcost_table(figures["dbcost"], p)]
+    if figures.get("retry"):
+        lines += [
+            "",
+            "Retries on time: idle cluster, RETRY_SCHEDULE [5] with 10 % jitter; a retry's start "
+            "over its due time (ms)",
+            f"  {'backend':<12} {'retries':>7} {'p50':>7} {'max':>7} {'≤ 1 s':>6}",
+        ]
+        for label, r in figures["retry"].items():
+            if not r:
+                lines.append(f"  {label:<12} failed")
+                continue
+            lines.append(f"  {label:<12} {r['retries']:>7} {r['late_ms']['p50']:>7.0f} "
+                         f"{r['late_ms']['max']:>7.0f} {r['within_bound']:>6}")
     if figures.get("latency"):
         lines += [
             "",
@@ -684,6 +709,8 @@ def ratios(figures: dict[str, Any]) -> dict[str, float]:
         out[f"pg_rows_per_{suffix}"] = get(figures, "dbcost", scenario, "rows_per_delivery")
         out[f"pg_wal_bytes_per_{suffix}"] = get(figures, "dbcost", scenario,
                                                  "wal_bytes_per_delivery")
+    for label, short in (("sqlite_orm", "sqlite"), ("pg_redis", "pg_redis")):
+        out[f"{short}_retry_late_max_ms"] = get(figures, "retry", label, "late_ms", "max")
     for label, short in (("pg_redis", "pg_redis_100"), ("sqlite_orm", "sqlite_20")):
         out[f"{short}_p50_ms"] = get(figures, "latency", label, "latency_ms", "p50")
         out[f"{short}_p99_ms"] = get(figures, "latency", label, "latency_ms", "p99")

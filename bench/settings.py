@@ -7,6 +7,8 @@ Environment (set by ``bench/run.py`` for itself and for the ``qcluster`` it star
 - ``REDIS_URL``: use the Redis broker instead of django-q2's ORM broker.
 - ``BENCH_Q_NAME``: the django-q2 cluster name (one per run and leg, so that a queue left in
   Redis by an earlier run is never read).
+- ``BENCH_RETRY_SCHEDULE``, ``BENCH_RETRY_JITTER``: the retry leg's schedule ("5") and
+  jitter (0.1, the default setting's).
 - ``BENCH_NO_CIRCUIT_BREAKER``: set (the database cost leg, whose endpoint fails every first
   try on purpose): ``CIRCUIT_BREAKER_THRESHOLD = None``.
 """
@@ -58,5 +60,8 @@ if not WEBHOOKS.get("ENCRYPTION_KEYS"):
     WEBHOOKS["ENCRYPTION_KEYS"] = [
         base64.urlsafe_b64encode(hashlib.sha256(b"django-webhooks bench").digest()).decode()
     ]
+if os.environ.get("BENCH_RETRY_SCHEDULE"):  # the retry leg: "5" (seconds, comma-separated)
+    WEBHOOKS["RETRY_SCHEDULE"] = [int(x) for x in os.environ["BENCH_RETRY_SCHEDULE"].split(",")]
+    WEBHOOKS["RETRY_JITTER"] = float(os.environ.get("BENCH_RETRY_JITTER", "0.1"))
 if os.environ.get("BENCH_NO_CIRCUIT_BREAKER"):
     WEBHOOKS["CIRCUIT_BREAKER_THRESHOLD"] = None

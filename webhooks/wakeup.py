@@ -36,9 +36,11 @@ logger = logging.getLogger("webhooks")
 MAX_SLEEP = 60.0
 #: Shortest time between two fires for a time that had already come when it was armed, in
 #: seconds. A drain reports a time already past when a due delivery was out of its reach for a
-#: moment (another worker's claim committing); firing again at once, each time, would make the
-#: waker a busy loop. A time still ahead is always fired on time.
-MIN_GAP = 1.0
+#: moment (another worker's claim committing), or when the next retry came due while the
+#: drain's result was on its way to the monitor (retries a few hundred milliseconds apart, as
+#: the jitter spreads them); firing again at once, each time, could make the waker a busy loop,
+#: and waiting long would make those retries late. At most four fires a second.
+MIN_GAP = 0.25
 
 
 class Waker:
