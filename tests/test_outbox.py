@@ -487,3 +487,43 @@ def test_a_failed_enqueue_gives_the_redis_token_back(async_broker: None,
     assert tasks.take_queue_token() is True  # given back: the next commit tries again
     tasks.release_queue_token()
     assert Event.objects.undispatched().count() == 1  # the sweep's, if no commit follows
+
+
+def test_the_task_package_is_the_one_django_q2_would_queue(monkeypatch: pytest.MonkeyPatch,
+                                                           ) -> None:
+    """``tasks._package`` skips ``async_task`` (and its log line per task) on the commit path:
+    what it queues must be what ``async_task`` queues, member for member."""
+    from django_q.conf import Conf
+    from django_q.signals import pre_enqueue
+    from django_q.signing import SignedPackage
+    from django_q.tasks import async_task
+
+    from webhooks import tasks
+
+    monkeypatch.setattr(Conf, "SYNC", False)
+    pushed: list[str] = []
+
+    class Broker:
+        list_key = "test"
+
+        def enqueue(self, package: str) -> int:
+            pushed.append(package)
+            return 1
+
+    options = {**tasks._task_options("dispatch"), "broker": Broker()}
+    seen: list[dict[str, Any]] = []
+
+    def receiver(sender: Any, task: dict[str, Any], **kwargs: Any) -> None:
+        seen.append(dict(task))
+
+    pre_enqueue.connect(receiver, weak=False)
+    try:
+        async_task("webhooks.tasks.dispatch", q_options=dict(options))
+        ours = SignedPackage.loads(tasks._package("dispatch", (), options))
+    finally:
+        pre_enqueue.disconnect(receiver)
+    theirs = SignedPackage.loads(pushed[0])
+    assert len(seen) == 2  # both announce the task
+    assert set(ours) == set(theirs)
+    for key in set(theirs) - {"id", "started"}:
+        assert ours[key] == theirs[key], key

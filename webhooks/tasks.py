@@ -24,12 +24,15 @@ from django.db import connections, router, transaction
 from django.utils import timezone
 from django_q.brokers import get_broker
 from django_q.conf import Conf
-from django_q.models import Schedule
-from django_q.signals import post_execute, pre_execute
+from django_q.humanhash import uuid as humanhash_uuid
+from django_q.models import OrmQ, Schedule
+from django_q.signals import post_execute, pre_enqueue, pre_execute
+from django_q.signing import SignedPackage
 from django_q.tasks import async_task
 
 from webhooks import delivery, retention
 from webhooks.conf import webhooks_settings as conf
+from webhooks.cursors import run
 from webhooks.models import Delivery, DispatchToken
 from webhooks.notifications import mail
 
@@ -71,9 +74,35 @@ def _task_options(task: str) -> dict[str, Any]:
     return options
 
 
+def _package(task: str, args: tuple[Any, ...], options: dict[str, Any]) -> str:
+    """The signed task package django-q2's ``async_task`` would queue for
+    ``webhooks.tasks.<task>(*args)`` with ``options`` (not in sync mode): the same members, the
+    same ``pre_enqueue`` signal, without the log line ``async_task`` writes for every task (a
+    dispatch is queued for most commits of a busy site)."""
+    tag = humanhash_uuid()
+    package: dict[str, Any] = {"id": tag[1], "name": options["task_name"],
+                               "func": f"webhooks.tasks.{task}", "args": args,
+                               "save": options["save"]}
+    if "cluster" in options:
+        package["cluster"] = options["cluster"]
+    if Conf.CACHED:
+        package["cached"] = Conf.CACHED
+    if Conf.ACK_FAILURES:
+        package["ack_failure"] = Conf.ACK_FAILURES
+    package["kwargs"] = {}
+    package["started"] = timezone.now()
+    pre_enqueue.send(sender="django_q", task=package)
+    return str(SignedPackage.dumps(package))
+
+
 def enqueue(task: str, *args: Any) -> None:
     """Queue ``webhooks.tasks.<task>`` without storing its result on success."""
     options = _task_options(task)
+    from django_q.brokers.redis_broker import Redis
+
+    if not Conf.SYNC and isinstance(options["broker"], Redis):
+        options["broker"].enqueue(_package(task, args, options))
+        return
     if Conf.ORM and not Conf.SYNC:
         # Outside a transaction django-q2's ORM broker closes every "old" database connection
         # first, which (with CONN_MAX_AGE = 0) is the caller's own: wrap the insert instead.
@@ -94,11 +123,20 @@ def enqueue_in_transaction(using: str, task: str) -> bool:
     if Conf.SYNC or using != Conf.ORM or not transaction.get_connection(using).in_atomic_block:
         return False
     options = _task_options(task)
+    broker = options["broker"]
     from django_q.brokers.orm import ORM
 
-    if not isinstance(options["broker"], ORM):
+    if not isinstance(broker, ORM):
         return False
-    async_task(f"webhooks.tasks.{task}", q_options=options)
+    # What the ORM broker's enqueue writes, as one statement on the outbox's cursor.
+    connection = connections[using]
+    table = connection.ops.quote_name(OrmQ._meta.db_table)
+    q = connection.ops.quote_name
+    run(connection,
+        f"INSERT INTO {table} ({q('key')}, {q('payload')}, {q('lock')}) "  # noqa: S608
+        "VALUES (%s, %s, %s)",
+        [broker.list_key or Conf.CLUSTER_NAME, _package(task, (), options),
+         connection.ops.adapt_datetimefield_value(timezone.now())])
     return True
 
 
