@@ -527,3 +527,63 @@ def test_the_task_package_is_the_one_django_q2_would_queue(monkeypatch: pytest.M
     assert set(ours) == set(theirs)
     for key in set(theirs) - {"id", "started"}:
         assert ours[key] == theirs[key], key
+
+
+def test_the_outbox_statements_raise_djangos_errors() -> None:
+    """Straight to the driver, but a failing statement still raises Django's exception (and
+    the transaction is still Django's to roll back)."""
+    from django.db import IntegrityError
+
+    from webhooks.cursors import run
+
+    sql = "INSERT INTO webhooks_objectsequence (key, value) VALUES (%s, 1)"
+    run(connection, sql, ["twice"])
+    with pytest.raises(IntegrityError), transaction.atomic():
+        run(connection, sql, ["twice"])
+    assert ObjectSequence.objects.get(key="twice").value == 1
+
+
+def _prepared_event_statements() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_prepared_statements "
+                       "WHERE statement LIKE '%%webhooks_event%%'")
+        return int(cursor.fetchone()[0])
+
+
+def test_postgresql_plans_the_event_insert_once_per_connection(
+    postgres: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the site enabled prepared statements (``OPTIONS["prepare_threshold"]``; Django
+    leaves them off by default), the server parses and plans the outbox's INSERT once per
+    connection, not once per event."""
+    connection.ensure_connection()
+    monkeypatch.setattr(connection.connection, "prepare_threshold", 5)
+    connection._webhooks_prepared = None  # type: ignore[attr-defined]  # a cache
+    for _ in range(3):
+        Order.objects.create(total="1")
+    assert _prepared_event_statements() >= 1
+    assert Event.objects.count() == 3
+    connection._webhooks_prepared = None  # type: ignore[attr-defined]  # the next tests' own
+
+
+def test_no_prepared_statements_behind_a_transaction_pooler(
+    postgres: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A site behind PgBouncer in transaction mode sets DISABLE_SERVER_SIDE_CURSORS (or
+    ``prepare_threshold: None``): a prepared statement would not survive there."""
+    connection.ensure_connection()
+    with connection.cursor() as cursor:
+        cursor.execute("DEALLOCATE ALL")
+    monkeypatch.setattr(connection.connection, "prepare_threshold", 5)
+    monkeypatch.setitem(connection.settings_dict, "DISABLE_SERVER_SIDE_CURSORS", True)
+    connection._webhooks_prepared = None  # type: ignore[attr-defined]  # a cache
+    for _ in range(8):  # more than the prepare_threshold
+        Order.objects.create(total="1")
+    assert _prepared_event_statements() == 0
+    assert Event.objects.count() == 8
+    # And by default (Django's prepare_threshold None), none either.
+    monkeypatch.setattr(connection.connection, "prepare_threshold", None)
+    monkeypatch.delitem(connection.settings_dict, "DISABLE_SERVER_SIDE_CURSORS")
+    connection._webhooks_prepared = None  # type: ignore[attr-defined]  # a cache
+    Order.objects.create(total="1")
+    assert _prepared_event_statements() == 0

@@ -42,14 +42,18 @@ _NATIVE_SQL: dict[tuple[str, str], str] = {}
 
 
 def run(connection: BaseDatabaseWrapper, sql: str, params: Sequence[Any]) -> Any:
-    """Execute ``sql`` (``%s`` placeholders) on the kept cursor; return the cursor.
+    """Execute ``sql`` (``%s`` placeholders); return the cursor it ran on (``fetchall``,
+    ``rowcount``).
 
     When nothing watches the connection's statements (no query logging, no
     ``execute_wrapper``, no tool that replaced ``connection.cursor``) the statement goes straight
-    to the driver's cursor, already in its parameter style (``?`` for SQLite), skipping
-    Django's per-statement wrapping; driver errors still come out as Django's
-    ``DatabaseError`` subclasses, and a transaction that must be rolled back still refuses
-    it. Otherwise it runs through Django's cursor like any other statement, so that
+    to the driver, skipping Django's per-statement wrapping: on SQLite in its own parameter
+    style (``?``); on PostgreSQL (psycopg 3), where the site enabled prepared statements
+    (``OPTIONS = {"prepare_threshold": …}``), on a server-binding cursor of our own as a
+    prepared statement, so the server plans the outbox's ``INSERT`` once per connection rather
+    than once per event. Driver errors still come out as
+    Django's ``DatabaseError`` subclasses, and a transaction that must be rolled back still
+    refuses it. Otherwise the statement runs through Django's cursor like any other, so that
     whoever watches sees it.
     """
     cursor = kept_cursor(connection)
@@ -57,20 +61,25 @@ def run(connection: BaseDatabaseWrapper, sql: str, params: Sequence[Any]) -> Any
             or "cursor" in connection.__dict__ or connection.allow_thread_sharing):
         cursor.execute(sql, params)
         return cursor
-    key = (connection.vendor, sql)
-    native = _NATIVE_SQL.get(key)
-    if native is None:
-        native = _NATIVE_SQL[key] = (sql.replace("%s", "?") if connection.vendor == "sqlite"
-                                     else sql)
     connection.validate_no_broken_transaction()
-    driver_cursor = cursor.cursor
-    if connection.vendor == "sqlite":
+    vendor = connection.vendor
+    if vendor == "sqlite":
+        key = (vendor, sql)
+        native = _NATIVE_SQL.get(key)
+        if native is None:
+            native = _NATIVE_SQL[key] = sql.replace("%s", "?")
         with connection.wrap_database_errors:
             # sqlite3.Cursor's own execute: Django's subclass would convert "%s" again.
-            _sqlite_execute(driver_cursor, native, params)
-    else:
-        with connection.wrap_database_errors:
-            driver_cursor.execute(native, params)
+            _sqlite_execute(cursor.cursor, native, params)
+        return cursor
+    if vendor == "postgresql" and _is_psycopg3(connection):
+        prepared = _prepared_cursor(connection)
+        if prepared is not None:
+            with connection.wrap_database_errors:
+                prepared.execute(sql, params, prepare=True)
+            return prepared
+    with connection.wrap_database_errors:
+        cursor.cursor.execute(sql, params)
     return cursor
 
 
@@ -78,3 +87,26 @@ def _sqlite_execute(cursor: Any, sql: str, params: Sequence[Any]) -> None:
     import sqlite3
 
     sqlite3.Cursor.execute(cursor, sql, params)
+
+
+def _is_psycopg3(connection: BaseDatabaseWrapper) -> bool:
+    return getattr(getattr(connection, "Database", None), "__name__", "") == "psycopg"
+
+
+def _prepared_cursor(connection: BaseDatabaseWrapper) -> Any | None:
+    """A server-binding psycopg cursor kept per (raw) connection, for prepared statements; or
+    ``None`` where the site has not enabled them: Django turns psycopg's ``prepare_threshold``
+    off unless ``OPTIONS`` set it (a transaction-pooling PgBouncer before 1.21 cannot keep
+    them), and ``DISABLE_SERVER_SIDE_CURSORS`` says such a pooler is in the way."""
+    raw = connection.connection
+    kept = getattr(connection, "_webhooks_prepared", None)
+    if kept is not None and kept[0] is raw:
+        return kept[1]
+    cursor = None
+    if (raw.prepare_threshold is not None
+            and not connection.settings_dict.get("DISABLE_SERVER_SIDE_CURSORS")):
+        import psycopg
+
+        cursor = psycopg.Cursor(raw)
+    connection._webhooks_prepared = (raw, cursor)  # type: ignore[attr-defined]
+    return cursor
