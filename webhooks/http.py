@@ -470,7 +470,8 @@ class GuardedAdapter(HTTPAdapter):
                 self._webhooks_pools.clear()
             self._webhooks_pools[key] = pool
         return pool.urlopen(
-            method="POST", url=path, body=request.body, headers=request.headers,
+            method="POST", url=path, body=request.body,  # type: ignore[arg-type]
+            headers=request.headers,  # type: ignore[arg-type]
             redirect=False, assert_same_host=False, preload_content=False,
             decode_content=False, retries=self.max_retries, timeout=timeout, chunked=False,
         )
@@ -575,10 +576,8 @@ def _get_adapter() -> GuardedAdapter:
     """The adapter of the process's session (both schemes share it)."""
     adapter = _adapter
     if adapter is None or _session_pid != os.getpid():
-        get_session()
-        adapter = _adapter
-        assert adapter is not None
-    return adapter
+        adapter = get_session().get_adapter("https://")
+    return adapter  # type: ignore[return-value]
 
 
 #: ``{url: (its prepared form, the path and query a request line carries)}``: the URLs of a
@@ -587,7 +586,8 @@ _prepared_urls: dict[str, tuple[str, str]] = {}
 _PREPARED_URLS_MAX = 4096
 
 
-def _prepare(url: str, body: bytes, headers: dict[str, str]) -> tuple[requests.PreparedRequest, str]:
+def _prepare(url: str, body: bytes, headers: dict[str, str],
+             ) -> tuple[requests.PreparedRequest, str]:
     """The prepared POST of ``body`` to ``url`` with ``headers`` (after the session's, which
     they replace), and the path it goes to. Headers are checked as ``requests`` checks them
     (``InvalidHeader``); so is the URL (``InvalidURL``, ``MissingSchema``...), once."""
