@@ -576,7 +576,7 @@ def _get_adapter() -> GuardedAdapter:
     """The adapter of the process's session (both schemes share it)."""
     adapter = _adapter
     if adapter is None or _session_pid != os.getpid():
-        adapter = get_session().get_adapter("https://")
+        adapter = get_session().get_adapter("https://")  # type: ignore[assignment]
     return adapter  # type: ignore[return-value]
 
 
