@@ -432,7 +432,12 @@ def test_a_dispatch_counts_what_is_due_only_after_a_fan_out_of_more_than_a_batch
         webhooks.send_event("invoice.paid", {"n": n})
     counted: list[int] = []
     real = tasks.call_helpers
-    monkeypatch.setattr(tasks, "call_helpers", lambda: counted.append(real()) or counted[-1])
+
+    def counting() -> int:
+        counted.append(real())
+        return counted[-1]
+
+    monkeypatch.setattr(tasks, "call_helpers", counting)
     monkeypatch.setattr(Conf, "SYNC", False)
     monkeypatch.setattr(Conf, "WORKERS", 4)
     enqueued.clear()
