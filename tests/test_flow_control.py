@@ -417,3 +417,53 @@ def test_a_dispatch_calls_helpers_for_a_backlog(monkeypatch: pytest.MonkeyPatch,
     with override_webhooks(BATCH_SIZE=10):
         assert tasks.call_helpers() == helpers
     assert enqueued == [("drain", ())] * helpers
+
+
+@pytest.mark.parametrize(("events", "helpers"), [(5, 0), (35, 3)])
+def test_a_dispatch_counts_what_is_due_only_after_a_fan_out_of_more_than_a_batch(
+        monkeypatch: pytest.MonkeyPatch, enqueued: list[tuple[str, tuple[object, ...]]],
+        receiver: Receiver, events: int, helpers: int) -> None:
+    from django_q.conf import Conf
+
+    import webhooks
+
+    make_endpoint(receiver.url())
+    for n in range(events):
+        webhooks.send_event("invoice.paid", {"n": n})
+    counted: list[int] = []
+    real = tasks.call_helpers
+
+    def counting() -> int:
+        counted.append(real())
+        return counted[-1]
+
+    monkeypatch.setattr(tasks, "call_helpers", counting)
+    monkeypatch.setattr(Conf, "SYNC", False)
+    monkeypatch.setattr(Conf, "WORKERS", 4)
+    enqueued.clear()
+    with override_webhooks(BATCH_SIZE=10):
+        tasks.dispatch()
+    assert counted == ([helpers] if helpers else [])
+    assert enqueued.count(("drain", ())) == helpers
+    assert Delivery.objects.filter(status="succeeded").count() == events
+
+
+@pytest.mark.parametrize("deliveries", [1, 40])
+def test_a_claim_runs_the_same_queries_whatever_its_size(
+        django_assert_num_queries: Any, receiver: Receiver, deliveries: int) -> None:
+    # A claim that takes every row it chose reads them once: the candidates (with their
+    # endpoints' flow-control columns), then the events and the endpoints.
+    make_endpoint(receiver.url())
+    publish(count=deliveries)
+    from django.db import connection
+
+    locking = connection.features.has_select_for_update_skip_locked
+    # SELECT, UPDATE, events, endpoints (+ the savepoint pair inside the test's transaction)
+    with django_assert_num_queries(6 if locking else 4):
+        batch = claim(100)
+    assert len(batch.deliveries) == deliveries
+    assert {d.claim_token for d in batch.deliveries} == {batch.token}
+    assert [d.created_at for d in batch.deliveries] == sorted(d.created_at
+                                                              for d in batch.deliveries)
+    assert all(d.event.pk == d.event_id and d.endpoint.pk == d.endpoint_id
+               for d in batch.deliveries)

@@ -204,9 +204,16 @@ def dispatch() -> None:
         DispatchToken.release(using)
     # Only full rounds go round again: under a steady stream, what arrives meanwhile is left
     # to the task its commit asks for, and this one gets on with delivering.
-    while delivery.fan_out() == delivery.FAN_OUT_CHUNK:
-        pass
-    call_helpers()
+    made = 0
+    while True:
+        done = delivery.fan_out_round()
+        made += done.deliveries
+        if done.events != delivery.FAN_OUT_CHUNK:
+            break
+    if made > conf.BATCH_SIZE:
+        # More than one batch came in: share it. (A smaller dispatch, the common case of a
+        # few events, sends at once without counting what is due.)
+        call_helpers()
     drain()
 
 
@@ -215,7 +222,8 @@ def call_helpers() -> int:
     backlog is shared by the cluster's workers instead of waiting for one.
 
     One helper per further batch due, at most one fewer than the cluster's workers; called by
-    ``dispatch`` only (not by a hand-over), so helpers never multiply. Returns how many.
+    ``dispatch`` only (not by a hand-over), so helpers never multiply, and only when its
+    fan-out made more than one batch of deliveries. Returns how many.
     """
     workers = int(Conf.WORKERS or 1)
     if workers < 2 or Conf.SYNC:

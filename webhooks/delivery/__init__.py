@@ -26,7 +26,7 @@ imports this package itself. The names below are what the tasks use.
 
 from __future__ import annotations
 
-from webhooks.delivery.fanout import FAN_OUT_CHUNK, fan_out
+from webhooks.delivery.fanout import FAN_OUT_CHUNK, fan_out, fan_out_round
 from webhooks.delivery.loop import drain, next_attempt_time
 
-__all__ = ["FAN_OUT_CHUNK", "drain", "fan_out", "next_attempt_time"]
+__all__ = ["FAN_OUT_CHUNK", "drain", "fan_out", "fan_out_round", "next_attempt_time"]

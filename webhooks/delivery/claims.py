@@ -75,6 +75,9 @@ class _Candidate:
 
 _CANDIDATE_FIELDS = ("pk", "endpoint_id", "endpoint__rate_limit", "endpoint__max_concurrency",
                      "endpoint__paused_until", "endpoint__pause_reason")
+#: The delivery's own columns, read with the candidates: a claim that takes every row it
+#: chose needs no second read of them.
+_DELIVERY_FIELDS = tuple(f.attname for f in Delivery._meta.concrete_fields)
 
 
 def _is_limited(c: _Candidate, now: datetime, default_cap: int | None) -> bool:
@@ -143,10 +146,11 @@ def claim(batch_size: int | None = None, *, exclude: Iterable[Any] = ()) -> Clai
             due = due.select_for_update(
                 skip_locked=True,
                 of=("self",) if connection.features.has_select_for_update_of else ())
-        candidates = [_Candidate(*row) for row in
-                      due.values_list(*_CANDIDATE_FIELDS)[:batch_size]]
-        if not candidates:
+        rows = list(due.values_list(*_CANDIDATE_FIELDS, *_DELIVERY_FIELDS)[:batch_size])
+        if not rows:
             return Claim(token, [], started)
+        width = len(_CANDIDATE_FIELDS)
+        candidates = [_Candidate(*row[:width]) for row in rows]
         limited = [c for c in candidates if _is_limited(c, now, default_cap)]
         free = [c.pk for c in candidates if not _is_limited(c, now, default_cap)]
         # SQLite: flow control is planned and taken under the database's write lock.
@@ -159,24 +163,45 @@ def claim(batch_size: int | None = None, *, exclude: Iterable[Any] = ()) -> Clai
                 next_attempt_at=lease_until, claim_token=token) if chosen else 0
     if not count:
         return Claim(token, [], started, held_until=plan.held_until)
-    deliveries = _load_claimed(using, token, lease_until)
+    if count == len(chosen):
+        # Every row chosen was taken (locked, or still due for the compare-and-set): the rows
+        # read with the candidates are the claim's, as the UPDATE left them.
+        taken = set(chosen)
+        deliveries = [_claimed_row(using, row[width:], lease_until, token)
+                      for row in rows if row[0] in taken]
+        deliveries.sort(key=lambda d: d.created_at)
+    else:
+        deliveries = _read_claimed(using, token, lease_until)
+    _attach(using, deliveries)
     return Claim(token, deliveries, started + conf.CLAIM_TTL, plan.not_before, plan.held_until)
 
 
-def _load_claimed(using: str, token: uuid.UUID, lease_until: datetime) -> list[Delivery]:
-    """The claimed deliveries, each with its event and endpoint attached.
+def _claimed_row(using: str, values: tuple[Any, ...], lease_until: datetime,
+                 token: uuid.UUID) -> Delivery:
+    delivery = Delivery.from_db(using, _DELIVERY_FIELDS, values)
+    delivery.next_attempt_at, delivery.claim_token = lease_until, token
+    return delivery
 
-    Three queries rather than one join: a batch holds few distinct events and endpoints, so
-    each event's payload is read once (not once per endpoint) and each endpoint row (with
-    its encrypted secrets) once per batch, not once per delivery.
-    """
-    deliveries = list(
+
+def _read_claimed(using: str, token: uuid.UUID, lease_until: datetime) -> list[Delivery]:
+    """The deliveries this claim took, read again (some rows it chose went to another
+    worker)."""
+    return list(
         Delivery.objects.using(using)
         .filter(status=Status.PENDING, next_attempt_at=lease_until, claim_token=token)
         .order_by("next_attempt_at", "created_at")
     )
+
+
+def _attach(using: str, deliveries: list[Delivery]) -> None:
+    """Attach each claimed delivery's event and endpoint.
+
+    Two queries rather than a join: a batch holds few distinct events and endpoints, so
+    each event's payload is read once (not once per endpoint) and each endpoint row (with
+    its encrypted secrets) once per batch, not once per delivery.
+    """
     if not deliveries:
-        return deliveries
+        return
     events = Event.objects.using(using).only("id", "type", "owner_id", "created_at",
                                              "payload").in_bulk({d.event_id for d in deliveries})
     endpoints = Endpoint.objects.using(using).in_bulk({d.endpoint_id for d in deliveries})
@@ -185,7 +210,6 @@ def _load_claimed(using: str, token: uuid.UUID, lease_until: datetime) -> list[D
         # key's cache name is its field name).
         delivery._state.fields_cache["event"] = events[delivery.event_id]
         delivery._state.fields_cache["endpoint"] = endpoints[delivery.endpoint_id]
-    return deliveries
 
 
 def _plan_limited(using: str, limited: list[_Candidate], now: datetime,

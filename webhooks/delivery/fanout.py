@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.db import router, transaction
 from django.db.models import Q
@@ -24,6 +24,13 @@ FAN_OUT_CHUNK = 1000
 Status = Delivery.Status
 
 
+class FanOut(NamedTuple):
+    """What one fan-out round did: events dispatched, deliveries made (``pending`` ones)."""
+
+    events: int
+    deliveries: int
+
+
 def fan_out(event_ids: Iterable[str] | None = None, *, created_before: datetime | None = None,
             limit: int = FAN_OUT_CHUNK) -> int:
     """Create one delivery per (event, matching endpoint) for undispatched events.
@@ -32,6 +39,12 @@ def fan_out(event_ids: Iterable[str] | None = None, *, created_before: datetime 
     endpoint is active, subscribes to the type or to ``"*"``, and is site-wide or belongs to
     the event's owner. Returns how many events were dispatched.
     """
+    return fan_out_round(event_ids, created_before=created_before, limit=limit).events
+
+
+def fan_out_round(event_ids: Iterable[str] | None = None, *,
+                  created_before: datetime | None = None, limit: int = FAN_OUT_CHUNK) -> FanOut:
+    """:func:`fan_out`, saying also how many deliveries to send it made."""
     events_qs = Event.objects.undispatched().only("id", "type", "owner_id", "error")
     if event_ids is not None:
         events_qs = events_qs.filter(pk__in=list(event_ids))
@@ -39,7 +52,7 @@ def fan_out(event_ids: Iterable[str] | None = None, *, created_before: datetime 
         events_qs = events_qs.filter(created_at__lt=created_before)
     events = list(events_qs.order_by("created_at")[:limit])
     if not events:
-        return 0
+        return FanOut(0, 0)
     matches = match_endpoints(events, subscriptions_for(events))
     now = timezone.now()
     deliveries = []
@@ -59,7 +72,7 @@ def fan_out(event_ids: Iterable[str] | None = None, *, created_before: datetime 
     with transaction.atomic(using=using):
         Delivery.objects.bulk_create(deliveries, ignore_conflicts=True, batch_size=1000)
         Event.objects.filter(pk__in=[e.id for e in events]).update(dispatched_at=now)
-    return len(events)
+    return FanOut(len(events), sum(1 for d in deliveries if d.status == Status.PENDING))
 
 
 def subscriptions_for(events: Sequence[Event]) -> list[tuple[Any, str, Any]]:
