@@ -607,3 +607,31 @@ def test_every_attempt_is_logged_with_its_fields_and_signalled(
     assert "attempt 1: retrying (500 http_status) in " in first.getMessage()
     assert "attempt 2: succeeded (200) in " in records[1].getMessage()  # no stray space
     assert [(kw["succeeded"], kw["final"]) for kw in seen] == [(False, False), (True, True)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_fan_outs_take_different_events(postgres: None, enqueued: list[Any]) -> None:
+    """Two dispatch tasks at once: the events one of them is fanning out (its rows locked) are
+    skipped by the other, not fanned out and marked twice (issue 16: each event row was
+    updated up to 4.5 times with 6 workers)."""
+    import psycopg
+    from django.db import connection
+
+    make_endpoint("https://example.com/h", "order.created")
+    Order.objects.create(total="1")
+    Order.objects.create(total="2")
+    busy = Event.objects.order_by("created_at")[0]
+    settings = connection.settings_dict
+    other = psycopg.connect(host=settings["HOST"] or "127.0.0.1",
+                            port=int(settings["PORT"] or 5432), user=settings["USER"] or None,
+                            dbname=settings["NAME"])
+    try:
+        other.execute("SELECT id FROM webhooks_event WHERE id = %s FOR UPDATE", [busy.id])
+        assert fan_out() == 1  # the other one only
+        assert Event.objects.get(pk=busy.pk).dispatched_at is None
+        other.rollback()  # the other task is done with it (here: gave it back)
+        assert fan_out() == 1
+    finally:
+        other.close()
+    assert not Event.objects.undispatched().exists()
+    assert Delivery.objects.count() == 2

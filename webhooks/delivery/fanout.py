@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from django.db import router, transaction
+from django.db import connections, router, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -44,13 +44,31 @@ def fan_out(event_ids: Iterable[str] | None = None, *, created_before: datetime 
 
 def fan_out_round(event_ids: Iterable[str] | None = None, *,
                   created_before: datetime | None = None, limit: int = FAN_OUT_CHUNK) -> FanOut:
-    """:func:`fan_out`, saying also how many deliveries to send it made."""
-    events_qs = Event.objects.undispatched().only("id", "type", "owner_id", "error")
+    """:func:`fan_out`, saying also how many deliveries to send it made.
+
+    Where the database can (PostgreSQL), the events are read ``FOR UPDATE SKIP LOCKED`` in the
+    transaction that writes their deliveries: two dispatch tasks running at once take
+    different events instead of both fanning out (and marking) the same ones. SQLite has one
+    writer at a time; a second run's rows are absorbed by the unique constraint.
+    """
+    using = router.db_for_write(Delivery)
+    events_qs = Event.objects.using(using).undispatched().only("id", "type", "owner_id", "error")
     if event_ids is not None:
         events_qs = events_qs.filter(pk__in=list(event_ids))
     if created_before is not None:
         events_qs = events_qs.filter(created_at__lt=created_before)
-    events = list(events_qs.order_by("created_at")[:limit])
+    events_qs = events_qs.order_by("created_at")
+    features = connections[using].features
+    if not features.has_select_for_update_skip_locked:
+        return _fan_out(using, list(events_qs[:limit]))
+    with transaction.atomic(using=using):
+        locked = events_qs.select_for_update(
+            skip_locked=True, of=("self",) if features.has_select_for_update_of else ())
+        return _fan_out(using, list(locked[:limit]))
+
+
+def _fan_out(using: str, events: list[Event]) -> FanOut:
+    """Deliveries for ``events`` (read by the caller), and the events marked dispatched."""
     if not events:
         return FanOut(0, 0)
     matches = match_endpoints(events, subscriptions_for(events))
@@ -68,10 +86,13 @@ def fan_out_round(event_ids: Iterable[str] | None = None, *,
                     event_id=event.id, endpoint_id=endpoint_id, next_attempt_at=now,
                     created_at=now,
                 ))
-    using = router.db_for_write(Delivery)
     with transaction.atomic(using=using):
-        Delivery.objects.bulk_create(deliveries, ignore_conflicts=True, batch_size=1000)
-        Event.objects.filter(pk__in=[e.id for e in events]).update(dispatched_at=now)
+        Delivery.objects.using(using).bulk_create(deliveries, ignore_conflicts=True,
+                                                  batch_size=1000)
+        # Only events still undispatched: one that another run marked meanwhile is not
+        # written again.
+        Event.objects.using(using).filter(pk__in=[e.id for e in events],
+                                          dispatched_at__isnull=True).update(dispatched_at=now)
     return FanOut(len(events), sum(1 for d in deliveries if d.status == Status.PENDING))
 
 
