@@ -259,7 +259,9 @@ def test_event_statements_show_up_where_the_callers_do() -> None:
     Order.objects.create(total="1")  # the cursor is made while nothing logs
     with CaptureQueriesContext(connection) as ctx:
         Order.objects.create(total="2")
-    assert any("webhooks_event" in q["sql"] for q in ctx.captured_queries)
+    # The INSERT, or on PostgreSQL the call of webhooks_insert_event (migration 0014).
+    assert any("webhooks_event" in q["sql"] or "webhooks_insert_event" in q["sql"]
+               for q in ctx.captured_queries)
     Order.objects.create(total="3")  # and after: a new one, not logging
     assert Event.objects.count() == 3
 
@@ -546,7 +548,7 @@ def test_the_outbox_statements_raise_djangos_errors() -> None:
 def _prepared_event_statements() -> int:
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM pg_prepared_statements "
-                       "WHERE statement LIKE '%%webhooks_event%%'")
+                       "WHERE statement LIKE '%%webhooks%%event%%'")
         return int(cursor.fetchone()[0])
 
 
@@ -587,3 +589,31 @@ def test_no_prepared_statements_behind_a_transaction_pooler(
     connection._webhooks_prepared = None  # type: ignore[attr-defined]  # a cache
     Order.objects.create(total="1")
     assert _prepared_event_statements() == 0
+
+
+@pytest.mark.parametrize("function", [True, False])
+def test_postgresql_draws_the_number_through_the_function_or_the_statement(
+    postgres: None, monkeypatch: pytest.MonkeyPatch, function: bool
+) -> None:
+    """Migration 0014's ``webhooks_insert_event`` (plans kept per session) and the ``WITH …
+    INSERT`` the outbox falls back to (a database set up without migrations) write the same
+    rows."""
+    from webhooks import outbox
+
+    monkeypatch.setitem(outbox._FUNCTION_EXISTS, connection.alias, function)
+    with CaptureQueriesContext(connection) as ctx:
+        first = webhooks.send_event("invoice.paid", {"n": 1}, sequence_key="inv:1")
+    webhooks.send_event("invoice.paid", {"n": 2}, sequence_key="inv:1")
+    sql = " ".join(q["sql"] for q in ctx.captured_queries)
+    assert ("webhooks_insert_event" in sql) is function
+    events = list(Event.objects.order_by("sequence"))
+    assert [e.sequence for e in events] == [1, 2]
+    assert [json.loads(e.payload)["sequence"] for e in events] == [1, 2]
+    assert events[0].payload == first.payload
+    assert ObjectSequence.objects.get(key="inv:1").value == 2
+
+
+def test_migrate_creates_the_event_function_on_postgresql(postgres: None) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT to_regproc('webhooks_insert_event') IS NOT NULL")
+        assert cursor.fetchone()[0] is True

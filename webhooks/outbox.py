@@ -204,6 +204,9 @@ class _Statements:
     next_sequence: str
     #: PostgreSQL: one statement that draws the number and inserts the event with it.
     insert_sequenced: str
+    #: PostgreSQL: the same through the ``webhooks_insert_event`` function (migration 0014),
+    #: whose statements the server plans once per session.
+    insert_function: str
 
 
 _STATEMENTS: dict[str, _Statements] = {}
@@ -239,6 +242,8 @@ def _statements(connection: BaseDatabaseWrapper) -> _Statements:
             f"SELECT %s, %s, %s, %s, %s || CAST(s.{value} AS text) || %s, %s, %s, s.{value} "
             f"FROM s RETURNING {q('sequence')}"
         ) if connection.vendor == "postgresql" else "",
+        insert_function=("SELECT webhooks_insert_event(%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                         if connection.vendor == "postgresql" else ""),
     )
     _STATEMENTS[connection.vendor] = statements
     return statements
@@ -279,13 +284,34 @@ def insert_event(connection: BaseDatabaseWrapper, event_id: uuid.UUID, event_typ
             db_id, event_type, owner_id, db_created, payload, error, db_dispatched, sequence])
     else:
         head, tail = parts
-        cursor = run(connection, sql.insert_sequenced, [
+        statement = sql.insert_function if _has_function(connection) else sql.insert_sequenced
+        cursor = run(connection, statement, [
             sequence_key, db_id, event_type, owner_id, db_created, head + ',"sequence":', tail,
             error, db_dispatched])
         sequence = int(cursor.fetchall()[0][0])
         payload = f'{head},"sequence":{sequence}{tail}'
     dispatch.active_dispatcher().event_written(connection.alias, event_id)
     return sequence, payload
+
+
+#: ``{database alias: whether webhooks_insert_event exists there}``, looked up once per
+#: process (migration 0014 creates it; a database set up without migrations has none).
+_FUNCTION_EXISTS: dict[str, bool] = {}
+
+
+def _has_function(connection: BaseDatabaseWrapper) -> bool:
+    found = _FUNCTION_EXISTS.get(connection.alias)
+    if found is None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT to_regproc('webhooks_insert_event') IS NOT NULL")
+            found = _FUNCTION_EXISTS[connection.alias] = bool(cursor.fetchone()[0])
+    return found
+
+
+def forget_function(**kwargs: Any) -> None:
+    """``post_migrate`` receiver: look for ``webhooks_insert_event`` again (a test database
+    was just created, or migration 0014 applied or unapplied)."""
+    _FUNCTION_EXISTS.clear()
 
 
 def next_sequence(connection: BaseDatabaseWrapper, key: str) -> int:

@@ -10,13 +10,13 @@ from typing import Any
 
 from django.core.signals import setting_changed
 from django.db import models
-from django.db.models.signals import post_delete, post_save, pre_save
+from django.db.models.signals import post_delete, post_migrate, post_save, pre_save
 
 from webhooks import owners
 from webhooks.events import catalog, payloads
 from webhooks.events.catalog import ModelEvents, get_catalog
 from webhooks.exceptions import WebhooksConfigurationError
-from webhooks.outbox import write_model_event
+from webhooks.outbox import forget_function, write_model_event
 
 logger = logging.getLogger("webhooks")
 
@@ -87,7 +87,8 @@ def record_model_event(
 
 def connect() -> None:
     """Connect the model signal receivers, and the receivers that forget what was derived from
-    the settings when they change (called once from ``AppConfig.ready``)."""
+    the settings when they change, or from the database's schema when it is migrated (called
+    once from ``AppConfig.ready``)."""
     post_save.connect(on_post_save, dispatch_uid="webhooks.events.on_post_save")
     pre_save.connect(on_pre_save, dispatch_uid="webhooks.events.on_pre_save")
     post_delete.connect(on_post_delete, dispatch_uid="webhooks.events.on_post_delete")
@@ -96,3 +97,4 @@ def connect() -> None:
     setting_changed.connect(payloads.clear_caches,
                             dispatch_uid="webhooks.events.payloads.clear_caches")
     setting_changed.connect(owners.clear_caches, dispatch_uid="webhooks.owners.clear_caches")
+    post_migrate.connect(forget_function, dispatch_uid="webhooks.outbox.forget_function")
