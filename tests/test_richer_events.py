@@ -58,7 +58,8 @@ def test_update_fields_is_honoured() -> None:
     with CaptureQueriesContext(connection) as ctx:
         order.save(update_fields=["total"])  # status not saved: not a status change
     assert bodies("order.updated") == []
-    assert not any("webhooks_event" in q["sql"] for q in ctx.captured_queries)
+    assert not any("webhooks_event" in q["sql"] or "webhooks_insert_event" in q["sql"]
+                   for q in ctx.captured_queries)
     with CaptureQueriesContext(connection) as ctx:
         order.save(update_fields=["customer"])  # nothing listed in updated_when is saved...
     selects = [q for q in ctx.captured_queries if q["sql"].startswith("SELECT")]
@@ -90,7 +91,10 @@ def test_without_tracking_a_save_costs_no_extra_query_and_has_no_changes_key() -
     order.total = Decimal("2.00")
     with CaptureQueriesContext(connection) as ctx:
         order.save()
-    assert not [q for q in ctx.captured_queries if q["sql"].startswith("SELECT")]
+    # No read of old values (on PostgreSQL the event itself is written by a SELECT of the
+    # outbox's function, webhooks_insert_event).
+    assert not [q for q in ctx.captured_queries if q["sql"].startswith("SELECT")
+                and "webhooks_insert_event" not in q["sql"]]
     assert SNAPSHOT_ATTR not in order.__dict__
     (body,) = bodies("order.updated")
     assert "changes" not in body

@@ -308,10 +308,14 @@ def _has_function(connection: BaseDatabaseWrapper) -> bool:
     return found
 
 
-def forget_function(**kwargs: Any) -> None:
-    """``post_migrate`` receiver: look for ``webhooks_insert_event`` again (a test database
-    was just created, or migration 0014 applied or unapplied)."""
-    _FUNCTION_EXISTS.clear()
+def forget_function(using: str = DEFAULT_DB_ALIAS, **kwargs: Any) -> None:
+    """``post_migrate`` receiver: look for ``webhooks_insert_event`` again on the database just
+    migrated (or flushed), now rather than in the next save (migration 0014 applied or
+    unapplied, a test database created)."""
+    _FUNCTION_EXISTS.pop(using, None)
+    connection = connections[using]
+    if connection.vendor == "postgresql":
+        _has_function(connection)
 
 
 def next_sequence(connection: BaseDatabaseWrapper, key: str) -> int:
