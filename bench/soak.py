@@ -11,7 +11,8 @@ answers some others slowly. Meanwhile the ``qcluster`` (``--workers`` workers) i
 ``--kills`` times, at random moments, and started again after a random pause. Then the soak
 waits until everything has converged: the site keeps committing a ``soak.tick`` event nobody
 subscribes to every half second (any commit's task delivers what is due), unless
-``--idle-tail``, which leaves the tail to the sweep and wake-up schedules alone.
+``--idle-tail``, which leaves the tail to the cluster's retry waker (``webhooks/wakeup.py``),
+and to the sweep and wake-up schedules after a kill took the waker's process with it.
 
 At the end it checks, and exits 1 on any violation:
 
