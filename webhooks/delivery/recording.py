@@ -297,6 +297,9 @@ def _human(delta: timedelta) -> str:
 
 def _log(outcome: Outcome) -> None:
     """One structured record per attempt on the ``webhooks`` logger (fields in ``extra``)."""
+    level = logging.INFO if outcome.succeeded else logging.WARNING
+    if not logger.isEnabledFor(level):  # most sites log successes at WARNING: build nothing
+        return
     delivery, attempt = outcome.delivery, outcome.attempt
     state = ("succeeded" if outcome.succeeded else "failed" if outcome.terminal
              else "retrying")
@@ -311,13 +314,11 @@ def _log(outcome: Outcome) -> None:
         "webhook_error_class": attempt.error_class if attempt else "",
         "webhook_duration_ms": round(attempt.duration * 1000, 1) if attempt else None,
     }
-    level = logging.INFO if outcome.succeeded else logging.WARNING
-    if logger.isEnabledFor(level):
-        got = " ".join(str(v) for v in (fields["webhook_status_code"],
-                                         fields["webhook_error_class"]) if v)
-        logger.log(level, "webhook %(webhook_event_id)s to endpoint %(webhook_endpoint_id)s "
-                   "attempt %(webhook_attempt)s: %(webhook_status)s (%(got)s) in "
-                   "%(webhook_duration_ms)s ms", {**fields, "got": got}, extra=fields)
+    got = " ".join(str(v) for v in (fields["webhook_status_code"],
+                                     fields["webhook_error_class"]) if v)
+    logger.log(level, "webhook %(webhook_event_id)s to endpoint %(webhook_endpoint_id)s "
+               "attempt %(webhook_attempt)s: %(webhook_status)s (%(got)s) in "
+               "%(webhook_duration_ms)s ms", {**fields, "got": got}, extra=fields)
 
 
 def _send_signals(outcomes: list[Outcome], told: list[Notice]) -> None:
