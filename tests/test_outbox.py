@@ -618,3 +618,26 @@ def test_migrate_creates_the_event_function_on_postgresql(postgres: None) -> Non
     with connection.cursor() as cursor:
         cursor.execute("SELECT to_regproc('webhooks_insert_event') IS NOT NULL")
         assert cursor.fetchone()[0] is True
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_orm_broker_needs_no_redis_package(async_broker: None,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A site on django-q2's ORM broker may not have ``redis`` installed: queueing a task
+    and asking for a dispatch must never import django-q2's Redis broker."""
+    import sys
+
+    from django_q.conf import Conf
+    from django_q.models import OrmQ
+
+    from webhooks import dispatch, tasks
+
+    if not Conf.ORM:
+        pytest.skip("the ORM broker is not in use")
+    # As if the package were missing: importing the module raises ImportError.
+    monkeypatch.setitem(sys.modules, "django_q.brokers.redis_broker", None)
+    monkeypatch.setitem(sys.modules, "redis", None)
+    tasks.enqueue("drain")
+    assert tasks.take_queue_token() is None
+    dispatch.request_dispatch("default")  # the database's token, then the task
+    assert OrmQ.objects.count() == 2

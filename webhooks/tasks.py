@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -95,12 +96,18 @@ def _package(task: str, args: tuple[Any, ...], options: dict[str, Any]) -> str:
     return str(SignedPackage.dumps(package))
 
 
+def _is_redis(broker: Any) -> bool:
+    """Whether ``broker`` is django-q2's Redis broker, without importing its module: that
+    imports the ``redis`` package, which a site on the ORM broker need not have installed (a
+    Redis broker was built by that module, so it is loaded whenever one exists)."""
+    module = sys.modules.get("django_q.brokers.redis_broker")
+    return module is not None and isinstance(broker, module.Redis)
+
+
 def enqueue(task: str, *args: Any) -> None:
     """Queue ``webhooks.tasks.<task>`` without storing its result on success."""
     options = _task_options(task)
-    from django_q.brokers.redis_broker import Redis
-
-    if not Conf.SYNC and isinstance(options["broker"], Redis):
+    if not Conf.SYNC and _is_redis(options["broker"]):
         options["broker"].enqueue(_package(task, args, options))
         return
     if Conf.ORM and not Conf.SYNC:
@@ -150,9 +157,7 @@ def _redis_queue(cluster: str | None) -> tuple[Any, str] | None:
     if Conf.SYNC:
         return None
     broker = _broker(cluster)
-    from django_q.brokers.redis_broker import Redis
-
-    if not isinstance(broker, Redis):
+    if not _is_redis(broker):
         return None
     return broker.connection, broker.list_key + QUEUE_TOKEN_SUFFIX
 
